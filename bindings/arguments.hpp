@@ -1,0 +1,98 @@
+#pragma once
+// Argument checking for esfast._core: every check raises TypeError or ValueError with a message that
+// names the argument and what was expected, before any kernel runs.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+namespace esfast::bindings {
+
+namespace py = pybind11;
+
+/** A Python int (not bool) in [low, high], as uint64. */
+inline std::uint64_t to_uint(py::handle obj, const char* name, std::uint64_t low, std::uint64_t high) {
+    if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr())) {
+        throw py::type_error(std::string(name) + " must be an int, got " +
+                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+    }
+    py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
+    if (value.ptr() == nullptr) throw py::error_already_set();
+    py::int_ py_low(low), py_high(high);
+    if (value < py_low || value > py_high) {
+        throw py::value_error(std::string(name) + " must be in [" + std::to_string(low) + ", " +
+                              std::to_string(high) + "], got " + std::string(py::str(value)));
+    }
+    return value.cast<std::uint64_t>();
+}
+
+/** A finite real number. */
+inline double to_finite(py::handle obj, const char* name) {
+    if (PyBool_Check(obj.ptr()) ||
+        !(PyIndex_Check(obj.ptr()) || PyObject_HasAttrString(obj.ptr(), "__float__"))) {
+        throw py::type_error(std::string(name) + " must be a real number, got " +
+                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+    }
+    const double value = PyFloat_AsDouble(obj.ptr());
+    if (value == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    if (!std::isfinite(value)) {
+        throw py::value_error(std::string(name) + " must be finite, got " + std::to_string(value));
+    }
+    return value;
+}
+
+inline std::string dtype_name(const py::array& a) { return std::string(py::str(a.dtype())); }
+
+/** A 1-D C-contiguous numpy array of exactly dtype T and length `length` (any length if -1). */
+template <typename T>
+py::array_t<T> exact_vector(py::handle obj, const char* name, std::int64_t length, bool writeable) {
+    if (!py::isinstance<py::array>(obj)) {
+        throw py::type_error(std::string(name) + " must be a numpy array of dtype " +
+                             std::string(py::str(py::dtype::of<T>())) + ", got " +
+                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+    }
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (!a.dtype().is(py::dtype::of<T>())) {
+        throw py::type_error(std::string(name) + " must have dtype " +
+                             std::string(py::str(py::dtype::of<T>())) + ", got " + dtype_name(a));
+    }
+    if (a.ndim() != 1 || (length >= 0 && a.shape(0) != length)) {
+        std::string shape = "(";
+        for (py::ssize_t d = 0; d < a.ndim(); ++d) shape += (d ? ", " : "") + std::to_string(a.shape(d));
+        shape += a.ndim() == 1 ? ",)" : ")";
+        throw py::value_error(std::string(name) + " must have shape (" +
+                              (length >= 0 ? std::to_string(length) : std::string("n")) + ",), got " + shape);
+    }
+    if (!(a.flags() & py::array::c_style)) {
+        throw py::value_error(std::string(name) + " must be C-contiguous");
+    }
+    if (writeable && !a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
+    return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+/** Real-valued array-like (bool, int or float dtype), converted to a C-contiguous float64 copy. */
+inline py::array_t<double> real_values(py::handle obj, const char* name) {
+    py::array a = py::array::ensure(obj);
+    if (!a) {
+        PyErr_Clear();
+        throw py::type_error(std::string(name) + " must be array-like of real numbers");
+    }
+    const char kind = a.dtype().kind();
+    if (kind != 'f' && kind != 'i' && kind != 'u') {
+        throw py::type_error(std::string(name) + " must hold real numbers, got dtype " + dtype_name(a));
+    }
+    return py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(a);
+}
+
+/** Whether two arrays' byte ranges overlap. */
+inline bool overlaps(const py::array& a, const py::array& b) {
+    const auto* a0 = static_cast<const char*>(a.data());
+    const auto* b0 = static_cast<const char*>(b.data());
+    return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+}  // namespace esfast::bindings

@@ -1,0 +1,352 @@
+"""The compiled core: noise tables, seeded perturbations, return shaping and gradient sums.
+
+Every function here is a thin, documented wrapper over ``esfast._core``; argument checking
+happens in the compiled module, which raises ``TypeError`` or ``ValueError`` naming the argument
+before any computation. Outputs are float32. Functions that produce a vector accept a
+preallocated ``out`` array (float32, C-contiguous, right length) to avoid allocating in loops.
+
+Determinism: sample ``i`` of a noise table depends only on ``(seed, i)``, bit for bit, on any
+machine, for any thread count (see ``docs/determinism.md``). ``sample_offsets`` depends only on
+its arguments. ``weighted_noise_sum`` is bit-identical for any thread count.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from esfast import _core
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "NoiseTable",
+    "centered_ranks",
+    "noise_samples",
+    "normalized",
+    "perturb",
+    "perturb_pair",
+    "sample_offsets",
+    "weighted_noise_sum",
+]
+
+_ATTACH_POLL_SECONDS = 0.02
+
+
+class NoiseTable:
+    """A read-only table of standard-normal float32 samples generated from a seed.
+
+    ``NoiseTable(size, seed)`` generates a private table with ``threads`` threads (default: the
+    machine's cores). ``NoiseTable.create_shared`` generates one into named shared memory that
+    other processes map with ``NoiseTable.attach`` without copying or regenerating, so a host
+    needs one table however many processes use it.
+
+    Views returned by :meth:`get` and :attr:`array` are zero-copy and read-only; they stay valid
+    after :meth:`close`, which only gives up this object's hold on the memory (and, for a shared
+    table this process created, removes its name).
+
+    Args:
+        size: number of samples, >= 1 (the paper used 250,000,000: 1 GB).
+        seed: integer in [0, 2**64).
+        threads: threads used to generate the table and by kernels that take it; None for the
+            machine's cores.
+
+    Raises:
+        TypeError, ValueError: bad arguments.
+        MemoryError-like OSError (ENOMEM): the table does not fit in this machine's memory.
+    """
+
+    __slots__ = ("_impl", "__weakref__")
+
+    def __init__(self, size: int, seed: int, *, threads: int | None = None) -> None:
+        self._impl = _core.NoiseTable.create(size, seed, threads)
+
+    @classmethod
+    def _wrap(cls, impl: _core.NoiseTable) -> NoiseTable:
+        table = cls.__new__(cls)
+        table._impl = impl
+        return table
+
+    @classmethod
+    def create_shared(cls, name: str, size: int, seed: int, *, threads: int | None = None) -> NoiseTable:
+        """Generates a table into the shared-memory segment ``name`` (``/dev/shm/<name>`` on Linux).
+
+        The segment is removed when this table is closed, garbage-collected, or when the process
+        exits normally. If a segment of that name was left by a process that no longer runs
+        (killed with SIGKILL, say), it is replaced.
+
+        Args:
+            name: 1 to 200 letters, digits, '.', '_' or '-' (a leading '/' is allowed).
+            size: number of samples, >= 1.
+            seed: integer in [0, 2**64).
+            threads: generating threads; None for the machine's cores.
+
+        Raises:
+            FileExistsError: a live process already holds a segment of that name.
+            OSError: shared memory could not be allocated (ENOSPC, ENOMEM).
+        """
+        table = cls._wrap(_core.NoiseTable.create_shared(name, size, seed, threads))
+        _owned_shared.add(table)
+        return table
+
+    @classmethod
+    def attach(cls, name: str, *, timeout: float = 0.0, threads: int | None = None) -> NoiseTable:
+        """Maps the shared table ``name`` read-only, without copying or regenerating it.
+
+        Args:
+            name: the name given to :meth:`create_shared`.
+            timeout: seconds to wait for the segment to exist and be fully generated.
+            threads: threads for kernels that take this table; None for the machine's cores.
+
+        Raises:
+            FileNotFoundError: no such segment (after ``timeout``).
+            BlockingIOError: the segment is still being generated (after ``timeout``).
+            OSError: the segment is not an esfast table of this layout version (EINVAL).
+        """
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            try:
+                return cls._wrap(_core.NoiseTable.attach(name, threads))
+            except OSError as error:
+                if error.errno not in (errno.ENOENT, errno.EAGAIN) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(_ATTACH_POLL_SECONDS)
+
+    @staticmethod
+    def remove_if_stale(name: str) -> bool:
+        """Removes the shared segment ``name`` if it is an esfast table whose creator has exited.
+
+        Returns:
+            Whether a segment was removed.
+        """
+        return bool(_core.NoiseTable.remove_if_stale(name))
+
+    def __len__(self) -> int:
+        return int(self._impl.size)
+
+    @property
+    def size(self) -> int:
+        """Number of samples."""
+        return int(self._impl.size)
+
+    @property
+    def seed(self) -> int:
+        """The seed the table was generated from."""
+        return int(self._impl.seed)
+
+    @property
+    def name(self) -> str | None:
+        """The shared-memory name (with its leading '/'), or None for a private table."""
+        return self._impl.name
+
+    @property
+    def owner(self) -> bool:
+        """True if this object generated the table, False if it attached to it."""
+        return bool(self._impl.owner)
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return bool(self._impl.closed)
+
+    @property
+    def threads(self) -> int:
+        """Threads used by kernels that take this table."""
+        return int(self._impl.threads)
+
+    def get(self, offset: int, dim: int) -> NDArray[np.float32]:
+        """The samples ``[offset, offset + dim)`` as a read-only, zero-copy float32 array of shape (dim,).
+
+        Raises:
+            ValueError: the slice does not lie in the table, or the table is closed.
+        """
+        return self._impl.view(offset, dim)
+
+    @property
+    def array(self) -> NDArray[np.float32]:
+        """All samples as a read-only, zero-copy float32 array of shape (size,)."""
+        return self._impl.view(0, self._impl.size)
+
+    def close(self) -> None:
+        """Gives up this object's hold on the memory; a shared table created here is unlinked.
+
+        Views already handed out stay valid. Idempotent.
+        """
+        self._impl.close()
+
+    def __enter__(self) -> NoiseTable:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = f"shared {self.name!r}" if self.name else "private"
+        state = ", closed" if self.closed else ""
+        return f"NoiseTable(size={self.size}, seed={self.seed}, {kind}{state})"
+
+
+# Shared tables this process created, closed at interpreter exit so that no segment outlives a
+# normal exit even if a reference to the table is still alive somewhere.
+_owned_shared: weakref.WeakSet[NoiseTable] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_owned_shared() -> None:
+    for table in list(_owned_shared):
+        table.close()
+
+
+def _impl_of(table: object) -> _core.NoiseTable:
+    if not isinstance(table, NoiseTable):
+        raise TypeError(f"table must be an esfast.core.NoiseTable, got {type(table).__name__}")
+    return table._impl
+
+
+def _vector_like(theta: object) -> NDArray[np.float32]:
+    """An uninitialized float32 output for ``theta``; empty if ``theta`` is not a 1-D array, so
+    that the compiled module reports the problem with ``theta`` itself."""
+    if isinstance(theta, np.ndarray) and theta.ndim == 1:
+        return np.empty(theta.shape[0], dtype=np.float32)
+    return np.empty(0, dtype=np.float32)
+
+
+def noise_samples(seed: int, start: int, count: int) -> NDArray[np.float32]:
+    """Samples ``[start, start + count)`` of the noise table of ``seed``, computed directly.
+
+    ``NoiseTable(size, seed).get(start, count)`` holds the same values; this computes them without a
+    table, at any position below 2**64, e.g. to check a table or to draw a few samples.
+
+    Returns:
+        float32 array of shape (count,).
+    """
+    return _core.noise_samples(seed, start, count)
+
+
+def sample_offsets(seed: int, count: int, dim: int, table_size: int) -> NDArray[np.int64]:
+    """``count`` offsets uniform on ``[0, table_size - dim]``, a function of the arguments only.
+
+    Offset ``k`` depends only on ``(seed, k, table_size - dim)``, so the first ``m`` offsets of a
+    longer request equal a request for ``m``.
+
+    Args:
+        seed: integer in [0, 2**64).
+        count: number of offsets, >= 0.
+        dim: length of each perturbation, 1 <= dim <= table_size.
+        table_size: length of the noise table, >= 1.
+
+    Returns:
+        int64 array of shape (count,).
+    """
+    return _core.sample_offsets(seed, count, dim, table_size)
+
+
+def perturb(
+    theta: NDArray[np.float32],
+    table: NoiseTable,
+    offset: int,
+    sigma: float,
+    *,
+    out: NDArray[np.float32] | None = None,
+) -> NDArray[np.float32]:
+    """θ + σ·ε with ε = ``table[offset : offset + dim]``.
+
+    Args:
+        theta: float32 array of shape (dim,), C-contiguous.
+        table: the noise table.
+        offset: start of ε, in [0, len(table) - dim].
+        sigma: finite noise scale (negative gives θ - |σ|ε).
+        out: float32 array of shape (dim,) to write to; may be ``theta`` itself.
+
+    Returns:
+        ``out``, or a new float32 array of shape (dim,).
+    """
+    return _core.perturb(theta, _impl_of(table), offset, sigma, _vector_like(theta) if out is None else out)
+
+
+def perturb_pair(
+    theta: NDArray[np.float32],
+    table: NoiseTable,
+    offset: int,
+    sigma: float,
+    *,
+    out_plus: NDArray[np.float32] | None = None,
+    out_minus: NDArray[np.float32] | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The antithetic pair (θ + σ·ε, θ − σ·ε) in one pass over θ and ε.
+
+    Args:
+        theta: float32 array of shape (dim,).
+        table, offset, sigma: as for :func:`perturb`.
+        out_plus, out_minus: float32 arrays of shape (dim,), not overlapping θ or each other.
+
+    Returns:
+        (plus, minus), float32 arrays of shape (dim,).
+    """
+    plus = _vector_like(theta) if out_plus is None else out_plus
+    minus = _vector_like(theta) if out_minus is None else out_minus
+    return _core.perturb_pair(theta, _impl_of(table), offset, sigma, plus, minus)
+
+
+def centered_ranks(x: ArrayLike) -> NDArray[np.float32]:
+    """Ranks of all elements of ``x`` scaled to [-0.5, 0.5]: ``rank / (n - 1) - 0.5``.
+
+    Ranks run from 0 (smallest) to n - 1 over the flattened array; equal values share the mean
+    of their ranks, so the result does not depend on the order of ties. A single element gives 0.
+
+    Args:
+        x: real numbers of any shape (e.g. returns of shape (pairs, 2)); no NaN.
+
+    Returns:
+        float32 array of the same shape as ``x``.
+    """
+    return _core.centered_ranks(x)
+
+
+def normalized(x: ArrayLike) -> NDArray[np.float32]:
+    """``(x - mean) / std`` over all elements of ``x`` (population std); zeros if ``x`` is constant.
+
+    Args:
+        x: finite real numbers of any shape.
+
+    Returns:
+        float32 array of the same shape as ``x``.
+    """
+    return _core.normalized(x)
+
+
+def weighted_noise_sum(
+    table: NoiseTable,
+    offsets: NDArray[np.int64],
+    weights: NDArray[np.float32],
+    dim: int,
+    *,
+    out: NDArray[np.float32] | None = None,
+) -> NDArray[np.float32]:
+    """Σ_i weights[i] · table[offsets[i] : offsets[i] + dim], the ES gradient's heavy part.
+
+    Each element is accumulated in float64 in the order of ``offsets`` and rounded once, by the
+    table's threads, each owning a disjoint range of the output: the result is bit-identical for
+    any thread count.
+
+    Args:
+        table: the noise table.
+        offsets: int64 array of shape (n,), each in [0, len(table) - dim].
+        weights: float32 array of shape (n,), finite.
+        dim: length of the result, 1 <= dim <= len(table).
+        out: float32 array of shape (dim,) to write to.
+
+    Returns:
+        ``out``, or a new float32 array of shape (dim,).
+    """
+    impl = _impl_of(table)
+    if out is None:
+        valid_dim = isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and 0 < dim <= impl.size
+        out = np.empty(int(dim) if valid_dim else 0, dtype=np.float32)
+    return _core.weighted_noise_sum(impl, offsets, weights, dim, out)

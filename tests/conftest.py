@@ -1,0 +1,38 @@
+"""Shared fixtures: unique shared-memory names and a check that no test leaks a segment."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHM_DIR = Path("/dev/shm")
+PREFIX = "esfast-test-"
+
+
+def _segments() -> set[str]:
+    return {p.name for p in SHM_DIR.glob(PREFIX + "*")} if SHM_DIR.is_dir() else set()
+
+
+@pytest.fixture
+def shm_name() -> Iterator[str]:
+    """A fresh segment name; whatever a test leaves under it is removed, and reported."""
+    name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    yield name
+    leftover = SHM_DIR / name
+    if leftover.exists():
+        leftover.unlink()
+        pytest.fail(f"shared-memory segment {name} was left behind")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leaked_segments() -> Iterator[None]:
+    before = _segments()
+    yield
+    leaked = _segments() - before
+    for name in leaked:
+        (SHM_DIR / name).unlink(missing_ok=True)
+    assert not leaked, f"tests left shared-memory segments behind: {sorted(leaked)}"
