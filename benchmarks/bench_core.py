@@ -135,12 +135,12 @@ def main() -> None:
     record("sample_offsets 100,000", ref, ours, offsets_count * 8)
     table.close()
 
-    header = f"{'operation':<34} {'numpy s':>9} {'esfast s':>9} {'speed-up':>9} {'GB/s':>7} {'of bw':>6}"
+    header = f"{'operation':<38} {'numpy s':>9} {'esfast s':>9} {'speed-up':>9} {'GB/s':>7} {'of bw':>6}"
     print(header)
     print("-" * len(header))
     for name, ref, ours, nbytes in rows:
         rate = nbytes / ours
-        print(f"{name:<34} {ref:>9.4f} {ours:>9.4f} {ref / ours:>8.1f}x {rate / 1e9:>7.2f} {rate / bandwidth:>6.0%}")
+        print(f"{name:<38} {ref:>9.4f} {ours:>9.4f} {ref / ours:>8.1f}x {rate / 1e9:>7.2f} {rate / bandwidth:>6.0%}")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,29 @@ inline void multiply_wide(std::uint64_t a, std::uint64_t b, std::uint64_t* high,
 
 void sample_offsets(std::uint64_t seed, std::size_t count, std::uint64_t range, std::int64_t* out) {
     const std::uint64_t threshold = (0 - range) % range;  // 2^64 mod range
-    for (std::size_t k = 0; k < count; ++k) {
-        std::uint32_t attempt = 0;
-        std::uint64_t high, low;
-        multiply_wide(draw64(seed, k, attempt), range, &high, &low);
-        while (low < threshold) multiply_wide(draw64(seed, k, ++attempt), range, &high, &low);
-        out[k] = static_cast<std::int64_t>(high);
+    constexpr std::size_t kBatch = 64;
+    std::uint32_t c0[kBatch], c1[kBatch], c2[kBatch], c3[kBatch];
+    for (std::size_t done = 0; done < count; done += kBatch) {
+        const std::size_t n = count - done < kBatch ? count - done : kBatch;
+        // First attempts for a whole batch at once (vectorizable); rejections, with probability
+        // below range / 2^64, are redrawn one at a time.
+        for (std::size_t j = 0; j < n; ++j) {
+            const std::uint64_t k = done + j;
+            c0[j] = static_cast<std::uint32_t>(k);
+            c1[j] = static_cast<std::uint32_t>(k >> 32);
+            c2[j] = static_cast<std::uint32_t>(PhiloxStream::kOffsets);
+            c3[j] = 0;
+        }
+        philox4x32_soa(seed, n, c0, c1, c2, c3);
+        for (std::size_t j = 0; j < n; ++j) {
+            std::uint64_t high, low;
+            multiply_wide(static_cast<std::uint64_t>(c0[j]) | (static_cast<std::uint64_t>(c1[j]) << 32), range,
+                          &high, &low);
+            for (std::uint32_t attempt = 1; low < threshold; ++attempt) {
+                multiply_wide(draw64(seed, done + j, attempt), range, &high, &low);
+            }
+            out[done + j] = static_cast<std::int64_t>(high);
+        }
     }
 }
 
