@@ -14,7 +14,10 @@ PREFIX = "esfast-test-"
 
 
 def _segments() -> set[str]:
-    return {p.name for p in SHM_DIR.glob(PREFIX + "*")} if SHM_DIR.is_dir() else set()
+    """esfast's segments (tables, θ buffers) and multiprocessing's semaphores in /dev/shm."""
+    if not SHM_DIR.is_dir():
+        return set()
+    return {p.name for pattern in ("esfast-*", "sem.mp-*") for p in SHM_DIR.glob(pattern)}
 
 
 @pytest.fixture

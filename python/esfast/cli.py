@@ -1,0 +1,178 @@
+"""The ``esfast`` command: ``esfast train`` and ``esfast play``.
+
+Errors a user can fix (bad config, unknown environment, mismatched checkpoint) end the command
+with one line on stderr and exit status 2; Ctrl-C during training writes a checkpoint and exits
+with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from esfast.checkpoint import CheckpointError, load_checkpoint
+from esfast.config import Config, ConfigError, apply_overrides, load_config
+from esfast.policies import MLPPolicy, PolicyError
+from esfast.rollout import EnvError, make_env, run_episode
+from esfast.training import Trainer, resolved_config
+
+logger = logging.getLogger("esfast")
+
+DEFAULT_CONFIG = "halfcheetah"
+USER_ERRORS = (ConfigError, EnvError, PolicyError, CheckpointError, FileExistsError)
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Configs that ship with esfast, by name (file name without ``.json``)."""
+    installed = resources.files("esfast") / "configs"
+    source_tree = Path(__file__).resolve().parents[2] / "configs"  # editable installs
+    for directory in (Path(str(installed)), source_tree):
+        if directory.is_dir():
+            return {path.stem: path for path in sorted(directory.glob("*.json"))}
+    return {}
+
+
+def resolve_config(name: str | None) -> Config:
+    """A config from a file path or a shipped config's name (default: HalfCheetah)."""
+    name = name or DEFAULT_CONFIG
+    path = Path(name)
+    if path.suffix == ".json" or path.exists():
+        return load_config(path)
+    shipped = shipped_configs()
+    if name in shipped:
+        return load_config(shipped[name])
+    raise ConfigError(f"no config file {name!r} and no shipped config of that name (shipped: {', '.join(shipped) or 'none'})")
+
+
+def _budget(config: Config, args: argparse.Namespace) -> Config:
+    run = config.run
+    if args.generations is not None:
+        run = dataclasses.replace(run, generations=args.generations, timesteps=None)
+    if args.timesteps is not None:
+        run = dataclasses.replace(run, timesteps=args.timesteps, generations=None)
+    if args.workers is not None:
+        run = dataclasses.replace(run, workers=args.workers)
+    return dataclasses.replace(config, run=run)
+
+
+def _describe(trainer: Trainer) -> str:
+    policy = trainer.policy
+    sizes = [layer.inputs for layer in policy.layers] + [policy.layers[-1].outputs]
+    config = trainer.config
+    return (
+        f"esfast: {config.env_id} | policy {'-'.join(map(str, sizes))} {config.policy.nonlin_type} "
+        f"({policy.num_params:,} parameters) | {config.pop_pairs} pairs per generation | "
+        f"{trainer.workers} worker{'s' if trainer.workers > 1 else ''} | run directory {trainer.out_dir}"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        out_dir = Path(args.resume)
+        if not (out_dir / "checkpoints" / "latest.npz").exists():
+            raise CheckpointError(f"{out_dir} holds no checkpoints/latest.npz to resume from")
+        if args.config or args.env or args.set or args.seed is not None:
+            raise ConfigError("--resume continues a run with its own config; only --generations, --timesteps and --workers may change")
+        config = _budget(resolved_config(out_dir), args)
+    else:
+        config = resolve_config(args.config)
+        overrides = list(args.set)
+        if args.env:
+            overrides.append(f"env_id={args.env}")
+        if args.env_module:
+            overrides.append(f"env_module={args.env_module}")
+        if args.seed is not None:
+            overrides.append(f"run.seed={args.seed}")
+        config = _budget(apply_overrides(config, overrides), args)
+        out_dir = Path(args.out) if args.out else Path("runs") / f"{config.exp_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out_dir / "checkpoints" / "latest.npz").exists():
+            raise FileExistsError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
+    trainer = Trainer(config, out_dir, resume=bool(args.resume))
+    logger.info(_describe(trainer))
+    if config.run.generations is None and config.run.timesteps is None:
+        logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted after generation {trainer.generation}; checkpoint {out_dir / 'checkpoints' / 'latest.npz'}\n"
+            f"continue with: esfast train --resume {out_dir}",
+            file=sys.stderr,
+        )
+        return 130
+    logger.info("done: %d generations, %s timesteps; checkpoint %s", trainer.generation, f"{trainer.timesteps_total:,}", out_dir / "checkpoints" / "latest.npz")
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    state, config = load_checkpoint(args.checkpoint)
+    env = make_env(config.env_id, config.env_module, **({"render_mode": "human"} if args.render else {}))
+    try:
+        policy = MLPPolicy(env.observation_space, env.action_space, config.policy)
+        theta = np.asarray(state["theta"], dtype=np.float32)
+        count = float(state["obstat_count"])
+        mean = np.asarray(state["obstat_sum"]) / count
+        std = np.sqrt(np.maximum(np.asarray(state["obstat_sumsq"]) / count - mean**2, 1e-2))
+        actor = policy.actor(theta, mean.astype(np.float32), std.astype(np.float32))
+        returns = []
+        for episode in range(args.episodes):
+            result = run_episode(env, actor, seed=args.seed + episode)
+            returns.append(result.ret)
+            print(f"episode {episode + 1}: return {result.ret:.2f}, length {result.length}")
+        print(f"mean return over {len(returns)} episodes: {np.mean(returns):.2f} (std {np.std(returns):.2f})")
+    finally:
+        env.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esfast", description="Evolution strategies (OpenAI-ES) for gymnasium environments.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a policy", description="Train a policy with OpenAI-ES on this machine.")
+    train.add_argument("config", nargs="?", help=f"config file, or the name of a shipped config (default: {DEFAULT_CONFIG})")
+    train.add_argument("--env", help="gymnasium environment id (overrides the config)")
+    train.add_argument("--env-module", help="module to import before making the environment (registers custom envs)")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--generations", type=int, help="stop after this many generations")
+    budget.add_argument("--timesteps", type=int, help="stop after this many environment steps")
+    train.add_argument("--seed", type=int, help="run seed (overrides the config)")
+    train.add_argument("--out", help="run directory (default: runs/<exp_prefix>-<time>)")
+    train.add_argument("--workers", type=int, help="local evaluator processes (default: one per core)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    train.set_defaults(handler=cmd_train)
+
+    play = commands.add_parser("play", help="run a saved policy", description="Run a checkpoint's policy and print its returns.")
+    play.add_argument("checkpoint", help="a checkpoint file (.npz)")
+    play.add_argument("--episodes", type=int, default=5, help="episodes to run (default: 5)")
+    play.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    play.add_argument("--render", action="store_true", help="show the environment in a window")
+    play.set_defaults(handler=cmd_play)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("generations", "timesteps", "workers", "episodes"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"esfast: error: --{name} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        return args.handler(args)
+    except USER_ERRORS as error:
+        print(f"esfast: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

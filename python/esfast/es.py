@@ -1,0 +1,226 @@
+"""OpenAI-ES with an ask/tell interface, for any black-box objective.
+
+    es = OpenES(num_params, sigma=0.02, stepsize=0.01, pop_pairs=50, seed=0)
+    for generation in range(100):
+        population = es.ask()
+        returns = np.array([[f(plus), f(minus)] for plus, minus in population])  # (pop_pairs, 2)
+        es.tell(returns)
+
+Each generation's population is fixed by (seed, generation): its noise offsets come from
+``sample_offsets`` with a seed derived from both, so a population can be rebuilt anywhere from
+those two numbers and the noise table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from esfast import core
+from esfast.config import RETURN_PROC_MODES
+from esfast.optimizers import make_optimizer
+from esfast.seeding import Purpose, derive_rng, derive_seed
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["OpenES", "Population", "default_table_size", "population_offsets"]
+
+
+def default_table_size(num_params: int) -> int:
+    """Noise-table length used when none is given: at least 2**22 and 64 slices of θ."""
+    return max(1 << 22, 64 * num_params)
+
+
+def population_offsets(seed: int, generation: int, pop_pairs: int, num_params: int, table_size: int) -> NDArray[np.int64]:
+    """The noise offsets of generation ``generation`` of a run with seed ``seed``: (pop_pairs,) int64."""
+    return core.sample_offsets(derive_seed(seed, Purpose.OFFSETS, generation), pop_pairs, num_params, table_size)
+
+
+@dataclass
+class Population:
+    """One generation's antithetic pairs θ ± σ·table[offsets[i] : offsets[i] + num_params].
+
+    Iterating yields ``(plus, minus)`` float32 arrays of shape (num_params,), new for each pair;
+    :meth:`pair` can write into given buffers instead.
+    """
+
+    generation: int
+    offsets: NDArray[np.int64]
+    theta: NDArray[np.float32]
+    sigma: float
+    table: core.NoiseTable
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def pair(
+        self, i: int, *, out_plus: NDArray[np.float32] | None = None, out_minus: NDArray[np.float32] | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(θ + σε_i, θ − σε_i) for pair ``i``."""
+        return core.perturb_pair(self.theta, self.table, int(self.offsets[i]), self.sigma, out_plus=out_plus, out_minus=out_minus)
+
+    def __iter__(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+        for i in range(len(self)):
+            yield self.pair(i)
+
+    def vectors(self) -> NDArray[np.float32]:
+        """All members as one (pop_pairs, 2, num_params) array: [:, 0] is θ + σε, [:, 1] is θ − σε."""
+        out = np.empty((len(self), 2, self.theta.size), dtype=np.float32)
+        for i in range(len(self)):
+            self.pair(i, out_plus=out[i, 0], out_minus=out[i, 1])
+        return out
+
+
+def process_returns(returns: NDArray[np.float64], mode: str) -> NDArray[np.float32]:
+    """Shapes returns of shape (pairs, 2) for the update: centered ranks, normalized, or raw."""
+    if mode == "centered_rank":
+        return core.centered_ranks(returns)
+    if mode == "normalized":
+        return core.normalized(returns)
+    if mode == "raw":
+        return returns.astype(np.float32)
+    raise ValueError(f"return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {mode!r}")
+
+
+class OpenES:
+    """The OpenAI-ES update: antithetic sampling, return shaping, Adam or SGD, L2 decay.
+
+    Args:
+        num_params: length of θ.
+        sigma: noise standard deviation σ (> 0).
+        stepsize: optimizer step size (> 0).
+        pop_pairs: antithetic pairs per generation (>= 1).
+        seed: run seed; fixes the initial θ (if not given) and every generation's offsets.
+        optimizer: ``"adam"`` (β1 0.9, β2 0.999, ε 1e-8) or ``"sgd"`` (with ``momentum``).
+        momentum: SGD momentum.
+        l2coeff: L2 coefficient: the update descends ``-g + l2coeff * θ``.
+        return_proc_mode: ``"centered_rank"``, ``"normalized"`` or ``"raw"``.
+        table: the noise table; None creates a private one of :func:`default_table_size` from ``seed``.
+        theta: initial θ (copied to float32); None draws N(0, 1) from ``seed``.
+
+    Raises:
+        ValueError: a non-positive population, sigma or step size, or an unknown mode.
+    """
+
+    def __init__(
+        self,
+        num_params: int,
+        *,
+        sigma: float,
+        stepsize: float,
+        pop_pairs: int,
+        seed: int,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        l2coeff: float = 0.0,
+        return_proc_mode: str = "centered_rank",
+        table: core.NoiseTable | None = None,
+        theta: ArrayLike | None = None,
+    ) -> None:
+        if not (isinstance(num_params, (int, np.integer)) and num_params >= 1):
+            raise ValueError(f"num_params must be a positive integer, got {num_params!r}")
+        if not (isinstance(pop_pairs, (int, np.integer)) and pop_pairs >= 1):
+            raise ValueError(f"pop_pairs must be a positive integer, got {pop_pairs!r}")
+        if not (np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+        if not (np.isfinite(stepsize) and stepsize > 0):
+            raise ValueError(f"stepsize must be a positive number, got {stepsize!r}")
+        if not (np.isfinite(l2coeff) and l2coeff >= 0):
+            raise ValueError(f"l2coeff must be >= 0, got {l2coeff!r}")
+        if return_proc_mode not in RETURN_PROC_MODES:
+            raise ValueError(f"return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {return_proc_mode!r}")
+        self.num_params = int(num_params)
+        self.sigma = float(sigma)
+        self.pop_pairs = int(pop_pairs)
+        self.seed = int(seed)
+        self.l2coeff = float(l2coeff)
+        self.return_proc_mode = return_proc_mode
+        self.table = table if table is not None else core.NoiseTable(default_table_size(self.num_params), self.seed)
+        if len(self.table) < self.num_params:
+            raise ValueError(f"the noise table ({len(self.table)} samples) is shorter than num_params ({self.num_params})")
+        if theta is None:
+            self.theta = derive_rng(self.seed, Purpose.INIT).standard_normal(self.num_params).astype(np.float32)
+        else:
+            self.theta = np.array(theta, dtype=np.float32).reshape(-1)
+            if self.theta.size != self.num_params:
+                raise ValueError(f"theta must have {self.num_params} elements, got {self.theta.size}")
+        self.optimizer = make_optimizer(optimizer, self.num_params, stepsize=stepsize, momentum=momentum)
+        self.optimizer_name = optimizer
+        self.generation = 0
+
+    def offsets(self, generation: int | None = None) -> NDArray[np.int64]:
+        """Noise offsets of a generation (default: the current one)."""
+        gen = self.generation if generation is None else generation
+        return population_offsets(self.seed, gen, self.pop_pairs, self.num_params, len(self.table))
+
+    def ask(self) -> Population:
+        """The current generation's population."""
+        return Population(self.generation, self.offsets(), self.theta, self.sigma, self.table)
+
+    def tell(self, returns: ArrayLike) -> dict[str, float]:
+        """Updates θ from the returns of the current population and advances the generation.
+
+        Args:
+            returns: shape (pop_pairs, 2): column 0 for θ + σε_i, column 1 for θ − σε_i.
+
+        Returns:
+            Update statistics: ``grad_norm``, ``update_ratio`` (|step| / |θ|).
+
+        Raises:
+            ValueError: wrong shape or NaN returns.
+        """
+        values = np.asarray(returns, dtype=np.float64)
+        if values.shape != (self.pop_pairs, 2):
+            raise ValueError(f"returns must have shape ({self.pop_pairs}, 2), got {values.shape}")
+        if np.isnan(values).any():
+            raise ValueError("returns must not contain NaN")
+        shaped = process_returns(values, self.return_proc_mode)
+        weights = (shaped[:, 0] - shaped[:, 1]).astype(np.float32)
+        gradient = core.weighted_noise_sum(self.table, self.offsets(), weights, self.num_params)
+        gradient /= np.float32(2 * self.pop_pairs)
+        step = self.optimizer.step(-gradient + np.float32(self.l2coeff) * self.theta)
+        self.theta = self.theta + step
+        self.generation += 1
+        theta_norm = float(np.linalg.norm(self.theta))
+        return {
+            "grad_norm": float(np.linalg.norm(gradient)),
+            "update_ratio": float(np.linalg.norm(step)) / theta_norm if theta_norm > 0 else 0.0,
+        }
+
+    def state_dict(self) -> dict[str, object]:
+        """Everything needed to continue: θ, generation, optimizer state, settings."""
+        state: dict[str, object] = {
+            "theta": self.theta.copy(),
+            "generation": self.generation,
+            "seed": self.seed,
+            "sigma": self.sigma,
+            "pop_pairs": self.pop_pairs,
+            "l2coeff": self.l2coeff,
+            "return_proc_mode": self.return_proc_mode,
+            "optimizer": self.optimizer_name,
+            "table_size": len(self.table),
+            "table_seed": self.table.seed,
+        }
+        state.update({f"optimizer_{k}": v for k, v in self.optimizer.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restores :meth:`state_dict` output.
+
+        Raises:
+            ValueError: θ of another size, or a state from a different optimizer or noise table.
+        """
+        theta = np.asarray(state["theta"], dtype=np.float32)
+        if theta.shape != (self.num_params,):
+            raise ValueError(f"state holds theta of shape {theta.shape}, this ES has ({self.num_params},)")
+        if str(state["optimizer"]) != self.optimizer_name:
+            raise ValueError(f"state is for optimizer {state['optimizer']!r}, this ES uses {self.optimizer_name!r}")
+        if int(state["table_size"]) != len(self.table) or int(state["table_seed"]) != self.table.seed:
+            raise ValueError("state was made with a different noise table (size or seed)")
+        self.theta = theta.copy()
+        self.generation = int(state["generation"])
+        self.optimizer.load_state_dict({k[len("optimizer_"):]: v for k, v in state.items() if k.startswith("optimizer_")})

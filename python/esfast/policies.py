@@ -1,0 +1,217 @@
+"""Feed-forward policies over a flat float32 parameter vector, and observation statistics.
+
+Parameter layout: for each layer in order, its weight matrix of shape (inputs, outputs) in
+row-major order, then its bias (outputs,). An :class:`Actor` binds views of these slices (no
+copy) and preallocated buffers, so a step costs a handful of numpy calls and no allocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from numpy.typing import NDArray
+
+from esfast.config import PolicySettings
+
+OBS_CLIP = 5.0
+OBS_VARIANCE_FLOOR = 1e-2  # std is at least 0.1, as in the paper's code
+HIDDEN_INIT_STD = 1.0
+OUTPUT_INIT_STD = 0.01
+
+
+class PolicyError(ValueError):
+    """The policy cannot be built for this environment or this parameter vector."""
+
+
+_NONLINEARITIES: dict[str, Callable[[NDArray[np.float32]], None]] = {
+    "tanh": lambda x: np.tanh(x, out=x),
+    "relu": lambda x: np.maximum(x, 0, out=x),
+    "elu": lambda x: np.copyto(x, np.where(x > 0, x, np.expm1(np.minimum(x, 0)))),
+    "sigmoid": lambda x: np.copyto(x, 0.5 * (1 + np.tanh(0.5 * x))),
+    "identity": lambda x: None,
+}
+
+
+class ObStat:
+    """Running sums of observations (float64): merged exactly, in a fixed order, across workers.
+
+    Starts with a small pseudo-count (sum 0, sum of squares ``eps``, count ``eps``), so before any
+    data the mean is 0 and the std 1.
+    """
+
+    def __init__(self, shape: tuple[int, ...], eps: float = 1e-2) -> None:
+        self.sum = np.zeros(shape, dtype=np.float64)
+        self.sumsq = np.full(shape, eps, dtype=np.float64)
+        self.count = float(eps)
+
+    def increment(self, total: NDArray[np.float64], sumsq: NDArray[np.float64], count: float) -> None:
+        self.sum += total
+        self.sumsq += sumsq
+        self.count += count
+
+    @property
+    def mean(self) -> NDArray[np.float32]:
+        return (self.sum / self.count).astype(np.float32)
+
+    @property
+    def std(self) -> NDArray[np.float32]:
+        mean = self.sum / self.count
+        return np.sqrt(np.maximum(self.sumsq / self.count - np.square(mean), OBS_VARIANCE_FLOOR)).astype(np.float32)
+
+    def state_dict(self) -> dict[str, np.ndarray | float]:
+        return {"sum": self.sum.copy(), "sumsq": self.sumsq.copy(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, np.ndarray | float]) -> None:
+        total = np.asarray(state["sum"], dtype=np.float64)
+        if total.shape != self.sum.shape:
+            raise PolicyError(f"observation statistics have shape {total.shape}, the policy expects {self.sum.shape}")
+        self.sum = total.copy()
+        self.sumsq = np.asarray(state["sumsq"], dtype=np.float64).copy()
+        self.count = float(state["count"])
+
+
+def parse_bins(ac_bins: str) -> NDArray[np.float32] | None:
+    """Bin positions in [-1, 1] for ``ac_bins``, or None for continuous actions."""
+    kind, _, arg = ac_bins.partition(":")
+    if kind == "continuous":
+        return None
+    if kind == "uniform":
+        count = int(arg)
+        if count < 2:
+            raise PolicyError(f"ac_bins 'uniform:N' needs N >= 2, got {count}")
+        return np.linspace(-1.0, 1.0, count, dtype=np.float32)
+    if kind == "custom":
+        values = np.array([float(v) for v in arg.split(",")], dtype=np.float32)
+        if values.size < 2 or np.any(np.abs(values) > 1):
+            raise PolicyError(f"ac_bins 'custom:...' needs at least two values in [-1, 1], got {arg!r}")
+        return values
+    raise PolicyError(f"ac_bins must be 'continuous:', 'uniform:N' or 'custom:...', got {ac_bins!r}")
+
+
+@dataclass(frozen=True)
+class _Layer:
+    inputs: int
+    outputs: int
+    weight: slice
+    bias: slice
+
+
+class MLPPolicy:
+    """A feed-forward policy for a flat (1-D) observation space.
+
+    Actions: ``Discrete(n)`` by argmax over n outputs; ``Box`` with continuous actions by tanh
+    mapped into the bounds (unbounded dimensions stay linear); ``Box`` with ``ac_bins`` by argmax
+    over bins per dimension, bins placed between the bounds.
+
+    Args:
+        observation_space: a 1-D ``Box``.
+        action_space: ``Box`` or ``Discrete``.
+        settings: hidden sizes, nonlinearity, action noise and bins.
+
+    Raises:
+        PolicyError: spaces this policy cannot handle.
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, settings: PolicySettings) -> None:
+        if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
+            raise PolicyError(f"MLPPolicy needs a flat Box observation space, got {observation_space}")
+        self.settings = settings
+        self.obs_dim = int(observation_space.shape[0])
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.bins: NDArray[np.float32] | None = None
+        if self.discrete:
+            self.act_dim = int(action_space.n)
+            outputs = self.act_dim
+        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            self.act_dim = int(action_space.shape[0])
+            low = action_space.low.astype(np.float64)
+            high = action_space.high.astype(np.float64)
+            bounded = np.isfinite(low) & np.isfinite(high)
+            self.bins = parse_bins(settings.ac_bins)
+            if self.bins is not None and not bounded.all():
+                raise PolicyError("ac_bins needs an action space with finite bounds")
+            self.action_mid = np.where(bounded, (low + high) / 2, 0.0).astype(np.float32)
+            self.action_half = np.where(bounded, (high - low) / 2, 1.0).astype(np.float32)
+            self.bounded = bounded
+            self.action_low = low.astype(np.float32)
+            self.action_high = high.astype(np.float32)
+            outputs = self.act_dim * (1 if self.bins is None else self.bins.size)
+        else:
+            raise PolicyError(f"MLPPolicy supports Box and Discrete action spaces, got {action_space}")
+        sizes = [self.obs_dim, *settings.hidden_dims, outputs]
+        self.layers: list[_Layer] = []
+        start = 0
+        for inputs, outs in zip(sizes[:-1], sizes[1:]):
+            self.layers.append(_Layer(inputs, outs, slice(start, start + inputs * outs), slice(start + inputs * outs, start + inputs * outs + outs)))
+            start += inputs * outs + outs
+        self.num_params = start
+        self.nonlinearity = _NONLINEARITIES[settings.nonlin_type]
+
+    def initial_theta(self, rng: np.random.Generator) -> NDArray[np.float32]:
+        """Column-normalized Gaussian weights (std 1 hidden, 0.01 output) and zero biases."""
+        theta = np.zeros(self.num_params, dtype=np.float32)
+        for index, layer in enumerate(self.layers):
+            std = OUTPUT_INIT_STD if index == len(self.layers) - 1 else HIDDEN_INIT_STD
+            weight = rng.standard_normal((layer.inputs, layer.outputs))
+            weight *= std / np.sqrt(np.square(weight).sum(axis=0, keepdims=True))
+            theta[layer.weight] = weight.ravel()
+        return theta
+
+    def actor(self, theta: NDArray[np.float32], obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> Actor:
+        """An :class:`Actor` for parameters ``theta`` (viewed, not copied) and observation statistics.
+
+        Raises:
+            PolicyError: ``theta`` of the wrong size.
+        """
+        if theta.shape != (self.num_params,):
+            raise PolicyError(f"parameter vector has shape {theta.shape}, this policy needs ({self.num_params},)")
+        return Actor(self, theta, obs_mean, obs_std)
+
+
+class Actor:
+    """Maps one observation to one action with fixed parameters; holds its own buffers."""
+
+    def __init__(self, policy: MLPPolicy, theta: NDArray[np.float32], obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> None:
+        self.policy = policy
+        self.weights = [theta[layer.weight].reshape(layer.inputs, layer.outputs) for layer in policy.layers]
+        self.biases = [theta[layer.bias] for layer in policy.layers]
+        self.buffers = [np.empty(layer.outputs, dtype=np.float32) for layer in policy.layers]
+        self.obs = np.empty(policy.obs_dim, dtype=np.float32)
+        self.mean = np.asarray(obs_mean, dtype=np.float32)
+        self.inv_std = (1.0 / np.asarray(obs_std, dtype=np.float32)).astype(np.float32)
+        if policy.bins is not None:
+            self.bin_values = policy.action_mid[:, None] + policy.action_half[:, None] * policy.bins[None, :]
+        self.hidden = len(policy.layers) - 1
+        self.all_bounded = not policy.discrete and bool(np.all(policy.bounded))
+
+    def __call__(self, observation: NDArray, noise: NDArray[np.float32] | None = None) -> NDArray | int:
+        """The action for ``observation``; ``noise`` (act_dim,) is added to continuous actions."""
+        x = self.obs
+        np.subtract(observation, self.mean, out=x, casting="unsafe")
+        np.multiply(x, self.inv_std, out=x)
+        np.clip(x, -OBS_CLIP, OBS_CLIP, out=x)
+        for index, (weight, bias, out) in enumerate(zip(self.weights, self.biases, self.buffers)):
+            np.dot(x, weight, out=out)
+            np.add(out, bias, out=out)
+            if index < self.hidden:
+                self.policy.nonlinearity(out)
+            x = out
+        policy = self.policy
+        if policy.discrete:
+            return int(np.argmax(x))
+        if policy.bins is not None:
+            choice = x.reshape(policy.act_dim, policy.bins.size).argmax(axis=1)
+            return self.bin_values[np.arange(policy.act_dim), choice]
+        if self.all_bounded:
+            action = np.tanh(x)
+        else:
+            action = np.where(policy.bounded, np.tanh(x), x)
+        action *= policy.action_half
+        action += policy.action_mid
+        if noise is not None:
+            action += noise
+            np.clip(action, policy.action_low, policy.action_high, out=action)
+        return action

@@ -1,0 +1,101 @@
+"""Environments and episodes.
+
+An episode's randomness comes from its seed alone: the environment is reset with it and the
+action noise is drawn from a generator seeded with it, so an episode gives the same result in
+whichever process runs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from numpy.typing import NDArray
+
+from esfast.policies import Actor
+
+
+class EnvError(RuntimeError):
+    """An environment that cannot be made; the message is one line for the user."""
+
+
+def make_env(env_id: str, env_module: str | None = None, **kwargs: object) -> gym.Env:
+    """``gymnasium.make(env_id)``, after importing ``env_module`` (which may register ``env_id``).
+
+    Raises:
+        EnvError: the module cannot be imported or the id is unknown or broken.
+    """
+    if env_module:
+        try:
+            importlib.import_module(env_module)
+        except ImportError as error:
+            raise EnvError(f"cannot import env_module {env_module!r}: {error}") from None
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as error:
+        raise EnvError(f"cannot make environment {env_id!r}: {error}") from None
+    except ImportError as error:
+        raise EnvError(f"environment {env_id!r} needs a missing package: {error}") from None
+
+
+def env_step_limit(env: gym.Env) -> int | None:
+    """The environment's own episode limit (its TimeLimit), if any."""
+    spec = env.spec
+    return spec.max_episode_steps if spec is not None else None
+
+
+@dataclass
+class Episode:
+    """What one episode gave: return, length and (if recorded) observation sums."""
+
+    ret: float
+    length: int
+    obs_sum: NDArray[np.float64] | None = None
+    obs_sumsq: NDArray[np.float64] | None = None
+
+    @property
+    def obs_count(self) -> int:
+        return self.length if self.obs_sum is not None else 0
+
+
+def run_episode(
+    env: gym.Env,
+    actor: Actor,
+    *,
+    seed: int,
+    timestep_limit: int | None = None,
+    action_noise_std: float = 0.0,
+    record_obs: bool = False,
+) -> Episode:
+    """Runs one episode until it terminates, is truncated or reaches ``timestep_limit`` steps.
+
+    Args:
+        env: the environment (reset here with ``seed``).
+        actor: maps observations to actions.
+        seed: episode seed; also seeds the action noise.
+        timestep_limit: extra cap on the length (None: the environment's own).
+        action_noise_std: std of Gaussian noise added to continuous actions (0: none).
+        record_obs: whether to return the sums of the observations seen (for normalization).
+    """
+    observation, _ = env.reset(seed=seed)
+    noise_rng = np.random.Generator(np.random.PCG64(seed)) if action_noise_std > 0 else None
+    act_dim = getattr(actor.policy, "act_dim", 0)
+    recorded: list[NDArray] = []
+    total = 0.0
+    length = 0
+    limit = timestep_limit if timestep_limit is not None else -1
+    while True:
+        if record_obs:
+            recorded.append(observation)
+        noise = noise_rng.standard_normal(act_dim, dtype=np.float32) * np.float32(action_noise_std) if noise_rng is not None else None
+        observation, reward, terminated, truncated, _ = env.step(actor(observation, noise))
+        total += float(reward)
+        length += 1
+        if terminated or truncated or length == limit:
+            break
+    if not record_obs:
+        return Episode(total, length)
+    stacked = np.asarray(recorded, dtype=np.float64)
+    return Episode(total, length, stacked.sum(axis=0), np.square(stacked).sum(axis=0))

@@ -1,0 +1,281 @@
+"""The training loop: OpenES over policies evaluated by an :class:`~esfast.evaluation.Evaluator`.
+
+Per generation the trainer asks OpenES for the population's offsets, builds one task per
+antithetic pair (episode seed and whether to record observations derived from (seed,
+generation, pair)) plus the evaluation episodes, lets the evaluator run them, and feeds the
+returns back in pair order. Observation statistics are merged in pair order too, so results
+do not depend on how many processes ran the episodes or in which order they finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esfast import core
+from esfast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from esfast.config import Config, config_from_dict
+from esfast.es import OpenES
+from esfast.evaluation import EvalTask, Evaluator, GenerationSpec, PairTask, PoolEvaluator, SerialEvaluator, WorkerSetup
+from esfast.policies import MLPPolicy, ObStat, PolicyError
+from esfast.rollout import make_env
+from esfast.seeding import Purpose, derive_rng, derive_seed
+
+logger = logging.getLogger(__name__)
+
+LOG_FIELDS = (
+    "generation", "timesteps_total", "episodes_total", "time_elapsed", "return_mean", "return_max",
+    "eval_return_mean", "steps_per_second",
+)
+
+
+@contextlib.contextmanager
+def deferred_sigint() -> Iterator[None]:
+    """Holds back Ctrl-C until the block ends, so an update is never left half done."""
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Trainer:
+    """Trains a policy with OpenES and writes the run directory.
+
+    Run directory: ``config.json``, ``log.jsonl`` (one object per generation) and
+    ``checkpoints/`` (``gen_NNNNN.npz`` every ``snapshot_freq`` generations and ``latest.npz``).
+
+    Args:
+        config: the run's configuration.
+        out_dir: the run directory (created).
+        evaluator: where episodes run; None makes a local one (a process pool when
+            ``config.run.workers`` or the core count is above 1).
+        resume: continue from ``out_dir/checkpoints/latest.npz``.
+
+    Raises:
+        ConfigError, EnvError, PolicyError, CheckpointError: with a one-line message.
+    """
+
+    def __init__(self, config: Config, out_dir: str | Path, *, evaluator: Evaluator | None = None, resume: bool = False) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        env = make_env(config.env_id, config.env_module)
+        try:
+            self.policy = MLPPolicy(env.observation_space, env.action_space, config.policy)
+        finally:
+            env.close()
+        workers = config.run.workers if config.run.workers is not None else default_workers()
+        self.workers = max(1, min(workers, config.pop_pairs))
+        seed = config.run.seed
+        if self.workers > 1 and evaluator is None:
+            name = f"esfast-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, seed)
+        else:
+            self.table = core.NoiseTable(config.run.noise_table_size, seed)
+        if len(self.table) < self.policy.num_params:
+            raise PolicyError(
+                f"run.noise_table_size ({len(self.table)}) must be at least the policy's {self.policy.num_params} parameters"
+            )
+        self.es = OpenES(
+            self.policy.num_params,
+            sigma=config.es.noise_stdev,
+            stepsize=config.optimizer.stepsize,
+            pop_pairs=config.pop_pairs,
+            seed=seed,
+            optimizer=config.optimizer.type,
+            momentum=config.optimizer.momentum,
+            l2coeff=config.es.l2coeff,
+            return_proc_mode=config.es.return_proc_mode,
+            table=self.table,
+            theta=self.policy.initial_theta(derive_rng(seed, Purpose.INIT)),
+        )
+        self.obstat = ObStat((self.policy.obs_dim,))
+        self.timestep_limit, self.limit_threshold, self.limit_ratio = config.timestep_limit()
+        self.timesteps_total = 0
+        self.episodes_total = 0
+        self.time_elapsed = 0.0
+        if resume:
+            self._load(self.out_dir / "checkpoints" / "latest.npz")
+        setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.table.name, len(self.table), self.table.seed)
+        if evaluator is not None:
+            self.evaluator = evaluator
+        elif self.workers > 1:
+            self.evaluator = PoolEvaluator(setup, self.policy.num_params, self.workers)
+        else:
+            self.evaluator = SerialEvaluator(setup, self.table)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    # State ---------------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self.es.generation
+
+    @property
+    def theta(self) -> np.ndarray:
+        return self.es.theta
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.es.state_dict()
+        state.update({f"obstat_{k}": v for k, v in self.obstat.state_dict().items()})
+        state.update(
+            timestep_limit=-1 if self.timestep_limit is None else self.timestep_limit,
+            timesteps_total=self.timesteps_total,
+            episodes_total=self.episodes_total,
+            time_elapsed=self.time_elapsed,
+        )
+        return state
+
+    def _load(self, path: Path) -> None:
+        state, saved = load_checkpoint(path)
+        theta_size = int(np.asarray(state["theta"]).size)
+        if theta_size != self.policy.num_params:
+            raise CheckpointError(
+                f"{path} holds a policy with {theta_size} parameters; this config's policy has {self.policy.num_params}"
+            )
+        if saved.env_id != self.config.env_id:
+            raise CheckpointError(f"{path} is a checkpoint for {saved.env_id}, this run is for {self.config.env_id}")
+        try:
+            self.es.load_state_dict(state)
+            self.obstat.load_state_dict({k[len("obstat_"):]: v for k, v in state.items() if k.startswith("obstat_")})
+        except (ValueError, PolicyError) as error:
+            raise CheckpointError(f"{path} does not fit this run: {error}") from None
+        limit = int(state["timestep_limit"])
+        self.timestep_limit = None if limit < 0 else limit
+        self.timesteps_total = int(state["timesteps_total"])
+        self.episodes_total = int(state["episodes_total"])
+        self.time_elapsed = float(state["time_elapsed"])
+
+    def save(self, *, snapshot: bool = False) -> Path:
+        """Writes ``checkpoints/latest.npz`` (and ``gen_NNNNN.npz`` when ``snapshot``)."""
+        directory = self.out_dir / "checkpoints"
+        state = self.state_dict()
+        latest = directory / "latest.npz"
+        save_checkpoint(latest, state, self.config)
+        if snapshot:
+            save_checkpoint(directory / f"gen_{self.generation:05d}.npz", state, self.config)
+        return latest
+
+    # Generations ---------------------------------------------------------------------------
+
+    def tasks(self, generation: int) -> tuple[list[PairTask], list[EvalTask]]:
+        """The tasks of a generation: a function of (seed, generation) and the config only."""
+        seed = self.config.run.seed
+        offsets = self.es.offsets(generation)
+        record = derive_rng(seed, Purpose.OBSTAT, generation).random(len(offsets)) < self.config.es.calc_obstat_prob
+        pairs = [
+            PairTask(i, int(offsets[i]), derive_seed(seed, Purpose.EPISODE, generation, i), bool(record[i]))
+            for i in range(len(offsets))
+        ]
+        evals = [EvalTask(k, derive_seed(seed, Purpose.EVAL, generation, k)) for k in range(self.config.eval_episodes())]
+        return pairs, evals
+
+    def step(self) -> dict[str, Any]:
+        """Runs one generation and returns its log record."""
+        start = time.perf_counter()
+        generation = self.generation
+        pairs, evals = self.tasks(generation)
+        spec = GenerationSpec(generation, self.es.sigma, self.obstat.mean, self.obstat.std, self.timestep_limit)
+        pair_results, eval_results = self.evaluator.evaluate(self.es.theta, spec, pairs, evals)
+        pair_results.sort(key=lambda r: r.pair)
+        eval_results.sort(key=lambda r: r.index)
+        if [r.pair for r in pair_results] != list(range(len(pairs))):
+            raise RuntimeError(f"generation {generation}: the evaluator returned results for the wrong pairs")
+        returns = np.array([r.returns for r in pair_results], dtype=np.float64)
+        lengths = np.array([r.lengths for r in pair_results], dtype=np.int64)
+        with deferred_sigint():
+            update = self.es.tell(returns)
+            for result in pair_results:
+                if result.obs_count:
+                    self.obstat.increment(result.obs_sum, result.obs_sumsq, result.obs_count)
+            steps = int(lengths.sum()) + sum(r.length for r in eval_results)
+            self.timesteps_total += int(lengths.sum())
+            self.episodes_total += lengths.size
+            if self.limit_threshold is not None and np.mean(lengths == self.timestep_limit) > self.limit_threshold:
+                self.timestep_limit = int(self.limit_ratio * self.timestep_limit)
+            elapsed = time.perf_counter() - start
+            self.time_elapsed += elapsed
+        record: dict[str, Any] = {
+            "generation": self.generation,
+            "timesteps_total": self.timesteps_total,
+            "episodes_total": self.episodes_total,
+            "time_elapsed": round(self.time_elapsed, 3),
+            "return_mean": float(returns.mean()),
+            "return_max": float(returns.max()),
+            "return_min": float(returns.min()),
+            "eval_return_mean": float(np.mean([r.ret for r in eval_results])) if eval_results else None,
+            "eval_length_mean": float(np.mean([r.length for r in eval_results])) if eval_results else None,
+            "episode_length_mean": float(lengths.mean()),
+            "steps_per_second": round(steps / elapsed, 1),
+            "timestep_limit": self.timestep_limit,
+            "obs_count": self.obstat.count,
+            **update,
+        }
+        return record
+
+    def done(self) -> bool:
+        run = self.config.run
+        return (run.generations is not None and self.generation >= run.generations) or (
+            run.timesteps is not None and self.timesteps_total >= run.timesteps
+        )
+
+    def train(self) -> None:
+        """Runs generations until the budget is spent; Ctrl-C checkpoints and re-raises.
+
+        Progress goes to the ``esfast.training`` logger, one line per generation.
+        """
+        snapshot_freq = self.config.es.snapshot_freq
+        log_path = self.out_dir / "log.jsonl"
+        interrupted = False
+        try:
+            with open(log_path, "a") as log:
+                while not self.done():
+                    record = self.step()
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    self.save(snapshot=snapshot_freq > 0 and self.generation % snapshot_freq == 0)
+                    logger.info(format_progress(record))
+        except KeyboardInterrupt:
+            interrupted = True
+            self.save()
+            raise
+        finally:
+            self.close(interrupted=interrupted)
+
+    def close(self, *, interrupted: bool = False) -> None:
+        self.evaluator.close(interrupted=interrupted)
+        self.table.close()
+
+
+def format_progress(record: dict[str, Any]) -> str:
+    """One console line for a generation's log record."""
+    eval_text = f"{record['eval_return_mean']:9.1f}" if record["eval_return_mean"] is not None else "        -"
+    seconds = int(record["time_elapsed"])
+    return (
+        f"gen {record['generation']:5d} | steps {record['timesteps_total']:>11,} | episodes {record['episodes_total']:>8,} | "
+        f"return mean {record['return_mean']:9.1f} max {record['return_max']:9.1f} | eval {eval_text} | "
+        f"{record['steps_per_second']:>8,.0f} steps/s | {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    )
+
+
+def resolved_config(path: Path) -> Config:
+    """The config saved in a run directory."""
+    return config_from_dict(json.loads((path / "config.json").read_text()))

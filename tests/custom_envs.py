@@ -1,0 +1,34 @@
+"""A tiny environment registered from a user module, for tests of ``--env-module``.
+
+``EsfastTest/Reach-v0``: the observation is a target point in [-1, 1]^2 (fixed per episode by the
+reset seed); the action is a point in [-1, 1]^2; the reward is minus the squared distance. Ten
+steps per episode, so a perfect policy scores 0.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+
+class ReachEnv(gym.Env):
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.target = np.zeros(2, dtype=np.float32)
+        self.steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.target = self.np_random.uniform(-1, 1, size=2).astype(np.float32)
+        self.steps = 0
+        return self.target.copy(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.steps += 1
+        reward = -float(np.sum((np.asarray(action) - self.target) ** 2))
+        return self.target.copy(), reward, False, self.steps >= 10, {}
+
+
+if "EsfastTest/Reach-v0" not in gym.registry:
+    gym.register("EsfastTest/Reach-v0", entry_point=ReachEnv)

@@ -1,0 +1,110 @@
+"""The esfast command, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REACH = ["--env", "EsfastTest/Reach-v0", "--env-module", "custom_envs", "--set", "episodes_per_batch=8", "--set", "hidden_dims=[4]", "--workers", "1"]
+
+
+def esfast(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "esfast.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def test_train_then_play(tmp_path: Path) -> None:
+    run = esfast("train", *REACH, "--generations", "3", "--out", str(tmp_path / "run"))
+    assert run.returncode == 0, run.stderr
+    assert "EsfastTest/Reach-v0 | policy 2-4-2 tanh" in run.stdout
+    assert run.stdout.count("gen ") == 3 and "done: 3 generations" in run.stdout
+    play = esfast("play", str(tmp_path / "run" / "checkpoints" / "latest.npz"), "--episodes", "2")
+    assert play.returncode == 0, play.stderr
+    assert "episode 2: return" in play.stdout and "mean return over 2 episodes" in play.stdout
+
+
+def test_resume_continues(tmp_path: Path) -> None:
+    out = str(tmp_path / "run")
+    assert esfast("train", *REACH, "--generations", "2", "--out", out).returncode == 0
+    again = esfast("train", *REACH, "--generations", "2", "--out", out)
+    assert again.returncode == 2 and "already holds a run; continue it with --resume" in again.stderr
+    resumed = esfast("train", "--resume", out, "--generations", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "gen     3" in resumed.stdout and "gen     1" not in resumed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "NoSuchEnv-v0"], "cannot make environment 'NoSuchEnv-v0'"),
+        (["no_such_config.json"], "cannot read config no_such_config.json"),
+        (["nonsense-name"], "no config file 'nonsense-name' and no shipped config of that name"),
+        (["--set", "noise_stdevv=0.1"], "did you mean 'noise_stdev'?"),
+        (["--set", "episodes_per_batch=0"], "episodes_per_batch must be an integer >= 2"),
+        (["--set", "noise_stdev=0"], "noise_stdev must be a positive number"),
+        (["--env-module", "no_such_module_xyz"], "cannot import env_module 'no_such_module_xyz'"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = esfast("train", *args, "--generations", "1", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("{\"env_id\": ")
+    result = esfast("train", str(path), "--generations", "1")
+    assert result.returncode == 2 and "is not valid JSON" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_checkpoint_of_another_shape(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert esfast("train", *REACH, "--generations", "1", "--out", str(out)).returncode == 0
+    saved = json.loads((out / "config.json").read_text())
+    saved["policy"]["args"]["hidden_dims"] = [7]
+    (out / "config.json").write_text(json.dumps(saved))
+    result = esfast("train", "--resume", str(out), "--generations", "2")
+    assert result.returncode == 2 and "holds a policy with" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "esfast.cli", "train", *REACH, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.stdout.readline().startswith("gen     2"):
+                break
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert "continue with: esfast train --resume" in stderr and "Traceback" not in stderr
+    assert (out / "checkpoints" / "latest.npz").exists()
+    resumed = esfast("train", "--resume", str(out), "--generations", "1000", "--timesteps", "1")
+    assert resumed.returncode == 2  # --generations and --timesteps exclude each other
+    resumed = esfast("train", "--resume", str(out), "--timesteps", "1")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_non_positive_budget() -> None:
+    result = esfast("train", "--generations", "0")
+    assert result.returncode == 2 and "--generations must be at least 1" in result.stderr

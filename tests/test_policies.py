@@ -1,0 +1,118 @@
+"""MLPPolicy and ObStat against plain numpy computations."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from esfast.config import PolicySettings
+from esfast.policies import MLPPolicy, ObStat, PolicyError
+
+BOX_OBS = gym.spaces.Box(-np.inf, np.inf, shape=(5,), dtype=np.float32)
+
+
+def reference_forward(policy: MLPPolicy, theta: np.ndarray, obs: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    x = np.clip((obs.astype(np.float32) - mean) / std, -5, 5)
+    for index, layer in enumerate(policy.layers):
+        w = theta[layer.weight].reshape(layer.inputs, layer.outputs)
+        x = x @ w + theta[layer.bias]
+        if index < len(policy.layers) - 1:
+            x = np.tanh(x)
+    return x
+
+
+def test_parameter_count_and_init() -> None:
+    policy = MLPPolicy(BOX_OBS, gym.spaces.Box(-2, 2, shape=(3,), dtype=np.float32), PolicySettings(hidden_dims=(8, 4)))
+    assert policy.num_params == 5 * 8 + 8 + 8 * 4 + 4 + 4 * 3 + 3
+    theta = policy.initial_theta(np.random.default_rng(0))
+    np.testing.assert_array_equal(theta, policy.initial_theta(np.random.default_rng(0)))
+    last = policy.layers[-1]
+    columns = theta[last.weight].reshape(last.inputs, last.outputs)
+    np.testing.assert_allclose(np.linalg.norm(columns, axis=0), 0.01, rtol=1e-5)
+    assert not theta[last.bias].any()
+
+
+def test_continuous_actions_in_bounds_match_reference() -> None:
+    action_space = gym.spaces.Box(np.array([-2.0, 0.0, -1.0], np.float32), np.array([2.0, 1.0, 3.0], np.float32))
+    policy = MLPPolicy(BOX_OBS, action_space, PolicySettings(hidden_dims=(8, 8)))
+    rng = np.random.default_rng(1)
+    theta = rng.standard_normal(policy.num_params).astype(np.float32)
+    mean, std = rng.standard_normal(5).astype(np.float32), rng.uniform(0.5, 2, 5).astype(np.float32)
+    actor = policy.actor(theta, mean, std)
+    for _ in range(20):
+        obs = rng.standard_normal(5) * 10
+        action = actor(obs)
+        expected = (action_space.low + action_space.high) / 2 + (action_space.high - action_space.low) / 2 * np.tanh(reference_forward(policy, theta, obs, mean, std))
+        np.testing.assert_allclose(action, expected, rtol=1e-5, atol=1e-6)
+        assert action_space.contains(action.astype(np.float32))
+
+
+def test_action_noise_stays_in_bounds() -> None:
+    space = gym.spaces.Box(-1, 1, shape=(2,), dtype=np.float32)
+    policy = MLPPolicy(BOX_OBS, space, PolicySettings(hidden_dims=(4,)))
+    actor = policy.actor(np.full(policy.num_params, 3, np.float32), np.zeros(5, np.float32), np.ones(5, np.float32))
+    action = actor(np.ones(5), noise=np.array([10.0, -10.0], np.float32))
+    np.testing.assert_array_equal(action, [1.0, -1.0])
+
+
+def test_discrete_is_argmax() -> None:
+    policy = MLPPolicy(BOX_OBS, gym.spaces.Discrete(4), PolicySettings(hidden_dims=(6,)))
+    rng = np.random.default_rng(2)
+    theta = rng.standard_normal(policy.num_params).astype(np.float32)
+    actor = policy.actor(theta, np.zeros(5, np.float32), np.ones(5, np.float32))
+    for _ in range(10):
+        obs = rng.standard_normal(5)
+        assert actor(obs) == int(np.argmax(reference_forward(policy, theta, obs, np.zeros(5, np.float32), np.ones(5, np.float32))))
+
+
+@pytest.mark.parametrize(("bins", "values"), [("uniform:5", [-1, -0.5, 0, 0.5, 1]), ("custom:-1,0.2,1", [-1, 0.2, 1])])
+def test_binned_actions(bins: str, values: list[float]) -> None:
+    space = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32))
+    policy = MLPPolicy(BOX_OBS, space, PolicySettings(hidden_dims=(6,), ac_bins=bins))
+    assert policy.layers[-1].outputs == 2 * len(values)
+    rng = np.random.default_rng(3)
+    theta = rng.standard_normal(policy.num_params).astype(np.float32)
+    actor = policy.actor(theta, np.zeros(5, np.float32), np.ones(5, np.float32))
+    for _ in range(10):
+        obs = rng.standard_normal(5)
+        logits = reference_forward(policy, theta, obs, np.zeros(5, np.float32), np.ones(5, np.float32)).reshape(2, -1)
+        choice = logits.argmax(axis=1)
+        expected = [0 + 2 * values[choice[0]], 5 + 5 * values[choice[1]]]
+        np.testing.assert_allclose(actor(obs), expected, rtol=1e-6)
+
+
+def test_observations_are_clipped() -> None:
+    policy = MLPPolicy(BOX_OBS, gym.spaces.Discrete(2), PolicySettings(hidden_dims=(3,)))
+    actor = policy.actor(np.zeros(policy.num_params, np.float32), np.zeros(5, np.float32), np.ones(5, np.float32))
+    actor(np.array([100.0, -100.0, 1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(actor.obs, [5.0, -5.0, 1.0, 2.0, 3.0])
+
+
+def test_obstat_merges_exactly() -> None:
+    rng = np.random.default_rng(4)
+    chunks = [rng.standard_normal((n, 3)) * 4 + 2 for n in (5, 17, 40)]
+    merged = ObStat((3,), eps=0.0)
+    for chunk in chunks:
+        merged.increment(chunk.sum(axis=0), np.square(chunk).sum(axis=0), len(chunk))
+    data = np.concatenate(chunks)
+    np.testing.assert_allclose(merged.mean, data.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(merged.std, data.std(axis=0), rtol=1e-5)
+    fresh = ObStat((3,))
+    np.testing.assert_array_equal(fresh.mean, np.zeros(3))
+    np.testing.assert_allclose(fresh.std, np.ones(3))
+    floored = ObStat((1,), eps=0.0)
+    floored.increment(np.array([3.0]), np.array([9.0]), 1)
+    np.testing.assert_allclose(floored.std, [0.1], rtol=1e-6)
+
+
+def test_errors() -> None:
+    with pytest.raises(PolicyError, match="flat Box observation space"):
+        MLPPolicy(gym.spaces.Box(0, 1, shape=(4, 4), dtype=np.float32), gym.spaces.Discrete(2), PolicySettings())
+    with pytest.raises(PolicyError, match="Box and Discrete action spaces"):
+        MLPPolicy(BOX_OBS, gym.spaces.MultiBinary(3), PolicySettings())
+    with pytest.raises(PolicyError, match="finite bounds"):
+        MLPPolicy(BOX_OBS, gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32), PolicySettings(ac_bins="uniform:3"))
+    policy = MLPPolicy(BOX_OBS, gym.spaces.Discrete(2), PolicySettings(hidden_dims=(3,)))
+    with pytest.raises(PolicyError, match="parameter vector has shape"):
+        policy.actor(np.zeros(3, np.float32), np.zeros(5, np.float32), np.ones(5, np.float32))

@@ -1,0 +1,110 @@
+"""The trainer: learning, determinism across worker counts and resumes, the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esfast.checkpoint import CheckpointError, load_checkpoint
+from esfast.config import Config, apply_overrides
+from esfast.training import Trainer
+
+REACH = ["env_id=EsfastTest/Reach-v0", "env_module=custom_envs", "episodes_per_batch=12", "noise_stdev=0.1",
+         "hidden_dims=[8]", "calc_obstat_prob=0.5", "run.eval_episodes=2", "snapshot_freq=2"]
+
+
+def reach_config(*extra: str) -> Config:
+    return apply_overrides(Config(), [*REACH, *extra])
+
+
+def train(config: Config, out: Path, *, resume: bool = False) -> Trainer:
+    trainer = Trainer(config, out, resume=resume)
+    trainer.train()
+    return trainer
+
+
+def test_cartpole_reaches_475(tmp_path: Path) -> None:
+    config = apply_overrides(Config(), [
+        "env_id=CartPole-v1", "episodes_per_batch=40", "noise_stdev=0.1", "hidden_dims=[16]", "optimizer.args.stepsize=0.03",
+        "run.eval_episodes=4", "run.workers=1", "run.generations=40", "snapshot_freq=0",
+    ])
+    trainer = Trainer(config, tmp_path)
+    best = -np.inf
+    try:
+        while not trainer.done() and best < 475:
+            best = max(best, trainer.step()["eval_return_mean"])
+    finally:
+        trainer.close()
+    assert best >= 475, f"best evaluation return {best} after {trainer.generation} generations"
+
+
+def test_run_directory(tmp_path: Path) -> None:
+    trainer = train(reach_config("run.generations=4", "run.workers=1"), tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["env_id"] == "EsfastTest/Reach-v0" and saved["policy"]["args"]["hidden_dims"] == [8]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in records] == [1, 2, 3, 4]
+    for key in ("generation", "timesteps_total", "episodes_total", "time_elapsed", "return_mean", "return_max", "eval_return_mean", "steps_per_second"):
+        assert all(record[key] is not None for record in records), key
+    assert records[-1]["episodes_total"] == 4 * 12 and records[-1]["timesteps_total"] == 4 * 12 * 10
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["gen_00002.npz", "gen_00004.npz", "latest.npz"]
+    state, config = load_checkpoint(tmp_path / "checkpoints" / "latest.npz")
+    np.testing.assert_array_equal(state["theta"], trainer.theta)
+    assert state["generation"] == 4 and config.env_id == "EsfastTest/Reach-v0"
+    for key in ("optimizer_m", "optimizer_v", "optimizer_t", "obstat_sum", "obstat_sumsq", "obstat_count", "seed"):
+        assert key in state
+
+
+def test_learns_reach(tmp_path: Path) -> None:
+    trainer = Trainer(reach_config("run.generations=60", "run.workers=1", "snapshot_freq=0", "optimizer.args.stepsize=0.03"), tmp_path)
+    try:
+        first = trainer.step()["eval_return_mean"]
+        while not trainer.done():
+            last = trainer.step()["eval_return_mean"]
+    finally:
+        trainer.close()
+    assert first < -3 and last > 0.5 * first
+
+
+def test_same_seed_gives_identical_theta(tmp_path: Path) -> None:
+    a = train(reach_config("run.generations=3", "run.workers=1"), tmp_path / "a")
+    b = train(reach_config("run.generations=3", "run.workers=1"), tmp_path / "b")
+    c = train(reach_config("run.generations=3", "run.workers=1", "run.seed=1"), tmp_path / "c")
+    np.testing.assert_array_equal(a.theta, b.theta)
+    assert not np.array_equal(a.theta, c.theta)
+
+
+def test_worker_count_does_not_change_theta(tmp_path: Path) -> None:
+    one = train(reach_config("run.generations=3", "run.workers=1"), tmp_path / "one")
+    two = train(reach_config("run.generations=3", "run.workers=2"), tmp_path / "two")
+    np.testing.assert_array_equal(one.theta, two.theta)
+    np.testing.assert_array_equal(one.obstat.sum, two.obstat.sum)
+    assert one.obstat.count == two.obstat.count > 1
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    straight = train(reach_config("run.generations=4", "run.workers=1"), tmp_path / "straight")
+    train(reach_config("run.generations=2", "run.workers=1"), tmp_path / "split")
+    resumed = train(reach_config("run.generations=4", "run.workers=1"), tmp_path / "split", resume=True)
+    np.testing.assert_array_equal(resumed.theta, straight.theta)
+    np.testing.assert_array_equal(resumed.obstat.sumsq, straight.obstat.sumsq)
+    assert resumed.timesteps_total == straight.timesteps_total
+    lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["generation"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_adaptive_timestep_limit(tmp_path: Path) -> None:
+    trainer = train(reach_config("run.generations=2", "run.workers=1", "episode_cutoff_mode=adaptive:4,0.5,2.0"), tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert records[0]["episode_length_mean"] == 4 and records[0]["timestep_limit"] == 8
+    assert records[1]["episode_length_mean"] == 8 and trainer.timestep_limit == 16
+
+
+def test_checkpoint_of_another_policy_shape(tmp_path: Path) -> None:
+    train(reach_config("run.generations=1", "run.workers=1"), tmp_path)
+    with pytest.raises(CheckpointError, match="holds a policy with 42 parameters; this config's policy has"):
+        Trainer(reach_config("hidden_dims=[16]", "run.generations=2", "run.workers=1"), tmp_path, resume=True)
