@@ -1,7 +1,9 @@
 """esfast: evolution strategies (OpenAI-ES) with a C++ core.
 
-``esfast.core`` holds the compiled building blocks: shared noise tables, seeded perturbation
-offsets, return shaping and the weighted noise sum behind the ES gradient.
+``esfast.OpenES`` is the ask/tell optimizer for custom loops; ``esfast.core`` holds the compiled
+building blocks: shared noise tables, seeded perturbation offsets, return shaping and the
+weighted noise sum behind the ES gradient. The ``esfast`` command trains policies on gymnasium
+environments (``esfast.training``, ``esfast.cli``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from esfast.core import (
     weighted_noise_sum,
 )
 
+from esfast.es import OpenES, Population
+
 __version__ = "0.1.0"
 
 __all__ = [
     "NoiseTable",
+    "OpenES",
+    "Population",
     "__version__",
     "centered_ranks",
     "noise_samples",
