@@ -108,3 +108,20 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
 def test_non_positive_budget() -> None:
     result = esfast("train", "--generations", "0")
     assert result.returncode == 2 and "--generations must be at least 1" in result.stderr
+
+
+def test_render_without_display_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert esfast("train", *REACH, "--generations", "1", "--out", str(out)).returncode == 0
+    env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["PYTHONPATH"] = str(TESTS)
+    result = subprocess.run(
+        [sys.executable, "-m", "esfast.cli", "play", str(out / "checkpoints" / "latest.npz"), "--render"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )
+    assert result.returncode == 2 and "--render needs a display" in result.stderr
+
+
+def test_play_missing_checkpoint(tmp_path: Path) -> None:
+    result = esfast("play", str(tmp_path / "nothing.npz"))
+    assert result.returncode == 2 and "no checkpoint at" in result.stderr

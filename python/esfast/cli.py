@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import time
 from importlib import resources
@@ -111,8 +112,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_display() -> None:
+    """Refuses --render where no window can open: GLFW would abort the process instead."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise EnvError("--render needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set (run without --render, or under a desktop or Xvfb)")
+
+
 def cmd_play(args: argparse.Namespace) -> int:
     state, config = load_checkpoint(args.checkpoint)
+    if args.render:
+        _check_display()
     env = make_env(config.env_id, config.env_module, **({"render_mode": "human"} if args.render else {}))
     try:
         policy = MLPPolicy(env.observation_space, env.action_space, config.policy)

@@ -26,12 +26,25 @@ class PolicyError(ValueError):
     """The policy cannot be built for this environment or this parameter vector."""
 
 
-_NONLINEARITIES: dict[str, Callable[[NDArray[np.float32]], None]] = {
-    "tanh": lambda x: np.tanh(x, out=x),
-    "relu": lambda x: np.maximum(x, 0, out=x),
-    "elu": lambda x: np.copyto(x, np.where(x > 0, x, np.expm1(np.minimum(x, 0)))),
-    "sigmoid": lambda x: np.copyto(x, 0.5 * (1 + np.tanh(0.5 * x))),
-    "identity": lambda x: None,
+def _elu(x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
+    np.copyto(out, np.where(x > 0, x, np.expm1(np.minimum(x, 0))))
+
+
+def _sigmoid(x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
+    np.copyto(out, 0.5 * (1 + np.tanh(0.5 * x)))
+
+
+def _relu(x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
+    np.maximum(x, 0, out=out)
+
+
+# In-place nonlinearities: f(x, out=x).
+_NONLINEARITIES: dict[str, Callable[..., object] | None] = {
+    "tanh": np.tanh,
+    "relu": _relu,
+    "elu": _elu,
+    "sigmoid": _sigmoid,
+    "identity": None,
 }
 
 
@@ -184,34 +197,43 @@ class Actor:
         self.inv_std = (1.0 / np.asarray(obs_std, dtype=np.float32)).astype(np.float32)
         if policy.bins is not None:
             self.bin_values = policy.action_mid[:, None] + policy.action_half[:, None] * policy.bins[None, :]
-        self.hidden = len(policy.layers) - 1
         self.all_bounded = not policy.discrete and bool(np.all(policy.bounded))
+        self.dims = np.arange(policy.act_dim)
+        # (weight, bias, output buffer, nonlinearity or None for the last layer), unpacked once here
+        # so a step does no lookups beyond the loop itself.
+        hidden = len(policy.layers) - 1
+        self.plan = [
+            (weight, bias, out, policy.nonlinearity if index < hidden else None)
+            for index, (weight, bias, out) in enumerate(zip(self.weights, self.biases, self.buffers))
+        ]
 
     def __call__(self, observation: NDArray, noise: NDArray[np.float32] | None = None) -> NDArray | int:
         """The action for ``observation``; ``noise`` (act_dim,) is added to continuous actions."""
         x = self.obs
         np.subtract(observation, self.mean, out=x, casting="unsafe")
         np.multiply(x, self.inv_std, out=x)
-        np.clip(x, -OBS_CLIP, OBS_CLIP, out=x)
-        for index, (weight, bias, out) in enumerate(zip(self.weights, self.biases, self.buffers)):
+        np.minimum(x, OBS_CLIP, out=x)  # two ufuncs cost less than np.clip's generic path
+        np.maximum(x, -OBS_CLIP, out=x)
+        for weight, bias, out, squash in self.plan:
             np.dot(x, weight, out=out)
             np.add(out, bias, out=out)
-            if index < self.hidden:
-                self.policy.nonlinearity(out)
+            if squash is not None:
+                squash(out, out=out)
             x = out
         policy = self.policy
         if policy.discrete:
             return int(np.argmax(x))
         if policy.bins is not None:
             choice = x.reshape(policy.act_dim, policy.bins.size).argmax(axis=1)
-            return self.bin_values[np.arange(policy.act_dim), choice]
+            return self.bin_values[self.dims, choice]
         if self.all_bounded:
             action = np.tanh(x)
         else:
             action = np.where(policy.bounded, np.tanh(x), x)
-        action *= policy.action_half
-        action += policy.action_mid
+        np.multiply(action, policy.action_half, out=action)
+        np.add(action, policy.action_mid, out=action)
         if noise is not None:
-            action += noise
-            np.clip(action, policy.action_low, policy.action_high, out=action)
+            np.add(action, noise, out=action)
+            np.minimum(action, policy.action_high, out=action)
+            np.maximum(action, policy.action_low, out=action)
         return action

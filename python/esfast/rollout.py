@@ -17,6 +17,9 @@ from numpy.typing import NDArray
 from esfast.policies import Actor
 
 
+NOISE_BLOCK_STEPS = 256
+
+
 class EnvError(RuntimeError):
     """An environment that cannot be made; the message is one line for the user."""
 
@@ -82,6 +85,7 @@ def run_episode(
     observation, _ = env.reset(seed=seed)
     noise_rng = np.random.Generator(np.random.PCG64(seed)) if action_noise_std > 0 else None
     act_dim = getattr(actor.policy, "act_dim", 0)
+    noise_block = np.empty((0, act_dim), dtype=np.float32)
     recorded: list[NDArray] = []
     total = 0.0
     length = 0
@@ -89,7 +93,13 @@ def run_episode(
     while True:
         if record_obs:
             recorded.append(observation)
-        noise = noise_rng.standard_normal(act_dim, dtype=np.float32) * np.float32(action_noise_std) if noise_rng is not None else None
+        noise = None
+        if noise_rng is not None:
+            row = length % NOISE_BLOCK_STEPS
+            if row == 0:  # draw the noise for the next steps at once: one call instead of one per step
+                noise_block = noise_rng.standard_normal((NOISE_BLOCK_STEPS, act_dim), dtype=np.float32)
+                noise_block *= np.float32(action_noise_std)
+            noise = noise_block[row]
         observation, reward, terminated, truncated, _ = env.step(actor(observation, noise))
         total += float(reward)
         length += 1
