@@ -82,6 +82,46 @@ py::array table_view(const NoiseTable& table, std::uint64_t offset, std::uint64_
     return std::move(view);
 }
 
+/** The checked common arguments of perturb and perturb_pair. `mapping` keeps the table's memory
+ *  mapped while the kernel reads `eps` without the GIL. */
+struct Perturbation {
+    py::array_t<float> theta;
+    std::uint64_t dim;
+    const float* eps;
+    float sigma;
+    std::shared_ptr<esfast::Mapping> mapping;
+};
+
+Perturbation perturbation(py::handle theta, const NoiseTable& table, py::handle offset, py::handle sigma) {
+    auto th = exact_vector<float>(theta, "theta", -1, false);
+    const auto dim = static_cast<std::uint64_t>(th.shape(0));
+    auto mapping = open_mapping(table);
+    if (dim == 0) throw py::value_error("theta must not be empty");
+    const auto o = to_uint(offset, "offset", 0, kMaxTableSize);
+    check_slice(table, o, dim, "offset");
+    const auto sg = static_cast<float>(to_finite(sigma, "sigma"));
+    return Perturbation{th, dim, table.data() + o, sg, std::move(mapping)};
+}
+
+/** Return shaping (ranks or normalization): real values of any shape in, float32 of that shape out.
+ *  Every element must pass `valid`, or ValueError(`message` and the element's flat index). */
+template <typename Kernel, typename Valid>
+py::array_t<float> shape_returns(py::handle x, Kernel kernel, Valid valid, const char* message) {
+    auto values = real_values(x, "x");
+    const double* src = values.data();
+    const auto n = static_cast<std::size_t>(values.size());
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!valid(src[i])) throw py::value_error(std::string(message) + " (at flat index " + std::to_string(i) + ")");
+    }
+    py::array_t<float> out(std::vector<py::ssize_t>(values.shape(), values.shape() + values.ndim()));
+    float* dst = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        kernel(src, n, dst);
+    }
+    return out;
+}
+
 void translate_system_error(std::exception_ptr p) {
     try {
         if (p) std::rethrow_exception(p);
@@ -189,23 +229,15 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "perturb",
         [](py::object theta, const NoiseTable& table, py::object offset, py::object sigma, py::object out) {
-            auto th = exact_vector<float>(theta, "theta", -1, false);
-            const auto dim = static_cast<std::uint64_t>(th.shape(0));
-            auto dst = exact_vector<float>(out, "out", static_cast<std::int64_t>(dim), true);
-            auto mapping = open_mapping(table);
-            if (dim == 0) throw py::value_error("theta must not be empty");
-            const auto o = to_uint(offset, "offset", 0, kMaxTableSize);
-            check_slice(table, o, dim, "offset");
-            const auto sg = static_cast<float>(to_finite(sigma, "sigma"));
-            if (overlaps(th, dst) && th.data() != dst.data()) {
+            const auto args = perturbation(theta, table, offset, sigma);
+            auto dst = exact_vector<float>(out, "out", static_cast<std::int64_t>(args.dim), true);
+            if (overlaps(args.theta, dst) && args.theta.data() != dst.data()) {
                 throw py::value_error("out must be theta itself or not overlap it");
             }
-            const float* src = th.data();
-            const float* eps = table.data() + o;
             float* res = dst.mutable_data();
             {
                 py::gil_scoped_release release;
-                esfast::perturb(table.pool(), src, eps, sg, dim, res);
+                esfast::perturb(table.pool(), args.theta.data(), args.eps, args.sigma, args.dim, res);
             }
             return out;
         },
@@ -215,26 +247,19 @@ PYBIND11_MODULE(_core, m) {
         "perturb_pair",
         [](py::object theta, const NoiseTable& table, py::object offset, py::object sigma, py::object out_plus,
            py::object out_minus) {
-            auto th = exact_vector<float>(theta, "theta", -1, false);
-            const auto dim = static_cast<std::uint64_t>(th.shape(0));
-            auto plus = exact_vector<float>(out_plus, "out_plus", static_cast<std::int64_t>(dim), true);
-            auto minus = exact_vector<float>(out_minus, "out_minus", static_cast<std::int64_t>(dim), true);
-            auto mapping = open_mapping(table);
-            if (dim == 0) throw py::value_error("theta must not be empty");
-            const auto o = to_uint(offset, "offset", 0, kMaxTableSize);
-            check_slice(table, o, dim, "offset");
-            const auto sg = static_cast<float>(to_finite(sigma, "sigma"));
+            const auto args = perturbation(theta, table, offset, sigma);
+            const auto dim = static_cast<std::int64_t>(args.dim);
+            auto plus = exact_vector<float>(out_plus, "out_plus", dim, true);
+            auto minus = exact_vector<float>(out_minus, "out_minus", dim, true);
             if (overlaps(plus, minus)) throw py::value_error("out_plus and out_minus must not overlap");
-            if (overlaps(th, plus) || overlaps(th, minus)) {
+            if (overlaps(args.theta, plus) || overlaps(args.theta, minus)) {
                 throw py::value_error("out_plus and out_minus must not overlap theta");
             }
-            const float* src = th.data();
-            const float* eps = table.data() + o;
             float* p = plus.mutable_data();
             float* q = minus.mutable_data();
             {
                 py::gil_scoped_release release;
-                esfast::perturb_pair(table.pool(), src, eps, sg, dim, p, q);
+                esfast::perturb_pair(table.pool(), args.theta.data(), args.eps, args.sigma, args.dim, p, q);
             }
             return py::make_tuple(out_plus, out_minus);
         },
@@ -244,38 +269,15 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "centered_ranks",
         [](py::object x) {
-            auto values = real_values(x, "x");
-            const double* src = values.data();
-            const auto n = static_cast<std::size_t>(values.size());
-            for (std::size_t i = 0; i < n; ++i) {
-                if (std::isnan(src[i])) throw py::value_error("x must not contain NaN (at flat index " + std::to_string(i) + ")");
-            }
-            py::array_t<float> out(std::vector<py::ssize_t>(values.shape(), values.shape() + values.ndim()));
-            float* dst = out.mutable_data();
-            {
-                py::gil_scoped_release release;
-                esfast::centered_ranks(src, n, dst);
-            }
-            return out;
+            return shape_returns(x, esfast::centered_ranks, [](double v) { return !std::isnan(v); },
+                                 "x must not contain NaN");
         },
         py::arg("x"));
 
     m.def(
         "normalized",
         [](py::object x) {
-            auto values = real_values(x, "x");
-            const double* src = values.data();
-            const auto n = static_cast<std::size_t>(values.size());
-            for (std::size_t i = 0; i < n; ++i) {
-                if (!std::isfinite(src[i])) throw py::value_error("x must be finite (at flat index " + std::to_string(i) + ")");
-            }
-            py::array_t<float> out(std::vector<py::ssize_t>(values.shape(), values.shape() + values.ndim()));
-            float* dst = out.mutable_data();
-            {
-                py::gil_scoped_release release;
-                esfast::normalized(src, n, dst);
-            }
-            return out;
+            return shape_returns(x, esfast::normalized, [](double v) { return std::isfinite(v); }, "x must be finite");
         },
         py::arg("x"));
 

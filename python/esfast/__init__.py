@@ -8,6 +8,7 @@ environments (``esfast.training``, ``esfast.cli``).
 
 from __future__ import annotations
 
+from esfast import core
 from esfast.core import (
     NoiseTable,
     centered_ranks,
@@ -18,21 +19,8 @@ from esfast.core import (
     sample_offsets,
     weighted_noise_sum,
 )
-
 from esfast.es import OpenES, Population
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "NoiseTable",
-    "OpenES",
-    "Population",
-    "__version__",
-    "centered_ranks",
-    "noise_samples",
-    "normalized",
-    "perturb",
-    "perturb_pair",
-    "sample_offsets",
-    "weighted_noise_sum",
-]
+__all__ = ["OpenES", "Population", "__version__", "core", *core.__all__]
