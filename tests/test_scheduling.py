@@ -1,0 +1,105 @@
+"""The master's task bookkeeping: pulling, losses, tail duplicates, stale and duplicate results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from esfast.scheduling import GenerationScheduler, Outcome
+
+
+def scheduler(n: int = 5, **kwargs: bool) -> GenerationScheduler[str, float]:
+    return GenerationScheduler(3, [f"t{i}" for i in range(n)], **kwargs)
+
+
+def test_hosts_pull_in_order_up_to_their_credit() -> None:
+    s = scheduler()
+    assert s.assign("a", 2, now=0.0) == [(0, "t0"), (1, "t1")]
+    assert s.assign("b", 2, now=0.0) == [(2, "t2"), (3, "t3")]
+    assert s.assign("a", 5, now=1.0)[0] == (4, "t4")
+    assert s.stats.hosts == {"a", "b"}
+
+
+def test_results_come_back_in_task_order_whatever_the_completion_order() -> None:
+    s = scheduler(4, duplicate_tail=False)
+    for host in "ab":
+        s.assign(host, 2, now=0.0)
+    for task_id in (3, 0, 2, 1):
+        assert s.complete("a" if task_id < 2 else "b", 3, task_id, float(task_id)) is Outcome.ACCEPTED
+    assert s.done and s.ordered_results() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_first_result_wins_and_others_are_counted() -> None:
+    s = scheduler(1)
+    s.assign("a", 1, now=0.0)
+    s.assign("b", 1, now=1.0)  # queue empty: b gets a copy of task 0
+    assert s.stats.duplicated == 1
+    assert s.complete("b", 3, 0, 2.0) is Outcome.ACCEPTED
+    assert s.complete("a", 3, 0, 1.0) is Outcome.DUPLICATE
+    assert s.ordered_results() == [2.0] and s.stats.duplicates_dropped == 1
+
+
+def test_stale_and_unknown_results_are_dropped() -> None:
+    s = scheduler(2)
+    s.assign("a", 2, now=0.0)
+    assert s.complete("a", 2, 0, 1.0) is Outcome.STALE
+    assert s.complete("a", 3, 7, 1.0) is Outcome.UNKNOWN
+    assert s.complete("a", 3, -1, 1.0) is Outcome.UNKNOWN
+    assert (s.stats.stale_dropped, s.stats.unknown_dropped) == (1, 2)
+    assert not s.done
+    with pytest.raises(RuntimeError, match="2 tasks have no result"):
+        s.ordered_results()
+
+
+def test_a_lost_host_gives_back_its_unfinished_tasks() -> None:
+    s = scheduler(4, duplicate_tail=False)
+    s.assign("a", 3, now=0.0)
+    s.assign("b", 1, now=0.0)
+    s.complete("a", 3, 0, 0.0)
+    assert s.host_lost("a") == 2 and s.stats.reissued == 2
+    again = s.assign("b", 5, now=1.0)
+    assert sorted(task_id for task_id, _ in again) == [1, 2]
+    for task_id in (1, 2, 3):
+        s.complete("b", 3, task_id, float(task_id))
+    assert s.done and s.ordered_results() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_lost_host_whose_tasks_others_hold_requeues_nothing() -> None:
+    s = scheduler(1)
+    s.assign("a", 1, now=0.0)
+    s.assign("b", 1, now=1.0)  # copy
+    assert s.host_lost("a") == 0
+    assert s.assign("c", 1, now=2.0) == [(0, "t0")]  # a copy for c, since only b holds it
+
+
+def test_tail_copies_go_to_the_longest_outstanding_tasks_first() -> None:
+    s = scheduler(3)
+    s.assign("a", 1, now=0.0)
+    s.assign("b", 1, now=5.0)
+    s.assign("c", 1, now=9.0)
+    copies = s.assign("d", 2, now=10.0)
+    assert [task_id for task_id, _ in copies] == [0, 1]
+    assert s.assign("a", 5, now=11.0) == [(1, "t1"), (2, "t2")]  # never a copy of its own task
+
+
+def test_random_schedules_always_complete_with_the_same_results() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 30))
+        s = scheduler(n, duplicate_tail=bool(trial % 2))
+        hosts = ["h0", "h1", "h2"]
+        held: dict[str, list[int]] = {h: [] for h in hosts}
+        now = 0.0
+        while not s.done:
+            now += 1
+            host = hosts[int(rng.integers(len(hosts)))]
+            action = rng.random()
+            if action < 0.4:
+                held[host] += [task_id for task_id, _ in s.assign(host, int(rng.integers(1, 4)), now)]
+            elif action < 0.9 and held[host]:
+                task_id = held[host].pop(int(rng.integers(len(held[host]))))
+                s.complete(host, 3, task_id, float(task_id))
+            elif action >= 0.97:
+                s.host_lost(host)
+                held[host] = []
+        assert s.ordered_results() == [float(i) for i in range(n)]
