@@ -14,11 +14,18 @@ namespace esfast::bindings {
 
 namespace py = pybind11;
 
+/** The name of obj's type for messages: "int", or "numpy.float32" for types outside builtins. */
+inline std::string type_name(py::handle obj) {
+    py::handle type = py::type::of(obj);
+    const std::string module = py::str(type.attr("__module__"));
+    const std::string name = py::str(type.attr("__qualname__"));
+    return module == "builtins" ? name : module + "." + name;
+}
+
 /** A Python int (not bool) in [low, high], as uint64. */
 inline std::uint64_t to_uint(py::handle obj, const char* name, std::uint64_t low, std::uint64_t high) {
     if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr())) {
-        throw py::type_error(std::string(name) + " must be an int, got " +
-                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+        throw py::type_error(std::string(name) + " must be an int, got " + type_name(obj));
     }
     py::int_ value = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
     if (value.ptr() == nullptr) throw py::error_already_set();
@@ -34,8 +41,7 @@ inline std::uint64_t to_uint(py::handle obj, const char* name, std::uint64_t low
 inline double to_finite(py::handle obj, const char* name) {
     if (PyBool_Check(obj.ptr()) ||
         !(PyIndex_Check(obj.ptr()) || PyObject_HasAttrString(obj.ptr(), "__float__"))) {
-        throw py::type_error(std::string(name) + " must be a real number, got " +
-                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+        throw py::type_error(std::string(name) + " must be a real number, got " + type_name(obj));
     }
     const double value = PyFloat_AsDouble(obj.ptr());
     if (value == -1.0 && PyErr_Occurred()) throw py::error_already_set();
@@ -52,8 +58,7 @@ template <typename T>
 py::array_t<T> exact_vector(py::handle obj, const char* name, std::int64_t length, bool writeable) {
     if (!py::isinstance<py::array>(obj)) {
         throw py::type_error(std::string(name) + " must be a numpy array of dtype " +
-                             std::string(py::str(py::dtype::of<T>())) + ", got " +
-                             std::string(py::str(py::type::of(obj).attr("__name__"))));
+                             std::string(py::str(py::dtype::of<T>())) + ", got " + type_name(obj));
     }
     auto a = py::reinterpret_borrow<py::array>(obj);
     if (!a.dtype().is(py::dtype::of<T>())) {
