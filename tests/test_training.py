@@ -10,7 +10,7 @@ import pytest
 
 from esfast.checkpoint import CheckpointError, load_checkpoint
 from esfast.config import Config, apply_overrides
-from esfast.training import Trainer
+from esfast.training import LOG_FIELDS, Trainer
 
 REACH = ["env_id=EsfastTest/Reach-v0", "env_module=custom_envs", "episodes_per_batch=12", "noise_stdev=0.1",
          "hidden_dims=[8]", "calc_obstat_prob=0.5", "run.eval_episodes=2", "snapshot_freq=2"]
@@ -47,7 +47,7 @@ def test_run_directory(tmp_path: Path) -> None:
     assert saved["env_id"] == "EsfastTest/Reach-v0" and saved["policy"]["args"]["hidden_dims"] == [8]
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["generation"] for r in records] == [1, 2, 3, 4]
-    for key in ("generation", "timesteps_total", "episodes_total", "time_elapsed", "return_mean", "return_max", "eval_return_mean", "steps_per_second"):
+    for key in LOG_FIELDS:
         assert all(record[key] is not None for record in records), key
     assert records[-1]["episodes_total"] == 4 * 12 and records[-1]["timesteps_total"] == 4 * 12 * 10
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())

@@ -43,12 +43,6 @@ def make_env(env_id: str, env_module: str | None = None, **kwargs: object) -> gy
         raise EnvError(f"environment {env_id!r} needs a missing package: {error}") from None
 
 
-def env_step_limit(env: gym.Env) -> int | None:
-    """The environment's own episode limit (its TimeLimit), if any."""
-    spec = env.spec
-    return spec.max_episode_steps if spec is not None else None
-
-
 @dataclass
 class Episode:
     """What one episode gave: return, length and (if recorded) observation sums."""

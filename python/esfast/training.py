@@ -33,6 +33,7 @@ from esfast.seeding import Purpose, derive_rng, derive_seed
 
 logger = logging.getLogger(__name__)
 
+# Fields every log.jsonl record has (more may follow).
 LOG_FIELDS = (
     "generation", "timesteps_total", "episodes_total", "time_elapsed", "return_mean", "return_max",
     "eval_return_mean", "steps_per_second",
