@@ -125,3 +125,36 @@ def test_render_without_display_is_refused(tmp_path: Path) -> None:
 def test_play_missing_checkpoint(tmp_path: Path) -> None:
     result = esfast("play", str(tmp_path / "nothing.npz"))
     assert result.returncode == 2 and "no checkpoint at" in result.stderr
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of ``pid``, from Linux's /proc."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
+
+
+def test_a_killed_worker_process_ends_the_run_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    args = [*REACH[:-1], "2"]  # REACH ends with "--workers 1": use two worker processes
+    process = subprocess.Popen(
+        [sys.executable, "-m", "esfast.cli", "train", *args, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not process.stdout.readline().startswith("gen     2"):
+            pass
+        for child in _children(process.pid):
+            os.kill(child, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1, stderr
+    assert "a local worker process died" in stderr and "continue with: esfast train --resume" in stderr
+    assert "Traceback" not in stderr

@@ -20,6 +20,7 @@ import numpy as np
 
 from esfast.checkpoint import CheckpointError, load_checkpoint
 from esfast.config import Config, ConfigError, apply_overrides, load_config
+from esfast.evaluation import WorkerError
 from esfast.policies import MLPPolicy, PolicyError
 from esfast.rollout import EnvError, make_env, run_episode
 from esfast.training import Trainer, resolved_config
@@ -101,6 +102,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
     try:
         trainer.train()
+    except WorkerError as error:
+        print(
+            f"esfast: error: {error} during generation {trainer.generation + 1}; the last checkpoint is "
+            f"{out_dir / 'checkpoints' / 'latest.npz'}\ncontinue with: esfast train --resume {out_dir}",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(
             f"\ninterrupted after generation {trainer.generation}; checkpoint {out_dir / 'checkpoints' / 'latest.npz'}\n"

@@ -13,6 +13,7 @@ processes sharing the noise table and θ through shared memory).
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import multiprocessing
 import os
 import signal
@@ -28,6 +29,10 @@ from esfast import core
 from esfast.config import PolicySettings
 from esfast.policies import MLPPolicy
 from esfast.rollout import make_env, run_episode
+
+
+class WorkerError(RuntimeError):
+    """A worker process died or failed, so the generation could not be evaluated."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +216,10 @@ class PoolEvaluator:
         pair_results: list[PairResult] = []
         eval_results: list[EvalResult] = []
         for future in concurrent.futures.as_completed(futures):
-            done_pairs, done_evals = future.result()
+            try:
+                done_pairs, done_evals = future.result()
+            except concurrent.futures.process.BrokenProcessPool:
+                raise WorkerError("a local worker process died (killed, or out of memory)") from None
             pair_results.extend(done_pairs)
             eval_results.extend(done_evals)
         return pair_results, eval_results
