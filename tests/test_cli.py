@@ -127,12 +127,12 @@ def test_play_missing_checkpoint(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no checkpoint at" in result.stderr
 
 
-def _children(pid: int) -> list[int]:
-    """Child process ids of ``pid``, from Linux's /proc."""
+def _worker_processes(pid: int) -> list[int]:
+    """Pool worker processes among the children of ``pid`` (not multiprocessing's helpers), from /proc."""
     children = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         children += [int(c) for c in (task / "children").read_text().split()]
-    return children
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 def test_a_killed_worker_process_ends_the_run_cleanly(tmp_path: Path) -> None:
@@ -148,8 +148,9 @@ def test_a_killed_worker_process_ends_the_run_cleanly(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not process.stdout.readline().startswith("gen     2"):
             pass
-        for child in _children(process.pid):
-            os.kill(child, signal.SIGKILL)
+        workers = _worker_processes(process.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
