@@ -51,6 +51,7 @@ def test_resume_continues(tmp_path: Path) -> None:
         (["--set", "episodes_per_batch=0"], "episodes_per_batch must be an integer >= 2"),
         (["--set", "noise_stdev=0"], "noise_stdev must be a positive number"),
         (["--env-module", "no_such_module_xyz"], "cannot import env_module 'no_such_module_xyz'"),
+        (["--env", "CartPole-v1", "--set", "run.noise_table_size=100000000000"], "larger than this machine's memory"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -159,3 +160,10 @@ def test_a_killed_worker_process_ends_the_run_cleanly(tmp_path: Path) -> None:
     assert process.returncode == 1, stderr
     assert "a local worker process died" in stderr and "continue with: esfast train --resume" in stderr
     assert "Traceback" not in stderr
+
+
+def test_unwritable_run_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = esfast("train", "--env", "CartPole-v1", "--generations", "1", "--out", str(blocker / "run"))
+    assert result.returncode == 2 and "Not a directory" in result.stderr and "Traceback" not in result.stderr

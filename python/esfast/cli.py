@@ -28,7 +28,9 @@ from esfast.training import Trainer, resolved_config
 logger = logging.getLogger("esfast")
 
 DEFAULT_CONFIG = "halfcheetah"
-USER_ERRORS = (ConfigError, EnvError, PolicyError, CheckpointError, FileExistsError)
+# Errors whose message tells the user what to change; anything else is a bug and keeps its traceback.
+# OSError covers the machine's answers: no memory for the noise table, an unwritable run directory.
+USER_ERRORS = (ConfigError, EnvError, PolicyError, CheckpointError, OSError)
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -199,6 +200,8 @@ class PoolEvaluator:
         directory = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
         self.theta_path = directory / f"esfast-theta-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.theta = np.memmap(self.theta_path, dtype=np.float32, mode="w+", shape=(num_params,))
+        # Removed by close(), and also at garbage collection or interpreter exit if close() never runs.
+        self._remove_theta = weakref.finalize(self, self.theta_path.unlink, missing_ok=True)
         self.processes = processes
         self.pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=processes,
@@ -232,4 +235,4 @@ class PoolEvaluator:
                 process.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
         del self.theta
-        self.theta_path.unlink(missing_ok=True)
+        self._remove_theta()

@@ -82,6 +82,7 @@ class Trainer:
             self.policy = MLPPolicy(env.observation_space, env.action_space, config.policy)
         finally:
             env.close()
+        self.out_dir.mkdir(parents=True, exist_ok=True)  # fails early, before any resource is taken
         workers = config.run.workers if config.run.workers is not None else default_workers()
         self.workers = max(1, min(workers, config.pop_pairs))
         seed = config.run.seed
@@ -90,6 +91,16 @@ class Trainer:
             self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, seed)
         else:
             self.table = core.NoiseTable(config.run.noise_table_size, seed)
+        self.evaluator: Evaluator | None = evaluator
+        try:
+            self._build(resume)
+        except BaseException:
+            self.close()
+            raise
+        (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    def _build(self, resume: bool) -> None:
+        config, seed = self.config, self.config.run.seed
         if len(self.table) < self.policy.num_params:
             raise PolicyError(
                 f"run.noise_table_size ({len(self.table)}) must be at least the policy's {self.policy.num_params} parameters"
@@ -114,15 +125,12 @@ class Trainer:
         self.time_elapsed = 0.0
         if resume:
             self._load(self.out_dir / "checkpoints" / "latest.npz")
-        setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.table.name, len(self.table), self.table.seed)
-        if evaluator is not None:
-            self.evaluator = evaluator
-        elif self.workers > 1:
-            self.evaluator = PoolEvaluator(setup, self.policy.num_params, self.workers)
-        else:
-            self.evaluator = SerialEvaluator(setup, self.table)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        if self.evaluator is None:
+            setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.table.name, len(self.table), self.table.seed)
+            if self.workers > 1:
+                self.evaluator = PoolEvaluator(setup, self.policy.num_params, self.workers)
+            else:
+                self.evaluator = SerialEvaluator(setup, self.table)
 
     # State ---------------------------------------------------------------------------------
 
@@ -262,7 +270,9 @@ class Trainer:
             self.close(interrupted=interrupted)
 
     def close(self, *, interrupted: bool = False) -> None:
-        self.evaluator.close(interrupted=interrupted)
+        """Stops the evaluator and releases the noise table."""
+        if self.evaluator is not None:
+            self.evaluator.close(interrupted=interrupted)
         self.table.close()
 
 
