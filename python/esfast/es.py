@@ -151,11 +151,16 @@ class OpenES:
         self.optimizer = make_optimizer(optimizer, self.num_params, stepsize=stepsize, momentum=momentum)
         self.optimizer_name = optimizer
         self.generation = 0
+        self._offsets: tuple[int, NDArray[np.int64]] | None = None  # (generation, offsets), computed once
 
     def offsets(self, generation: int | None = None) -> NDArray[np.int64]:
-        """Noise offsets of a generation (default: the current one)."""
+        """Noise offsets of a generation (default: the current one); read-only."""
         gen = self.generation if generation is None else generation
-        return population_offsets(self.seed, gen, self.pop_pairs, self.num_params, len(self.table))
+        if self._offsets is None or self._offsets[0] != gen:
+            offsets = population_offsets(self.seed, gen, self.pop_pairs, self.num_params, len(self.table))
+            offsets.flags.writeable = False
+            self._offsets = (gen, offsets)
+        return self._offsets[1]
 
     def ask(self) -> Population:
         """The current generation's population."""

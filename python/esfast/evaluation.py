@@ -107,24 +107,34 @@ class EpisodeRunner:
                 else core.NoiseTable(setup.table_size, setup.table_seed)
             )
         self.table = table
+        # Parameter buffers with an actor bound to each, made once: a task only fills the buffers.
         self.plus = np.empty(self.policy.num_params, dtype=np.float32)
         self.minus = np.empty(self.policy.num_params, dtype=np.float32)
+        self.center = np.empty(self.policy.num_params, dtype=np.float32)
+        ones = np.ones(self.policy.obs_dim, dtype=np.float32)
+        self.actors = {
+            name: self.policy.actor(buffer, np.zeros_like(ones), ones)
+            for name, buffer in (("plus", self.plus), ("minus", self.minus), ("center", self.center))
+        }
         continuous = not self.policy.discrete and self.policy.bins is None
         self.action_noise_std = setup.policy.ac_noise_std if continuous else 0.0
 
     def run_pair(self, theta: NDArray[np.float32], spec: GenerationSpec, task: PairTask) -> PairResult:
         core.perturb_pair(theta, self.table, task.offset, spec.sigma, out_plus=self.plus, out_minus=self.minus)
-        episodes = [
-            run_episode(
-                self.env,
-                self.policy.actor(params, spec.obs_mean, spec.obs_std),
-                seed=task.episode_seed,
-                timestep_limit=spec.timestep_limit,
-                action_noise_std=self.action_noise_std,
-                record_obs=task.record_obs,
+        episodes = []
+        for name in ("plus", "minus"):
+            actor = self.actors[name]
+            actor.set_normalization(spec.obs_mean, spec.obs_std)
+            episodes.append(
+                run_episode(
+                    self.env,
+                    actor,
+                    seed=task.episode_seed,
+                    timestep_limit=spec.timestep_limit,
+                    action_noise_std=self.action_noise_std,
+                    record_obs=task.record_obs,
+                )
             )
-            for params in (self.plus, self.minus)
-        ]
         plus, minus = episodes
         if task.record_obs:
             obs_sum = plus.obs_sum + minus.obs_sum
@@ -134,9 +144,10 @@ class EpisodeRunner:
         return PairResult(task.pair, (plus.ret, minus.ret), (plus.length, minus.length), obs_sum, obs_sumsq, plus.obs_count + minus.obs_count)
 
     def run_eval(self, theta: NDArray[np.float32], spec: GenerationSpec, task: EvalTask) -> EvalResult:
-        episode = run_episode(
-            self.env, self.policy.actor(theta, spec.obs_mean, spec.obs_std), seed=task.episode_seed, timestep_limit=spec.timestep_limit
-        )
+        np.copyto(self.center, theta)
+        actor = self.actors["center"]
+        actor.set_normalization(spec.obs_mean, spec.obs_std)
+        episode = run_episode(self.env, actor, seed=task.episode_seed, timestep_limit=spec.timestep_limit)
         return EvalResult(task.index, episode.ret, episode.length)
 
     def close(self) -> None:
@@ -215,16 +226,17 @@ class PoolEvaluator:
     ) -> tuple[list[PairResult], list[EvalResult]]:
         self.theta[:] = theta
         chunks = max(1, min(len(pairs) + len(evals), 4 * self.processes))
-        futures = [self.pool.submit(_run_chunk, spec, pairs[i::chunks], evals[i::chunks]) for i in range(chunks)]
         pair_results: list[PairResult] = []
         eval_results: list[EvalResult] = []
-        for future in concurrent.futures.as_completed(futures):
-            try:
+        try:
+            # A worker that died between generations breaks the pool before submit; during one, at result.
+            futures = [self.pool.submit(_run_chunk, spec, pairs[i::chunks], evals[i::chunks]) for i in range(chunks)]
+            for future in concurrent.futures.as_completed(futures):
                 done_pairs, done_evals = future.result()
-            except concurrent.futures.process.BrokenProcessPool:
-                raise WorkerError("a local worker process died (killed, or out of memory)") from None
-            pair_results.extend(done_pairs)
-            eval_results.extend(done_evals)
+                pair_results.extend(done_pairs)
+                eval_results.extend(done_evals)
+        except concurrent.futures.process.BrokenProcessPool:
+            raise WorkerError("a local worker process died (killed, or out of memory)") from None
         return pair_results, eval_results
 
     def close(self, *, interrupted: bool = False) -> None:

@@ -193,8 +193,9 @@ class Actor:
         self.biases = [theta[layer.bias] for layer in policy.layers]
         self.buffers = [np.empty(layer.outputs, dtype=np.float32) for layer in policy.layers]
         self.obs = np.empty(policy.obs_dim, dtype=np.float32)
-        self.mean = np.asarray(obs_mean, dtype=np.float32)
-        self.inv_std = (1.0 / np.asarray(obs_std, dtype=np.float32)).astype(np.float32)
+        self.mean = np.empty(policy.obs_dim, dtype=np.float32)
+        self.inv_std = np.empty(policy.obs_dim, dtype=np.float32)
+        self.set_normalization(obs_mean, obs_std)
         if policy.bins is not None:
             self.bin_values = policy.action_mid[:, None] + policy.action_half[:, None] * policy.bins[None, :]
         self.all_bounded = not policy.discrete and bool(np.all(policy.bounded))
@@ -206,6 +207,11 @@ class Actor:
             (weight, bias, out, policy.nonlinearity if index < hidden else None)
             for index, (weight, bias, out) in enumerate(zip(self.weights, self.biases, self.buffers))
         ]
+
+    def set_normalization(self, obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> None:
+        """Uses new observation statistics (copied into this actor's buffers)."""
+        np.copyto(self.mean, obs_mean, casting="same_kind")
+        np.divide(1.0, obs_std, out=self.inv_std, casting="same_kind")
 
     def __call__(self, observation: NDArray, noise: NDArray[np.float32] | None = None) -> NDArray | int:
         """The action for ``observation``; ``noise`` (act_dim,) is added to continuous actions."""
