@@ -124,3 +124,22 @@ def test_long_episode_noise_blocks() -> None:
     assert (episode.ret, episode.length) == reference_episode(env, actor, 8, None, 0.5)
     assert episode.length == 700
     env.close()
+
+
+def test_stepper_peels_only_bookkeeping_wrappers() -> None:
+    import gymnasium as gym
+
+    from esfast.rollout import _stepper
+
+    env = make_env("CartPole-v1", max_episode_steps=40)
+    env.reset(seed=0)
+    step, limit = _stepper(env)
+    assert limit == 40 and step.__self__ is env.env.env  # the checker has not checked yet
+    env.step(0)
+    env.step(0)
+    step, limit = _stepper(env)
+    assert limit == 40 and step.__self__ is env.unwrapped
+    outer = gym.wrappers.ClipReward(env, -0.5, 0.5)
+    step, limit = _stepper(outer)
+    assert limit is None and step.__self__ is outer
+    env.close()

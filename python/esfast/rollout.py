@@ -63,6 +63,11 @@ class Episode:
         return self.length if self.obs_sum is not None else 0
 
 
+# PassiveEnvChecker's "one-time checks done" flags (gymnasium 1.x); a version without them is
+# never peeled.
+_CHECKER_FLAGS = ("checked_step", "checked_data_reuse")
+
+
 def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
     """The innermost ``step`` that behaves like ``env.step``, and the step limit it leaves to us.
 
@@ -70,7 +75,7 @@ def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
     that change nothing in a step once the environment has been reset: ``TimeLimit`` (its
     ``max_episode_steps`` is returned, for the caller to enforce), ``OrderEnforcing``, and
     ``PassiveEnvChecker`` once it has made its one-time checks. Any other wrapper (or a subclass
-    of these) is stepped as it is, with everything inside it. Saves 1-2 µs a step.
+    of these) is stepped as it is, with everything inside it. Saves 0.5-2.6 µs a step (CartPole).
     """
     max_steps: int | None = None
     inner = env
@@ -81,7 +86,7 @@ def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
             max_steps = limit if max_steps is None else min(max_steps, limit)
         elif kind is OrderEnforcing:
             pass
-        elif kind is PassiveEnvChecker and inner.checked_step and inner.checked_data_reuse:
+        elif kind is PassiveEnvChecker and all(getattr(inner, flag, False) for flag in _CHECKER_FLAGS):
             pass
         else:
             return inner.step, max_steps
