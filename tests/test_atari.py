@@ -57,11 +57,18 @@ def test_frame_skip_noops_and_stack_follow_the_settings() -> None:
     env.close()
 
 
-def test_same_observations_as_gymnasiums_composition_on_an_rgb_base() -> None:
-    """Our two shortcuts (grayscale base, no env checker) change nothing the agent sees."""
-    ours = make_atari_env(PONG)
-    base = gym.make(PONG, frameskip=1, repeat_action_probability=0.0)
-    theirs = FrameStackObservation(AtariPreprocessing(base, noop_max=30, frame_skip=4, screen_size=84), 4)
+@pytest.mark.parametrize(
+    "settings",
+    [AtariSettings(), AtariSettings(repeat_action_probability=0.25), AtariSettings(noop_max=0, frame_skip=3, stack=2)],
+    ids=["standard", "sticky", "no-noops"],
+)
+def test_same_observations_as_gymnasiums_composition_on_an_rgb_base(settings: AtariSettings) -> None:
+    """Our shortcuts (RAM base observation, no env checker, start-state resets) change nothing the agent sees."""
+    ours = make_atari_env(PONG, settings)
+    base = gym.make(PONG, frameskip=1, repeat_action_probability=settings.repeat_action_probability)
+    theirs = FrameStackObservation(
+        AtariPreprocessing(base, noop_max=settings.noop_max, frame_skip=settings.frame_skip, screen_size=settings.screen_size), settings.stack
+    )
     a, _ = ours.reset(seed=3)
     b, _ = theirs.reset(seed=3)
     np.testing.assert_array_equal(a, b)
