@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster import Cluster
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "esfast-test-"
@@ -39,3 +40,13 @@ def no_leaked_segments() -> Iterator[None]:
     for name in leaked:
         (SHM_DIR / name).unlink(missing_ok=True)
     assert not leaked, f"tests left shared-memory segments behind: {sorted(leaked)}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Starts esfast-master and esfast-worker processes; stops every one at the end of the test."""
+    running = Cluster(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -3,9 +3,14 @@
 ``EsfastTest/Reach-v0``: the observation is a target point in [-1, 1]^2 (fixed per episode by the
 reset seed); the action is a point in [-1, 1]^2; the reward is minus the squared distance. Ten
 steps per episode, so a perfect policy scores 0.
+
+``EsfastTest/SlowReach-v0``: the same task with each step taking 20 ms of wall time (sleeping, not
+computing), so that distributed tests can stop a process in the middle of a generation.
 """
 
 from __future__ import annotations
+
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -30,5 +35,12 @@ class ReachEnv(gym.Env):
         return self.target.copy(), reward, False, self.steps >= 10, {}
 
 
+class SlowReachEnv(ReachEnv):
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        time.sleep(0.02)
+        return super().step(action)
+
+
 if "EsfastTest/Reach-v0" not in gym.registry:
     gym.register("EsfastTest/Reach-v0", entry_point=ReachEnv)
+    gym.register("EsfastTest/SlowReach-v0", entry_point=SlowReachEnv)

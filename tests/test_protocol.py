@@ -7,19 +7,33 @@ import json
 import numpy as np
 import pytest
 
-from esfast.protocol import MAX_HEADER_BYTES, MESSAGE_TYPES, PROTOCOL_VERSION, Message, ProtocolError, decode, encode
+from esfast.evaluation import EvalResult, EvalTask, PairResult, PairTask
+from esfast.protocol import (
+    MAX_HEADER_BYTES,
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+    peek,
+    result_message,
+    results_from_message,
+    task_from_wire,
+    task_to_wire,
+)
 
 SAMPLES = {
-    "HELLO": {"host": "node-1", "pid": 42, "procs": 8},
+    "HELLO": {"host": "node-1", "pid": 42, "procs": 8, "table": {"seed": 0, "size": 1000}},
     "READY": {"credit": 3},
     "RESULT": {"generation": 7, "results": [{"task": 1, "returns": [1.5, -2.0], "lengths": [10, 12], "obs_count": 0, "obs_arrays": None}]},
     "HEARTBEAT": {},
+    "FAILED": {"generation": 7, "task": 3, "error": "ValueError: bad action"},
     "BYE": {},
     "WELCOME": {"worker": "w1", "run": {"env_id": "CartPole-v1", "table_size": 1000, "table_seed": 3}},
     "REFUSE": {"reason": "protocol version 2, expected 1"},
     "THETA": {"generation": 3, "sigma": 0.02, "timestep_limit": None},
     "TASKS": {"generation": 3, "tasks": [{"task": 9, "kind": "pair", "pair": 4, "offset": 123, "episode_seed": 5, "record_obs": True}]},
-    "WAIT": {"seconds": 0.5},
     "STOP": {"reason": "done"},
 }
 
@@ -75,7 +89,7 @@ def header(**fields: object) -> bytes:
         ([header(type="READY", credit="3")], "READY field 'credit' has type str"),
         ([header(type="READY", credit=True)], "READY field 'credit' has type bool"),
         ([header(type="READY", credit=1, extra=2)], "READY has unknown fields"),
-        ([b'{"v": 1, "type": "WAIT", "seconds": NaN}'], "non-JSON number NaN"),
+        ([b'{"v": 1, "type": "THETA", "generation": 1, "sigma": NaN, "timestep_limit": null}'], "non-JSON number NaN"),
         ([header(type="HEARTBEAT"), b"stray"], "describes 0 arrays, message has 1"),
         ([header(type="HEARTBEAT", arrays=[{"dtype": "<f4", "shape": [2]}]), b"12345678", b"x"], "describes 1 arrays"),
         ([header(type="HEARTBEAT", arrays=[{"dtype": "|O", "shape": [1]}]), b"12345678"], "dtype '|O' not allowed"),
@@ -116,3 +130,67 @@ def test_encode_refuses_what_decode_would() -> None:
         encode(Message("HEARTBEAT", {}, (np.zeros(2, dtype=np.int32),)))
     with pytest.raises(ProtocolError, match="exceeds"):
         encode(Message("REFUSE", {"reason": "x" * (MAX_HEADER_BYTES + 1)}))
+
+
+def test_peek_reads_version_and_type_of_messages_decode_refuses() -> None:
+    assert peek([b'{"v": 2, "type": "HELLO", "whatever": 1}']) == (2, "HELLO")
+    assert peek([b"\xff"]) == (None, None) and peek([]) == (None, None) and peek([b"[1]"]) == (None, None)
+
+
+TASKS = [PairTask(0, 17, 2**62, True), PairTask(1, 0, 5, False), EvalTask(0, 99)]
+
+
+def test_tasks_round_trip() -> None:
+    for task_id, task in enumerate(TASKS):
+        wire = decode(encode(Message("TASKS", {"generation": 1, "tasks": [task_to_wire(task_id, task)]})))["tasks"][0]
+        assert task_from_wire(wire) == (task_id, task)
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"task": 0, "kind": "pickle"}, "task kind must be"),
+        ({"task": 0, "kind": "pair", "pair": 0, "offset": 1, "episode_seed": 1}, "expected an object with keys"),
+        ({"task": -1, "kind": "eval", "index": 0, "episode_seed": 1}, "'task' must be >= 0"),
+        ({"task": 0, "kind": "eval", "index": 0, "episode_seed": 1.5}, "'episode_seed' must be int"),
+        ({"task": 0, "kind": "pair", "pair": 0, "offset": 1, "episode_seed": 1, "record_obs": 1}, "'record_obs' must be bool"),
+        ({"task": True, "kind": "eval", "index": 0, "episode_seed": 1}, "'task' must be int"),
+        ("a string", "task kind must be"),
+    ],
+)
+def test_malformed_tasks(obj: object, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        task_from_wire(obj)
+
+
+def test_results_round_trip_with_observation_sums() -> None:
+    sums = np.arange(3, dtype=np.float64), np.arange(3, dtype=np.float64) ** 2
+    results = [(0, PairResult(0, (1.5, -2.0), (10, 12), *sums, 22)), (1, PairResult(1, (0.0, 3.0), (1, 2), None, None, 0)),
+               (2, EvalResult(0, 7.25, 30))]
+    decoded = decode([bytes(f) for f in encode(result_message(4, results))])
+    parsed = results_from_message(decoded, TASKS, obs_dim=3)
+    assert [task_id for task_id, _ in parsed] == [0, 1, 2]
+    first = parsed[0][1]
+    assert isinstance(first, PairResult) and first.returns == (1.5, -2.0) and first.lengths == (10, 12) and first.obs_count == 22
+    np.testing.assert_array_equal(first.obs_sumsq, sums[1])
+    assert parsed[1][1] == results[1][1] and parsed[2][1] == results[2][1]
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        ({"task": 5, "return": 1.0, "length": 3}, "the generation has 3 tasks"),
+        ({"task": 2, "returns": [1.0, 2.0], "lengths": [1, 1], "obs_count": 0, "obs_arrays": None}, "expected an object with keys"),
+        ({"task": 0, "return": 1.0, "length": 3}, "expected an object with keys"),
+        ({"task": 1, "returns": [1.0], "lengths": [1, 1], "obs_count": 0, "obs_arrays": None}, "two returns and two lengths"),
+        ({"task": 1, "returns": ["a", 1.0], "lengths": [1, 1], "obs_count": 0, "obs_arrays": None}, "must be a number"),
+        ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, -1], "obs_count": 0, "obs_arrays": None}, "must be >= 0"),
+        ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, 1], "obs_count": 4, "obs_arrays": None}, "must carry their sums"),
+        ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, 1], "obs_count": 4, "obs_arrays": 0}, "two <f8 arrays of shape"),
+        ([1, 2], "a result must be an object"),
+    ],
+)
+def test_malformed_results(result: object, message: str) -> None:
+    decoded = decode(encode(Message("RESULT", {"generation": 1, "results": [result]})))
+    with pytest.raises(ProtocolError, match=message):
+        results_from_message(decoded, TASKS, obs_dim=3)

@@ -103,3 +103,14 @@ def test_random_schedules_always_complete_with_the_same_results() -> None:
                 s.host_lost(host)
                 held[host] = []
         assert s.ordered_results() == [float(i) for i in range(n)]
+
+
+def test_tail_copies_wait_until_tasks_are_old_enough() -> None:
+    s = scheduler(2)
+    s.assign("a", 2, now=0.0)
+    assert s.assign("b", 2, now=1.0, copy_after=5.0) == []
+    assert s.assign("b", 1, now=5.0, copy_after=5.0) == [(0, "t0")]
+    assert s.stats.duplicated == 1
+    s.complete("b", 3, 0, 0.5)
+    assert 0 not in s.holders  # only outstanding tasks are held
+    assert s.complete("a", 3, 0, 0.7) is Outcome.DUPLICATE and s.results[0] == 0.5

@@ -10,7 +10,8 @@ import pytest
 
 from esfast.checkpoint import CheckpointError, load_checkpoint
 from esfast.config import Config, apply_overrides
-from esfast.training import LOG_FIELDS, Trainer
+from esfast.evaluation import SerialEvaluator
+from esfast.training import LOG_FIELDS, EvaluatorFactory, Trainer
 
 REACH = ["env_id=EsfastTest/Reach-v0", "env_module=custom_envs", "episodes_per_batch=12", "noise_stdev=0.1",
          "hidden_dims=[8]", "calc_obstat_prob=0.5", "run.eval_episodes=2", "snapshot_freq=2"]
@@ -20,8 +21,9 @@ def reach_config(*extra: str) -> Config:
     return apply_overrides(Config(), [*REACH, *extra])
 
 
-def train(config: Config, out: Path, *, resume: bool = False) -> Trainer:
-    trainer = Trainer(config, out, resume=resume)
+def train(config: Config, out: Path, *, resume: bool = False, evaluator: EvaluatorFactory = SerialEvaluator) -> Trainer:
+    """Trains in this process unless another evaluator is given."""
+    trainer = Trainer(config, out, resume=resume, evaluator=evaluator)
     trainer.train()
     return trainer
 
@@ -29,9 +31,9 @@ def train(config: Config, out: Path, *, resume: bool = False) -> Trainer:
 def test_cartpole_reaches_475(tmp_path: Path) -> None:
     config = apply_overrides(Config(), [
         "env_id=CartPole-v1", "episodes_per_batch=40", "noise_stdev=0.1", "hidden_dims=[16]", "optimizer.args.stepsize=0.03",
-        "run.eval_episodes=4", "run.workers=1", "run.generations=40", "snapshot_freq=0",
+        "run.eval_episodes=4", "run.generations=40", "snapshot_freq=0",
     ])
-    trainer = Trainer(config, tmp_path)
+    trainer = Trainer(config, tmp_path, evaluator=SerialEvaluator)
     best = -np.inf
     try:
         while not trainer.done() and best < 475:
@@ -42,7 +44,7 @@ def test_cartpole_reaches_475(tmp_path: Path) -> None:
 
 
 def test_run_directory(tmp_path: Path) -> None:
-    trainer = train(reach_config("run.generations=4", "run.workers=1"), tmp_path)
+    trainer = train(reach_config("run.generations=4"), tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["env_id"] == "EsfastTest/Reach-v0" and saved["policy"]["args"]["hidden_dims"] == [8]
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -60,7 +62,8 @@ def test_run_directory(tmp_path: Path) -> None:
 
 
 def test_learns_reach(tmp_path: Path) -> None:
-    trainer = Trainer(reach_config("run.generations=60", "run.workers=1", "snapshot_freq=0", "optimizer.args.stepsize=0.03"), tmp_path)
+    trainer = Trainer(reach_config("run.generations=60", "snapshot_freq=0", "optimizer.args.stepsize=0.03"), tmp_path,
+                      evaluator=SerialEvaluator)
     try:
         first = trainer.step()["eval_return_mean"]
         while not trainer.done():
@@ -71,25 +74,30 @@ def test_learns_reach(tmp_path: Path) -> None:
 
 
 def test_same_seed_gives_identical_theta(tmp_path: Path) -> None:
-    a = train(reach_config("run.generations=3", "run.workers=1"), tmp_path / "a")
-    b = train(reach_config("run.generations=3", "run.workers=1"), tmp_path / "b")
-    c = train(reach_config("run.generations=3", "run.workers=1", "run.seed=1"), tmp_path / "c")
+    a = train(reach_config("run.generations=3"), tmp_path / "a")
+    b = train(reach_config("run.generations=3"), tmp_path / "b")
+    c = train(reach_config("run.generations=3", "run.seed=1"), tmp_path / "c")
     np.testing.assert_array_equal(a.theta, b.theta)
     assert not np.array_equal(a.theta, c.theta)
 
 
-def test_worker_count_does_not_change_theta(tmp_path: Path) -> None:
-    one = train(reach_config("run.generations=3", "run.workers=1"), tmp_path / "one")
-    two = train(reach_config("run.generations=3", "run.workers=2"), tmp_path / "two")
-    np.testing.assert_array_equal(one.theta, two.theta)
-    np.testing.assert_array_equal(one.obstat.sum, two.obstat.sum)
-    assert one.obstat.count == two.obstat.count > 1
+def test_local_cluster_equals_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default evaluator (master + a local worker host) gives the in-process result, whatever its size."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the worker host imports custom_envs
+    here = train(reach_config("run.generations=3"), tmp_path / "here")
+    for procs in (1, 2):
+        cluster = train(reach_config("run.generations=3", f"run.workers={procs}"), tmp_path / f"cluster{procs}", evaluator=None)
+        np.testing.assert_array_equal(here.theta, cluster.theta)
+        np.testing.assert_array_equal(here.obstat.sum, cluster.obstat.sum)
+        assert here.obstat.count == cluster.obstat.count > 1
+        record = json.loads((tmp_path / f"cluster{procs}" / "log.jsonl").read_text().splitlines()[-1])
+        assert record["hosts"] == 1 and record["procs"] == procs and record["messages_dropped"] == 0
 
 
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    straight = train(reach_config("run.generations=4", "run.workers=1"), tmp_path / "straight")
-    train(reach_config("run.generations=2", "run.workers=1"), tmp_path / "split")
-    resumed = train(reach_config("run.generations=4", "run.workers=1"), tmp_path / "split", resume=True)
+    straight = train(reach_config("run.generations=4"), tmp_path / "straight")
+    train(reach_config("run.generations=2"), tmp_path / "split")
+    resumed = train(reach_config("run.generations=4"), tmp_path / "split", resume=True)
     np.testing.assert_array_equal(resumed.theta, straight.theta)
     np.testing.assert_array_equal(resumed.obstat.sumsq, straight.obstat.sumsq)
     assert resumed.timesteps_total == straight.timesteps_total
@@ -98,13 +106,13 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
 
 def test_adaptive_timestep_limit(tmp_path: Path) -> None:
-    trainer = train(reach_config("run.generations=2", "run.workers=1", "episode_cutoff_mode=adaptive:4,0.5,2.0"), tmp_path)
+    trainer = train(reach_config("run.generations=2", "episode_cutoff_mode=adaptive:4,0.5,2.0"), tmp_path)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert records[0]["episode_length_mean"] == 4 and records[0]["timestep_limit"] == 8
     assert records[1]["episode_length_mean"] == 8 and trainer.timestep_limit == 16
 
 
 def test_checkpoint_of_another_policy_shape(tmp_path: Path) -> None:
-    train(reach_config("run.generations=1", "run.workers=1"), tmp_path)
+    train(reach_config("run.generations=1"), tmp_path)
     with pytest.raises(CheckpointError, match="holds a policy with 42 parameters; this config's policy has"):
-        Trainer(reach_config("hidden_dims=[16]", "run.generations=2", "run.workers=1"), tmp_path, resume=True)
+        Trainer(reach_config("hidden_dims=[16]", "run.generations=2"), tmp_path, resume=True, evaluator=SerialEvaluator)

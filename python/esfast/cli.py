@@ -1,8 +1,11 @@
-"""The ``esfast`` command: ``esfast train`` and ``esfast play``.
+"""The ``esfast`` command (``esfast train``, ``esfast play``) and ``esfast-master``.
 
-Errors a user can fix (bad config, unknown environment, mismatched checkpoint) end the command
-with one line on stderr and exit status 2; Ctrl-C during training writes a checkpoint and exits
-with status 130.
+``esfast train`` is a master on a loopback port plus one worker host on this machine;
+``esfast-master`` is the same master on an address worker hosts of other machines connect to
+(``esfast-worker``, in :mod:`esfast.worker`). Errors a user can fix (bad config, unknown
+environment, mismatched checkpoint, an address in use) end the command with one line on stderr
+and exit status 2; Ctrl-C (or SIGTERM) during training writes a checkpoint, tells the worker
+hosts to stop and exits with status 130.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from importlib import resources
@@ -21,6 +25,7 @@ import numpy as np
 from esfast.checkpoint import CheckpointError, load_checkpoint
 from esfast.config import Config, ConfigError, apply_overrides, load_config
 from esfast.evaluation import WorkerError
+from esfast.master import Master
 from esfast.policies import MLPPolicy, PolicyError
 from esfast.rollout import EnvError, make_env, run_episode
 from esfast.training import Trainer, resolved_config
@@ -28,6 +33,7 @@ from esfast.training import Trainer, resolved_config
 logger = logging.getLogger("esfast")
 
 DEFAULT_CONFIG = "halfcheetah"
+DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Errors whose message tells the user what to change; anything else is a bug and keeps its traceback.
 # OSError covers the machine's answers: no memory for the noise table, an unwritable run directory.
 USER_ERRORS = (ConfigError, EnvError, PolicyError, CheckpointError, OSError)
@@ -70,14 +76,17 @@ def _describe(trainer: Trainer) -> str:
     policy = trainer.policy
     sizes = [layer.inputs for layer in policy.layers] + [policy.layers[-1].outputs]
     config = trainer.config
+    local = isinstance(trainer.evaluator, Master) and trainer.evaluator.local is not None
+    where = f"{trainer.workers} worker{'s' if trainer.workers > 1 else ''}" if local else "remote worker hosts"
     return (
         f"esfast: {config.env_id} | policy {'-'.join(map(str, sizes))} {config.policy.nonlin_type} "
-        f"({policy.num_params:,} parameters) | {config.pop_pairs} pairs per generation | "
-        f"{trainer.workers} worker{'s' if trainer.workers > 1 else ''} | run directory {trainer.out_dir}"
+        f"({policy.num_params:,} parameters) | {config.pop_pairs} pairs per generation | {where} | run directory {trainer.out_dir}"
     )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``esfast train`` and ``esfast-master`` (which has ``args.bind``)."""
+    command = "esfast-master" if args.bind else "esfast train"
     if args.resume:
         out_dir = Path(args.resume)
         if not (out_dir / "checkpoints" / "latest.npz").exists():
@@ -98,8 +107,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         out_dir = Path(args.out) if args.out else Path("runs") / f"{config.exp_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out_dir / "checkpoints" / "latest.npz").exists():
             raise FileExistsError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
-    trainer = Trainer(config, out_dir, resume=bool(args.resume))
+    bind = args.bind
+    trainer = Trainer(config, out_dir, resume=bool(args.resume), evaluator=(lambda setup, table: Master(bind, setup)) if bind else None)
     logger.info(_describe(trainer))
+    if bind:
+        assert isinstance(trainer.evaluator, Master)
+        logger.info("master listening at %s; start worker hosts with: esfast-worker --master %s", trainer.evaluator.endpoint,
+                    trainer.evaluator.endpoint.replace("0.0.0.0", "HOST"))
     if config.run.generations is None and config.run.timesteps is None:
         logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
     try:
@@ -107,14 +121,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     except WorkerError as error:
         print(
             f"esfast: error: {error} during generation {trainer.generation + 1}; the last checkpoint is "
-            f"{out_dir / 'checkpoints' / 'latest.npz'}\ncontinue with: esfast train --resume {out_dir}",
+            f"{out_dir / 'checkpoints' / 'latest.npz'}\ncontinue with: {command} --resume {out_dir}",
             file=sys.stderr,
         )
         return 1
     except KeyboardInterrupt:
         print(
             f"\ninterrupted after generation {trainer.generation}; checkpoint {out_dir / 'checkpoints' / 'latest.npz'}\n"
-            f"continue with: esfast train --resume {out_dir}",
+            f"continue with: {command} --resume {out_dir}",
             file=sys.stderr,
         )
         return 130
@@ -151,23 +165,29 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``esfast train`` and ``esfast-master`` share."""
+    parser.add_argument("config", nargs="?", help=f"config file, or the name of a shipped config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--env", help="gymnasium environment id (overrides the config)")
+    parser.add_argument("--env-module", help="module to import before making the environment (registers custom envs)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--generations", type=int, help="stop after this many generations")
+    budget.add_argument("--timesteps", type=int, help="stop after this many environment steps")
+    parser.add_argument("--seed", type=int, help="run seed (overrides the config)")
+    parser.add_argument("--out", help="run directory (default: runs/<exp_prefix>-<time>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    parser.set_defaults(handler=cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esfast", description="Evolution strategies (OpenAI-ES) for gymnasium environments.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a policy", description="Train a policy with OpenAI-ES on this machine.")
-    train.add_argument("config", nargs="?", help=f"config file, or the name of a shipped config (default: {DEFAULT_CONFIG})")
-    train.add_argument("--env", help="gymnasium environment id (overrides the config)")
-    train.add_argument("--env-module", help="module to import before making the environment (registers custom envs)")
-    budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--generations", type=int, help="stop after this many generations")
-    budget.add_argument("--timesteps", type=int, help="stop after this many environment steps")
-    train.add_argument("--seed", type=int, help="run seed (overrides the config)")
-    train.add_argument("--out", help="run directory (default: runs/<exp_prefix>-<time>)")
+    _add_run_arguments(train)
     train.add_argument("--workers", type=int, help="local evaluator processes (default: one per core)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01")
-    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
-    train.set_defaults(handler=cmd_train)
+    train.set_defaults(bind=None)
 
     play = commands.add_parser("play", help="run a saved policy", description="Run a checkpoint's policy and print its returns.")
     play.add_argument("checkpoint", help="a checkpoint file (.npz)")
@@ -178,19 +198,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def build_master_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esfast-master",
+        description="Train a policy with OpenAI-ES; episodes run on worker hosts that connect with esfast-worker.",
+    )
+    _add_run_arguments(parser)
+    parser.add_argument("--bind", default=DEFAULT_BIND,
+                        help=f"address to listen on (default: {DEFAULT_BIND}; tcp://0.0.0.0:5555 accepts other machines)")
+    parser.set_defaults(workers=None)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
     for name in ("generations", "timesteps", "workers", "episodes"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            print(f"esfast: error: --{name} must be at least 1, got {value}", file=sys.stderr)
+            print(f"{args.prog}: error: --{name} must be at least 1, got {value}", file=sys.stderr)
             return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # terminate like Ctrl-C: checkpoint, stop the workers
     try:
         return args.handler(args)
     except USER_ERRORS as error:
-        print(f"esfast: error: {error}", file=sys.stderr)
+        print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``esfast``."""
+    args = build_parser().parse_args(argv)
+    args.prog = "esfast"
+    return _run(args)
+
+
+def master_main(argv: list[str] | None = None) -> int:
+    """``esfast-master``."""
+    args = build_master_parser().parse_args(argv)
+    args.prog = "esfast-master"
+    return _run(args)
 
 
 if __name__ == "__main__":

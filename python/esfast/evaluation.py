@@ -6,29 +6,21 @@ a list of :class:`PairTask` and :class:`EvalTask`; an :class:`Evaluator` returns
 carries everything that makes its result reproducible (offset, episode seed, whether to record
 observations), so the result does not depend on which process ran it.
 
-Evaluators here: :class:`SerialEvaluator` (this process) and :class:`PoolEvaluator` (local worker
-processes sharing the noise table and θ through shared memory).
+Evaluators: :class:`SerialEvaluator` here (this process) and :class:`esfast.master.Master`, which
+hands the tasks to worker hosts over ZeroMQ (``esfast train`` runs one on this machine).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import concurrent.futures.process
-import multiprocessing
-import os
-import signal
-import uuid
-import weakref
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from esfast import core
-from esfast.config import PolicySettings
-from esfast.policies import MLPPolicy
+from esfast.config import Config, ConfigError, PolicySettings, config_from_dict
+from esfast.policies import MLPPolicy, PolicyError
 from esfast.rollout import make_env, run_episode
 
 
@@ -84,14 +76,52 @@ class EvalResult:
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    """What a process needs to run tasks of a run: the environment, the policy, the noise table."""
+    """What a process needs to run tasks of a run: the environment, the policy, the noise table.
+
+    ``table_name`` names the master's shared table, which processes on the master's machine
+    (``table_host``) attach to instead of generating their own.
+    """
 
     env_id: str
     env_module: str | None
     policy: PolicySettings
-    table_name: str | None
+    num_params: int
+    obs_dim: int
     table_size: int
     table_seed: int
+    table_name: str | None = None
+    table_host: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``run`` object of a ``WELCOME`` message."""
+        policy = Config(policy=self.policy).to_dict()["policy"]
+        return {"env_id": self.env_id, "env_module": self.env_module, "policy": policy, "num_params": self.num_params,
+                "obs_dim": self.obs_dim, "table_size": self.table_size, "table_seed": self.table_seed,
+                "table_name": self.table_name, "table_host": self.table_host}
+
+    @classmethod
+    def from_wire(cls, run: object) -> WorkerSetup:
+        """Parses and validates a ``run`` object.
+
+        Raises:
+            ValueError: a malformed run object (the message says which field).
+        """
+        keys = {"env_id", "env_module", "policy", "num_params", "obs_dim", "table_size", "table_seed", "table_name", "table_host"}
+        if not isinstance(run, dict) or set(run) != keys:
+            raise ValueError(f"run description must have exactly the fields {sorted(keys)}")
+        for name in ("num_params", "obs_dim", "table_size", "table_seed"):
+            value = run[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "table_seed" else 1):
+                raise ValueError(f"run field {name!r} must be a positive integer, got {value!r:.100}")
+        for name in ("table_name", "table_host", "env_module"):
+            if run[name] is not None and not isinstance(run[name], str):
+                raise ValueError(f"run field {name!r} must be a string or null")
+        try:
+            config = config_from_dict({"env_id": run["env_id"], "env_module": run["env_module"], "policy": run["policy"]})
+        except (ConfigError, TypeError) as error:
+            raise ValueError(f"run description: {error}") from None
+        return cls(config.env_id, config.env_module, config.policy, run["num_params"], run["obs_dim"], run["table_size"],
+                   run["table_seed"], run["table_name"], run["table_host"])
 
 
 class EpisodeRunner:
@@ -100,6 +130,11 @@ class EpisodeRunner:
     def __init__(self, setup: WorkerSetup, table: core.NoiseTable | None = None) -> None:
         self.env = make_env(setup.env_id, setup.env_module)
         self.policy = MLPPolicy(self.env.observation_space, self.env.action_space, setup.policy)
+        if (self.policy.num_params, self.policy.obs_dim) != (setup.num_params, setup.obs_dim):
+            raise PolicyError(
+                f"{setup.env_id} gives a policy of {self.policy.num_params} parameters for {self.policy.obs_dim} observations here; "
+                f"the run has {setup.num_params} and {setup.obs_dim} (different gymnasium or environment versions?)"
+            )
         if table is None:
             table = (
                 core.NoiseTable.attach(setup.table_name, timeout=60.0, threads=1)
@@ -163,6 +198,10 @@ class Evaluator(Protocol):
 
     def close(self, *, interrupted: bool = False) -> None: ...
 
+    def generation_stats(self) -> dict[str, Any]:
+        """Counters of the last generation for its log record (hosts, re-issued tasks, ...)."""
+        ...
+
 
 class SerialEvaluator:
     """Runs every task in this process, one after another."""
@@ -178,73 +217,5 @@ class SerialEvaluator:
     def close(self, *, interrupted: bool = False) -> None:
         self.runner.close()
 
-
-# Pool workers -------------------------------------------------------------------------------
-
-_worker_runner: EpisodeRunner | None = None
-_worker_theta: np.memmap | None = None
-
-
-def _init_pool_worker(setup: WorkerSetup, theta_path: str, num_params: int) -> None:
-    global _worker_runner, _worker_theta
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
-    _worker_runner = EpisodeRunner(setup)
-    _worker_theta = np.memmap(theta_path, dtype=np.float32, mode="r", shape=(num_params,))
-
-
-def _run_chunk(spec: GenerationSpec, pairs: list[PairTask], evals: list[EvalTask]) -> tuple[list[PairResult], list[EvalResult]]:
-    assert _worker_runner is not None and _worker_theta is not None
-    theta = np.asarray(_worker_theta)
-    return [_worker_runner.run_pair(theta, spec, t) for t in pairs], [_worker_runner.run_eval(theta, spec, t) for t in evals]
-
-
-class PoolEvaluator:
-    """Runs tasks in ``processes`` local worker processes.
-
-    The noise table must be a shared table (workers attach to it by name); θ is written once per
-    generation to a shared-memory file that workers map read-only, so it is never pickled.
-    """
-
-    def __init__(self, setup: WorkerSetup, num_params: int, processes: int) -> None:
-        if not setup.table_name:
-            raise ValueError("PoolEvaluator needs a shared noise table (setup.table_name)")
-        directory = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
-        self.theta_path = directory / f"esfast-theta-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.theta = np.memmap(self.theta_path, dtype=np.float32, mode="w+", shape=(num_params,))
-        # Removed by close(), and also at garbage collection or interpreter exit if close() never runs.
-        self._remove_theta = weakref.finalize(self, self.theta_path.unlink, missing_ok=True)
-        self.processes = processes
-        self.pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=processes,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_pool_worker,
-            initargs=(setup, str(self.theta_path), num_params),
-        )
-
-    def evaluate(
-        self, theta: NDArray[np.float32], spec: GenerationSpec, pairs: list[PairTask], evals: list[EvalTask]
-    ) -> tuple[list[PairResult], list[EvalResult]]:
-        self.theta[:] = theta
-        chunks = max(1, min(len(pairs) + len(evals), 4 * self.processes))
-        pair_results: list[PairResult] = []
-        eval_results: list[EvalResult] = []
-        try:
-            # A worker that died between generations breaks the pool before submit; during one, at result.
-            futures = [self.pool.submit(_run_chunk, spec, pairs[i::chunks], evals[i::chunks]) for i in range(chunks)]
-            for future in concurrent.futures.as_completed(futures):
-                done_pairs, done_evals = future.result()
-                pair_results.extend(done_pairs)
-                eval_results.extend(done_evals)
-        except concurrent.futures.process.BrokenProcessPool:
-            raise WorkerError("a local worker process died (killed, or out of memory)") from None
-        return pair_results, eval_results
-
-    def close(self, *, interrupted: bool = False) -> None:
-        """Stops the workers: after their current chunk, or at once when ``interrupted``."""
-        if interrupted:
-            # Workers ignore SIGINT; stop them now rather than after their episodes finish.
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                process.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        del self.theta
-        self._remove_theta()
+    def generation_stats(self) -> dict[str, Any]:
+        return {}

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from esfast.evaluation import EvalResult, EvalTask, PairResult, PairTask
+
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
@@ -36,16 +38,16 @@ class ProtocolError(ValueError):
 _INT = (int,)
 _NUMBER = (int, float)
 _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    "HELLO": {"host": ((str,), False), "pid": (_INT, False), "procs": (_INT, False)},
+    "HELLO": {"host": ((str,), False), "pid": (_INT, False), "procs": (_INT, False), "table": ((dict,), True)},
     "READY": {"credit": (_INT, False)},
     "RESULT": {"generation": (_INT, False), "results": ((list,), False)},
     "HEARTBEAT": {},
+    "FAILED": {"generation": (_INT, False), "task": (_INT, False), "error": ((str,), False)},
     "BYE": {},
     "WELCOME": {"worker": ((str,), False), "run": ((dict,), False)},
     "REFUSE": {"reason": ((str,), False)},
     "THETA": {"generation": (_INT, False), "sigma": (_NUMBER, False), "timestep_limit": (_INT, True)},
     "TASKS": {"generation": (_INT, False), "tasks": ((list,), False)},
-    "WAIT": {"seconds": (_NUMBER, False)},
     "STOP": {"reason": ((str,), False)},
 }
 MESSAGE_TYPES = tuple(_SCHEMAS)
@@ -126,6 +128,18 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     return Message(kind, fields, arrays)
 
 
+def peek(frames: Sequence[bytes | memoryview]) -> tuple[object, object]:
+    """(version, type) of a message that :func:`decode` may refuse, or (None, None) if unreadable.
+
+    Lets a peer of another protocol version be told so, instead of being dropped in silence.
+    """
+    try:
+        header = json.loads(bytes(frames[0])[:MAX_HEADER_BYTES].decode("utf-8"), parse_constant=_reject_constant)
+    except (IndexError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ProtocolError):
+        return None, None
+    return (header.get("v"), header.get("type")) if isinstance(header, dict) else (None, None)
+
+
 def _reject_constant(name: str) -> None:
     raise ProtocolError(f"header holds the non-JSON number {name}")
 
@@ -170,3 +184,125 @@ def _decode_arrays(descriptions: object, payload: Sequence[bytes | memoryview]) 
         array.flags.writeable = False
         arrays.append(array)
     return tuple(arrays)
+
+
+# Tasks and results ---------------------------------------------------------------------------
+# A generation's tasks are numbered by their index in the generation: pairs first, then the
+# evaluation episodes. (generation, task) names a task uniquely within a run.
+
+Task = PairTask | EvalTask
+Result = PairResult | EvalResult
+
+
+def task_to_wire(task_id: int, task: Task) -> dict[str, Any]:
+    """The JSON object of one task in a ``TASKS`` message."""
+    if isinstance(task, PairTask):
+        return {"task": task_id, "kind": "pair", "pair": task.pair, "offset": task.offset,
+                "episode_seed": task.episode_seed, "record_obs": task.record_obs}
+    return {"task": task_id, "kind": "eval", "index": task.index, "episode_seed": task.episode_seed}
+
+
+def _field(obj: dict[str, Any], name: str, kind: type, *, minimum: int | None = None) -> Any:
+    value = obj.get(name)
+    if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+        raise ProtocolError(f"task or result field {name!r} must be {kind.__name__}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ProtocolError(f"task or result field {name!r} must be >= {minimum}, got {value}")
+    return value
+
+
+def _keys(obj: object, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(obj, dict) or set(obj) != keys:
+        raise ProtocolError(f"expected an object with keys {sorted(keys)}, got {obj!r:.200}")
+    return obj
+
+
+_PAIR_TASK_KEYS = {"task", "kind", "pair", "offset", "episode_seed", "record_obs"}
+_EVAL_TASK_KEYS = {"task", "kind", "index", "episode_seed"}
+
+
+def task_from_wire(obj: object) -> tuple[int, Task]:
+    """(task id, task) from one task object of a ``TASKS`` message.
+
+    Raises:
+        ProtocolError: a malformed task object.
+    """
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    if kind == "pair":
+        obj = _keys(obj, _PAIR_TASK_KEYS)
+        task: Task = PairTask(_field(obj, "pair", int, minimum=0), _field(obj, "offset", int, minimum=0),
+                              _field(obj, "episode_seed", int, minimum=0), _field(obj, "record_obs", bool))
+    elif kind == "eval":
+        obj = _keys(obj, _EVAL_TASK_KEYS)
+        task = EvalTask(_field(obj, "index", int, minimum=0), _field(obj, "episode_seed", int, minimum=0))
+    else:
+        raise ProtocolError(f"task kind must be 'pair' or 'eval', got {obj!r:.200}")
+    return _field(obj, "task", int, minimum=0), task
+
+
+def result_message(generation: int, results: Sequence[tuple[int, Result]]) -> Message:
+    """A ``RESULT`` message for ``(task id, result)`` pairs; observation sums travel as f8 arrays."""
+    objects: list[dict[str, Any]] = []
+    arrays: list[np.ndarray] = []
+    for task_id, result in results:
+        if isinstance(result, PairResult):
+            index = None
+            if result.obs_sum is not None and result.obs_sumsq is not None:
+                index = len(arrays)
+                arrays += [np.asarray(result.obs_sum, dtype="<f8"), np.asarray(result.obs_sumsq, dtype="<f8")]
+            objects.append({"task": task_id, "returns": [float(r) for r in result.returns], "lengths": [int(n) for n in result.lengths],
+                            "obs_count": int(result.obs_count), "obs_arrays": index})
+        else:
+            objects.append({"task": task_id, "return": float(result.ret), "length": int(result.length)})
+    return Message("RESULT", {"generation": generation, "results": objects}, tuple(arrays))
+
+
+def _number(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"result field {name!r} must be a number, got {value!r:.100}")
+    return float(value)
+
+
+def results_from_message(message: Message, tasks: Sequence[Task], obs_dim: int) -> list[tuple[int, Result]]:
+    """The ``(task id, result)`` pairs of a ``RESULT`` message, checked against the generation's tasks.
+
+    Args:
+        message: a decoded ``RESULT``.
+        tasks: the generation's tasks, indexed by task id.
+        obs_dim: the length of observation-sum arrays.
+
+    Raises:
+        ProtocolError: a malformed result, an unknown task id, a result of the wrong kind for its
+            task, or observation arrays of the wrong shape.
+    """
+    parsed: list[tuple[int, Result]] = []
+    for obj in message["results"]:
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"a result must be an object, got {obj!r:.100}")
+        task_id = _field(obj, "task", int, minimum=0)
+        if task_id >= len(tasks):
+            raise ProtocolError(f"result for task {task_id}; the generation has {len(tasks)} tasks")
+        task = tasks[task_id]
+        if isinstance(task, PairTask):
+            obj = _keys(obj, {"task", "returns", "lengths", "obs_count", "obs_arrays"})
+            returns, lengths, index = obj["returns"], obj["lengths"], obj["obs_arrays"]
+            if not (isinstance(returns, list) and len(returns) == 2 and isinstance(lengths, list) and len(lengths) == 2):
+                raise ProtocolError("a pair result needs two returns and two lengths")
+            lengths_ = tuple(_field({"length": n}, "length", int, minimum=0) for n in lengths)
+            count = _field(obj, "obs_count", int, minimum=0)
+            obs_sum = obs_sumsq = None
+            if index is not None:
+                index = _field(obj, "obs_arrays", int, minimum=0)
+                pair = message.arrays[index:index + 2]
+                if len(pair) != 2 or any(a.dtype != np.float64 or a.shape != (obs_dim,) for a in pair):
+                    raise ProtocolError(f"observation sums must be two <f8 arrays of shape ({obs_dim},)")
+                obs_sum, obs_sumsq = pair
+            elif count:
+                raise ProtocolError("a result with observations counted must carry their sums")
+            result: Result = PairResult(task.pair, (_number(returns[0], "returns"), _number(returns[1], "returns")),
+                                        (lengths_[0], lengths_[1]), obs_sum, obs_sumsq, count)
+        else:
+            obj = _keys(obj, {"task", "return", "length"})
+            result = EvalResult(task.index, _number(obj["return"], "return"), _field(obj, "length", int, minimum=0))
+        parsed.append((task_id, result))
+    return parsed

@@ -61,9 +61,15 @@ class GenerationScheduler(Generic[Task, Result]):
     def done(self) -> bool:
         return len(self.results) == len(self.tasks)
 
-    def assign(self, host: str, credit: int, now: float) -> list[tuple[int, Task]]:
-        """Up to ``credit`` tasks for ``host``: queued ones first, then copies of outstanding ones."""
-        self.stats.hosts.add(host)
+    def assign(self, host: str, credit: int, now: float, *, copy_after: float = 0.0) -> list[tuple[int, Task]]:
+        """Up to ``credit`` tasks for ``host``: queued ones first, then copies of outstanding ones.
+
+        Args:
+            host: who asks.
+            credit: how many tasks it can take.
+            now: the current time (any monotonic clock).
+            copy_after: copy only tasks outstanding for at least this long.
+        """
         given: list[tuple[int, Task]] = []
         while self.pending and len(given) < credit:
             task_id = self.pending.popleft()
@@ -72,15 +78,17 @@ class GenerationScheduler(Generic[Task, Result]):
             self.holders.setdefault(task_id, {})[host] = now
             given.append((task_id, self.tasks[task_id]))
         if len(given) < credit and self.duplicate_tail and not self.pending:
-            given.extend(self._copies(host, credit - len(given), now))
+            given.extend(self._copies(host, credit - len(given), now, copy_after))
+        if given:
+            self.stats.hosts.add(host)
         return given
 
-    def _copies(self, host: str, count: int, now: float) -> list[tuple[int, Task]]:
+    def _copies(self, host: str, count: int, now: float, copy_after: float) -> list[tuple[int, Task]]:
         """Copies of outstanding tasks that ``host`` does not hold, longest outstanding first."""
         candidates = sorted(
             (min(holders.values()), task_id)
             for task_id, holders in self.holders.items()
-            if task_id not in self.results and host not in holders
+            if task_id not in self.results and host not in holders and holders and min(holders.values()) <= now - copy_after
         )
         copies = []
         for _, task_id in candidates[:count]:
@@ -102,6 +110,7 @@ class GenerationScheduler(Generic[Task, Result]):
             self.stats.duplicates_dropped += 1
             return Outcome.DUPLICATE
         self.results[task_id] = result
+        self.holders.pop(task_id, None)  # holders keeps outstanding tasks only
         return Outcome.ACCEPTED
 
     def host_lost(self, host: str) -> int:

@@ -16,7 +16,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,17 @@ from esfast import core
 from esfast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from esfast.config import Config, config_from_dict
 from esfast.es import OpenES
-from esfast.evaluation import EvalTask, Evaluator, GenerationSpec, PairTask, PoolEvaluator, SerialEvaluator, WorkerSetup
+from esfast.evaluation import EvalTask, Evaluator, GenerationSpec, PairTask, WorkerSetup
+from esfast.master import hostname, local_cluster
 from esfast.policies import MLPPolicy, ObStat, PolicyError
 from esfast.rollout import make_env
 from esfast.seeding import Purpose, derive_rng, derive_seed
 
 logger = logging.getLogger(__name__)
+
+# Makes the evaluator of a run from its description and the trainer's (shared) noise table:
+# SerialEvaluator, local_cluster(procs), or a lambda around esfast.master.Master.
+EvaluatorFactory = Callable[[WorkerSetup, core.NoiseTable], Evaluator]
 
 # Fields every log.jsonl record has (more may follow).
 LOG_FIELDS = (
@@ -42,13 +47,15 @@ LOG_FIELDS = (
 
 @contextlib.contextmanager
 def deferred_sigint() -> Iterator[None]:
-    """Holds back Ctrl-C until the block ends, so an update is never left half done."""
+    """Holds back Ctrl-C (and SIGTERM) until the block ends, so an update is never left half done."""
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signals]
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in zip(signals, previous):
+            signal.signal(signum, handler)
         if received:
             raise KeyboardInterrupt
 
@@ -66,15 +73,16 @@ class Trainer:
     Args:
         config: the run's configuration.
         out_dir: the run directory (created).
-        evaluator: where episodes run; None makes a local one (a process pool when
-            ``config.run.workers`` or the core count is above 1).
+        evaluator: makes where episodes run; None: ``local_cluster(workers)``, a master on a
+            loopback port with one worker host of ``config.run.workers`` evaluator processes (one
+            per core by default), as ``esfast train`` runs it.
         resume: continue from ``out_dir/checkpoints/latest.npz``.
 
     Raises:
         ConfigError, EnvError, PolicyError, CheckpointError: with a one-line message.
     """
 
-    def __init__(self, config: Config, out_dir: str | Path, *, evaluator: Evaluator | None = None, resume: bool = False) -> None:
+    def __init__(self, config: Config, out_dir: str | Path, *, evaluator: EvaluatorFactory | None = None, resume: bool = False) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         env = make_env(config.env_id, config.env_module)
@@ -85,21 +93,18 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)  # fails early, before any resource is taken
         workers = config.run.workers if config.run.workers is not None else default_workers()
         self.workers = max(1, min(workers, config.pop_pairs))
-        seed = config.run.seed
-        if self.workers > 1 and evaluator is None:
-            name = f"esfast-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, seed)
-        else:
-            self.table = core.NoiseTable(config.run.noise_table_size, seed)
-        self.evaluator: Evaluator | None = evaluator
+        # Shared, so that worker hosts on this machine map it instead of generating their own.
+        name = f"esfast-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, config.run.seed)
+        self.evaluator: Evaluator | None = None
         try:
-            self._build(resume)
+            self._build(resume, evaluator or local_cluster(self.workers))
         except BaseException:
             self.close()
             raise
         (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    def _build(self, resume: bool) -> None:
+    def _build(self, resume: bool, make_evaluator: EvaluatorFactory) -> None:
         config, seed = self.config, self.config.run.seed
         if len(self.table) < self.policy.num_params:
             raise PolicyError(
@@ -125,12 +130,9 @@ class Trainer:
         self.time_elapsed = 0.0
         if resume:
             self._load(self.out_dir / "checkpoints" / "latest.npz")
-        if self.evaluator is None:
-            setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.table.name, len(self.table), self.table.seed)
-            if self.workers > 1:
-                self.evaluator = PoolEvaluator(setup, self.policy.num_params, self.workers)
-            else:
-                self.evaluator = SerialEvaluator(setup, self.table)
+        self.setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.policy.num_params, self.policy.obs_dim,
+                                 len(self.table), self.table.seed, self.table.name, hostname())
+        self.evaluator = make_evaluator(self.setup, self.table)
 
     # State ---------------------------------------------------------------------------------
 
@@ -237,6 +239,7 @@ class Trainer:
             "timestep_limit": self.timestep_limit,
             "obs_count": self.obstat.count,
             **update,
+            **self.evaluator.generation_stats(),
         }
         return record
 
@@ -280,10 +283,11 @@ def format_progress(record: dict[str, Any]) -> str:
     """One console line for a generation's log record."""
     eval_text = f"{record['eval_return_mean']:9.1f}" if record["eval_return_mean"] is not None else "        -"
     seconds = int(record["time_elapsed"])
+    hosts = f" | hosts {record['hosts']}" if "hosts" in record else ""
     return (
         f"gen {record['generation']:5d} | steps {record['timesteps_total']:>11,} | episodes {record['episodes_total']:>8,} | "
         f"return mean {record['return_mean']:9.1f} max {record['return_max']:9.1f} | eval {eval_text} | "
-        f"{record['steps_per_second']:>8,.0f} steps/s | {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        f"{record['steps_per_second']:>8,.0f} steps/s | {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}{hosts}"
     )
 
 

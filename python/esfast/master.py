@@ -1,0 +1,367 @@
+"""The master: hands each generation's tasks to worker hosts over ZeroMQ and collects the results.
+
+:class:`Master` is an :class:`~esfast.evaluation.Evaluator`, so the trainer runs the same algorithm
+whether episodes run here or on a cluster. It owns one ``ROUTER`` socket; worker hosts
+(:mod:`esfast.worker`) connect with ``DEALER`` sockets, say ``HELLO``, and pull tasks with credit
+(``READY``). The bookkeeping of a generation (re-issue on loss, tail copies, first result wins)
+is :class:`~esfast.scheduling.GenerationScheduler`'s; this module puts it on the wire, watches
+liveness and keeps the counters that each generation's log record carries. The protocol is
+specified in ``docs/protocol.md``.
+
+The socket is served only inside :meth:`Master.evaluate` (and :meth:`Master.close`); messages that
+arrive between generations wait in ZeroMQ's queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as socketlib
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import zmq
+from numpy.typing import NDArray
+
+from esfast.evaluation import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerError, WorkerSetup
+from esfast.protocol import (
+    HEARTBEAT_INTERVAL,
+    LIVENESS,
+    PROTOCOL_VERSION,
+    Message,
+    ProtocolError,
+    Task,
+    decode,
+    encode,
+    peek,
+    results_from_message,
+    task_to_wire,
+)
+from esfast.scheduling import GenerationScheduler, Outcome
+
+logger = logging.getLogger(__name__)
+
+# A task is copied to an idle host once it has been outstanding this many times longer than the
+# generation's mean task time so far (and at least TAIL_COPY_MIN_SECONDS).
+TAIL_COPY_FACTOR = 2.0
+TAIL_COPY_MIN_SECONDS = 0.5
+WAITING_LOG_INTERVAL = 10.0  # seconds between "waiting for worker hosts" lines
+STOP_LINGER_MS = 2000  # how long close() lets STOP messages drain
+
+
+@dataclass
+class _Host:
+    """A connected worker host, as the master sees it."""
+
+    identity: bytes
+    name: str
+    procs: int
+    last_seen: float
+    credit: int = 0
+    theta_generation: int = -1
+
+
+@dataclass
+class MasterStats:
+    """Counters of one generation (reset by each :meth:`Master.evaluate`)."""
+
+    messages_dropped: int = 0  # malformed, hostile or out-of-place messages
+    hosts_lost: int = 0
+    hosts_refused: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+class Master:
+    """Serves a run's tasks to worker hosts.
+
+    Args:
+        bind: ZeroMQ endpoint to bind, e.g. ``tcp://127.0.0.1:5555`` (port 0: any free port).
+        setup: the run description sent to every host in ``WELCOME``.
+        local_procs: if given, also start one worker host on this machine (a subprocess running
+            ``esfast.worker`` with this many evaluator processes) and treat its exit as an error;
+            this is what ``esfast train`` uses.
+
+    Raises:
+        OSError: the endpoint cannot be bound (address in use, bad address).
+    """
+
+    def __init__(self, bind: str, setup: WorkerSetup, *, local_procs: int | None = None) -> None:
+        self.setup = setup
+        self.run = setup.to_wire()
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)  # bounds what a hostile peer can make us buffer
+        try:
+            self.socket.bind(bind)
+        except zmq.ZMQError as error:
+            self.socket.close()
+            self.context.term()
+            hint = " (is another master running? choose another port with --bind)" if error.errno == zmq.EADDRINUSE else ""
+            raise OSError(f"cannot bind {bind}: {error.strerror}{hint}") from None
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.poller = zmq.Poller()
+        self.poller.register(self.socket, zmq.POLLIN)
+        self.hosts: dict[bytes, _Host] = {}
+        self.hosts_seen: set[str] = set()
+        self.host_counter = 0
+        self.stats = MasterStats()
+        self.last_stats: dict[str, Any] = {}
+        self.scheduler: GenerationScheduler[Task, PairResult | EvalResult] | None = None
+        self.theta_frames: list[Any] = []
+        self.task_seconds: list[float] = []
+        self.last_heartbeat = 0.0
+        self.local: subprocess.Popen[bytes] | None = None
+        if local_procs is not None:
+            self.local = start_local_worker(self.endpoint, local_procs)
+
+    # Evaluator ------------------------------------------------------------------------------
+
+    def evaluate(
+        self, theta: NDArray[np.float32], spec: GenerationSpec, pairs: list[PairTask], evals: list[EvalTask]
+    ) -> tuple[list[PairResult], list[EvalResult]]:
+        """Runs a generation's tasks on the connected hosts; returns when every task has a result.
+
+        Raises:
+            WorkerError: a task failed on a host, or the local worker host exited.
+        """
+        tasks: list[Task] = [*pairs, *evals]
+        self.scheduler = scheduler = GenerationScheduler(spec.generation, tasks)
+        self.stats = MasterStats()
+        self.task_seconds = []
+        # θ is copied once: queued frames then never see the trainer's in-place update.
+        fields = {"generation": spec.generation, "sigma": float(spec.sigma), "timestep_limit": spec.timestep_limit}
+        self.theta_frames = encode(Message("THETA", fields, (theta.copy(), spec.obs_mean, spec.obs_std)))
+        waiting_since = time.monotonic()
+        last_waiting_log = waiting_since
+        while True:
+            now = time.monotonic()
+            self._dispatch(now)
+            if scheduler.done:
+                break
+            if self.poller.poll(timeout=self._timeout_ms(now)):
+                self._drain()
+            now = time.monotonic()
+            self._housekeeping(now)
+            if self.hosts:
+                waiting_since = now
+            elif now - waiting_since > 2 * HEARTBEAT_INTERVAL and now - last_waiting_log > WAITING_LOG_INTERVAL:
+                last_waiting_log = now
+                logger.info("waiting for worker hosts at %s (none connected; start one with: esfast-worker --master %s)",
+                            self.endpoint, self.endpoint)
+        results = scheduler.ordered_results()
+        s = scheduler.stats
+        self.last_stats = {
+            "hosts": len(s.hosts),
+            "hosts_total": len(self.hosts_seen),
+            "procs": sum(h.procs for h in self.hosts.values()),
+            "tasks_reissued": s.reissued,
+            "tasks_duplicated": s.duplicated,
+            "results_stale": s.stale_dropped,
+            "results_duplicate": s.duplicates_dropped,
+            "messages_dropped": self.stats.messages_dropped + s.unknown_dropped,
+            "hosts_lost": self.stats.hosts_lost,
+        }
+        self.scheduler = None
+        return cast("list[PairResult]", results[: len(pairs)]), cast("list[EvalResult]", results[len(pairs):])
+
+    def generation_stats(self) -> dict[str, Any]:
+        return dict(self.last_stats)
+
+    def close(self, *, interrupted: bool = False) -> None:
+        """Tells every host to stop, closes the socket and waits for the local worker host."""
+        reason = "the master was interrupted" if interrupted else "the run is over"
+        stop = encode(Message("STOP", {"reason": reason}))
+        for identity in list(self.hosts):
+            self._send(identity, stop)
+        self.socket.setsockopt(zmq.LINGER, STOP_LINGER_MS)
+        self.socket.close()
+        self.context.term()
+        if self.local is not None:
+            stop_local_worker(self.local)
+            self.local = None
+
+    # Messages -------------------------------------------------------------------------------
+
+    def _timeout_ms(self, now: float) -> int:
+        return max(1, int(1000 * min(HEARTBEAT_INTERVAL, self.last_heartbeat + HEARTBEAT_INTERVAL - now + 0.001)))
+
+    def _send(self, identity: bytes, frames: list[Any]) -> None:
+        try:
+            self.socket.send_multipart([identity, *frames], copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            logger.warning("a message to a worker host was dropped: its queue is full")
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._handle([f.buffer for f in frames])
+
+    def _drop(self, reason: str, identity: bytes | None = None) -> None:
+        self.stats.messages_dropped += 1
+        self.stats.reasons[reason] += 1
+        host = self.hosts.get(identity) if identity is not None else None
+        logger.warning("dropped a message from %s: %s", host.name if host else "an unknown peer", reason)
+
+    def _handle(self, frames: list[memoryview]) -> None:
+        if len(frames) < 2:
+            self._drop("no header frame")
+            return
+        identity, body = bytes(frames[0]), frames[1:]
+        try:
+            message = decode(body)
+        except ProtocolError as error:
+            version, kind = peek(body)
+            if kind == "HELLO" and version != PROTOCOL_VERSION:
+                self._refuse(identity, f"the worker speaks protocol version {version!r}, this master speaks {PROTOCOL_VERSION}")
+            else:
+                self._drop(str(error), identity)
+            return
+        now = time.monotonic()
+        host = self.hosts.get(identity)
+        if message.type == "HELLO":
+            self._hello(identity, message, now)
+            return
+        if host is None:
+            if message.type not in ("HEARTBEAT", "BYE", "RESULT", "READY"):
+                self._drop(f"{message.type} from a host that has not said HELLO", identity)
+            return  # a host from before a restart: it will notice our silence and say HELLO again
+        host.last_seen = now
+        if message.type == "READY":
+            if message["credit"] < 1:
+                self._drop("READY with credit < 1", identity)
+            else:
+                host.credit += message["credit"]
+        elif message.type == "RESULT":
+            self._results(host, message, now)
+        elif message.type == "FAILED":
+            raise WorkerError(f"task {message['task']} of generation {message['generation']} failed on worker host "
+                              f"{host.name}: {message['error']}")
+        elif message.type == "BYE":
+            self._lose(identity, "said goodbye")
+        elif message.type != "HEARTBEAT":
+            self._drop(f"{message.type} is not a message for the master", identity)
+
+    def _hello(self, identity: bytes, message: Message, now: float) -> None:
+        if message["procs"] < 1:
+            self._refuse(identity, f"procs must be at least 1, got {message['procs']}")
+            return
+        table = message["table"]
+        expected = {"seed": self.setup.table_seed, "size": self.setup.table_size}
+        if table is not None and table != expected:
+            self._refuse(identity, f"the worker holds a noise table with seed {table.get('seed')!r} and size {table.get('size')!r}; "
+                                   f"this run uses seed {expected['seed']} and size {expected['size']} (restart the worker)")
+            return
+        if identity in self.hosts:
+            self._lose(identity, "said HELLO again")
+        self.host_counter += 1
+        name = f"{message['host']}:{message['pid']}"
+        host = _Host(identity, name, message["procs"], now)
+        self.hosts[identity] = host
+        self.hosts_seen.add(name)
+        self._send(identity, encode(Message("WELCOME", {"worker": f"w{self.host_counter}", "run": self.run})))
+        logger.info("worker host %s joined with %d evaluator process%s (%d host%s connected)", name, host.procs,
+                    "" if host.procs == 1 else "es", len(self.hosts), "" if len(self.hosts) == 1 else "s")
+
+    def _refuse(self, identity: bytes, reason: str) -> None:
+        self.stats.hosts_refused += 1
+        logger.warning("refused a worker host: %s", reason)
+        self._send(identity, encode(Message("REFUSE", {"reason": reason})))
+
+    def _lose(self, identity: bytes, why: str) -> None:
+        host = self.hosts.pop(identity)
+        self.stats.hosts_lost += 1
+        requeued = self.scheduler.host_lost(host.name) if self.scheduler is not None else 0
+        logger.warning("worker host %s %s; %d of its tasks go back to the queue (%d host%s connected)", host.name, why, requeued,
+                       len(self.hosts), "" if len(self.hosts) == 1 else "s")
+
+    def _results(self, host: _Host, message: Message, now: float) -> None:
+        scheduler = self.scheduler
+        generation = message["generation"]
+        if scheduler is None or generation != scheduler.generation:
+            if scheduler is not None:
+                scheduler.stats.stale_dropped += len(message["results"])
+            return
+        try:
+            results = results_from_message(message, scheduler.tasks, self.setup.obs_dim)
+        except ProtocolError as error:
+            self._drop(str(error), host.identity)
+            return
+        for task_id, result in results:
+            assigned = scheduler.holders.get(task_id, {}).get(host.name)
+            if scheduler.complete(host.name, generation, task_id, result) is Outcome.ACCEPTED and assigned is not None:
+                self.task_seconds.append(now - assigned)
+
+    # Dispatch and liveness ------------------------------------------------------------------
+
+    def _dispatch(self, now: float) -> None:
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        mean = sum(self.task_seconds) / len(self.task_seconds) if self.task_seconds else 0.0
+        copy_after = max(TAIL_COPY_MIN_SECONDS, TAIL_COPY_FACTOR * mean)
+        for host in list(self.hosts.values()):
+            if host.credit <= 0 or scheduler.done:
+                continue
+            given = scheduler.assign(host.name, host.credit, now, copy_after=copy_after)
+            if not given:
+                continue
+            if host.theta_generation != scheduler.generation:
+                self._send(host.identity, self.theta_frames)
+                host.theta_generation = scheduler.generation
+            host.credit -= len(given)
+            tasks = [task_to_wire(task_id, task) for task_id, task in given]
+            self._send(host.identity, encode(Message("TASKS", {"generation": scheduler.generation, "tasks": tasks})))
+
+    def _housekeeping(self, now: float) -> None:
+        for identity, host in list(self.hosts.items()):
+            if now - host.last_seen > LIVENESS * HEARTBEAT_INTERVAL:
+                self._lose(identity, f"was silent for {now - host.last_seen:.1f} s")
+        if now - self.last_heartbeat >= HEARTBEAT_INTERVAL:
+            self.last_heartbeat = now
+            heartbeat = encode(Message("HEARTBEAT"))
+            for identity in self.hosts:
+                self._send(identity, heartbeat)
+        if self.local is not None and self.local.poll() is not None:
+            code = self.local.returncode
+            self.local = None
+            raise WorkerError(f"the local worker host exited with status {code}")
+
+
+def local_cluster(procs: int, bind: str = "tcp://127.0.0.1:0") -> Callable[[WorkerSetup, Any], Master]:
+    """An evaluator factory for :class:`~esfast.training.Trainer`: a master on ``bind`` (any free
+    loopback port by default) with one worker host of ``procs`` evaluator processes on this machine."""
+    return lambda setup, table: Master(bind, setup, local_procs=procs)
+
+
+def start_local_worker(endpoint: str, procs: int) -> subprocess.Popen[bytes]:
+    """Starts ``esfast.worker`` on this machine, connected to ``endpoint``, with ``procs`` evaluators."""
+    command = [sys.executable, "-m", "esfast.worker", "--master", endpoint, "--procs", str(procs), "--quiet", "--parent", str(os.getpid())]
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+
+def stop_local_worker(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Waits for a local worker host that was told to stop; terminates it if it does not."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def hostname() -> str:
+    """This machine's name, as hosts and the master report it."""
+    return socketlib.gethostname() or f"pid{os.getpid()}"

@@ -1,0 +1,112 @@
+"""Real esfast-master and esfast-worker processes on 127.0.0.1 for the distributed tests.
+
+:class:`Cluster` starts them with their output in files, waits for lines in those files, and stops
+every process it started (SIGTERM, then SIGKILL) when the test ends, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+TESTS = Path(__file__).resolve().parent
+# A quick task (Reach: 10 steps an episode) with a step of 20 ms, so generations last long enough
+# to stop a process in the middle of one: 6 pairs and 1 evaluation episode, 13 x 0.2 s of episodes.
+SLOW_REACH = ["--env", "EsfastTest/SlowReach-v0", "--env-module", "custom_envs", "--set", "episodes_per_batch=12",
+              "--set", "hidden_dims=[4]", "--set", "run.eval_episodes=1", "--set", "calc_obstat_prob=0.5", "--set", "snapshot_freq=0"]
+CARTPOLE = ["--env", "CartPole-v1", "--set", "episodes_per_batch=40", "--set", "noise_stdev=0.1", "--set", "hidden_dims=[16]",
+            "--set", "optimizer.args.stepsize=0.03", "--set", "run.eval_episodes=4", "--set", "snapshot_freq=0"]
+MASTER = "import sys; from esfast.cli import master_main; sys.exit(master_main())"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Process:
+    """A started command with its output in a file."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self.file: IO[bytes] = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+        self.popen = subprocess.Popen(args, stdout=self.file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+        """Waits until ``text`` appears in the output."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.popen.poll() is not None and text not in self.output:
+                raise AssertionError(f"process exited ({self.popen.returncode}) before printing {text!r}:\n{self.output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} after {timeout} s:\n{self.output}")
+            time.sleep(0.05)
+
+    def wait(self, timeout: float = 120.0) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout} s:\n{self.output}") from None
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.file.close()
+
+
+class Cluster:
+    """Masters and workers of one test."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.processes: list[Process] = []
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+
+    def start(self, name: str, args: list[str]) -> Process:
+        process = Process(args, self.directory / f"{name}-{len(self.processes)}.log")
+        self.processes.append(process)
+        return process
+
+    def master(self, *args: str, out: Path) -> Process:
+        return self.start("master", [sys.executable, "-c", MASTER, *args, "--bind", self.address, "--out", str(out)])
+
+    def worker(self, procs: int = 1, address: str | None = None) -> Process:
+        return self.start("worker", [sys.executable, "-m", "esfast.worker", "--master", address or self.address, "--procs", str(procs)])
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def records(out: Path) -> list[dict[str, Any]]:
+    """The run's log.jsonl records."""
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def final_theta(out: Path) -> np.ndarray:
+    with np.load(out / "checkpoints" / "latest.npz") as data:
+        return data["theta"].copy()

@@ -1,0 +1,168 @@
+"""esfast-master with real worker hosts on 127.0.0.1: learning, determinism, faults, hostile input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+from cluster import CARTPOLE, SLOW_REACH, Cluster, final_theta, records
+
+from esfast.protocol import Message, decode, encode
+
+
+def test_master_and_two_workers_train_cartpole_to_475(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*CARTPOLE, "--generations", "40", out=out)
+    cluster.worker()
+    cluster.worker()
+    assert master.wait() == 0, master.output
+    log = records(out)
+    assert len(log) == 40 and max(r["hosts"] for r in log) == 2
+    best = max(r["eval_return_mean"] for r in log)
+    assert best >= 475, f"best evaluation return {best}"
+
+
+def test_one_and_three_workers_give_identical_theta(cluster: Cluster, tmp_path: Path) -> None:
+    outs = []
+    for workers in (1, 3):
+        out = tmp_path / f"workers{workers}"
+        master = cluster.master(*SLOW_REACH, "--generations", "5", out=out)
+        hosts = [cluster.worker() for _ in range(workers)]
+        assert master.wait() == 0, master.output
+        for host in hosts:
+            assert host.wait(30) == 0 and "the master stopped this worker: the run is over" in host.output
+        outs.append(out)
+    assert max(r["hosts"] for r in records(outs[1])) == 3
+    np.testing.assert_array_equal(final_theta(outs[0]), final_theta(outs[1]))
+
+
+def test_a_worker_killed_mid_generation_loses_no_generation(cluster: Cluster, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    master = cluster.master(*SLOW_REACH, "--generations", "6", out=straight)
+    cluster.worker(procs=2)
+    assert master.wait() == 0, master.output
+
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "6", out=out)
+    victim = cluster.worker()
+    cluster.worker()
+    master.wait_for("gen     2")
+    time.sleep(0.3)  # inside generation 3
+    victim.signal(signal.SIGKILL)
+    assert master.wait() == 0, master.output
+    assert "was silent for" in master.output
+    log = records(out)
+    assert [r["generation"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert sum(r["tasks_reissued"] + r["tasks_duplicated"] for r in log) > 0
+    np.testing.assert_array_equal(final_theta(straight), final_theta(out))
+
+
+def test_a_worker_joining_mid_run_is_used(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "8", out=out)
+    cluster.worker()
+    master.wait_for("gen     2")
+    cluster.worker()
+    assert master.wait() == 0, master.output
+    log = records(out)
+    assert log[0]["hosts"] == 1 and log[-1]["hosts"] == 2 and log[-1]["hosts_total"] == 2
+
+
+def test_restarted_master_resumes_and_workers_reconnect(cluster: Cluster, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    master = cluster.master(*SLOW_REACH, "--generations", "5", out=straight)
+    cluster.worker()
+    assert master.wait() == 0, master.output
+
+    out = tmp_path / "run"
+    first = cluster.master(*SLOW_REACH, "--generations", "5", out=out)
+    worker = cluster.worker()
+    first.wait_for("gen     2")
+    first.signal(signal.SIGKILL)  # no checkpoint beyond the last generation, no STOP to the worker
+    first.wait()
+    second = cluster.master("--resume", str(out), "--generations", "5", out=out)
+    assert second.wait() == 0, second.output
+    assert "reconnected to the master" in worker.output or worker.output.count("connected to the master") == 2
+    assert worker.wait(30) == 0
+    generations = [r["generation"] for r in records(out)]
+    assert generations[-1] == 5 and sorted(set(generations)) == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(final_theta(straight), final_theta(out))
+
+
+def test_garbage_is_dropped_and_training_continues(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "4", out=out)
+    cluster.worker()
+    master.wait_for("gen     1")
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(cluster.address)
+    rng = np.random.default_rng(0)
+    try:
+        for _ in range(50):
+            dealer.send_multipart([rng.bytes(int(rng.integers(0, 200))) for _ in range(int(rng.integers(1, 4)))])
+        dealer.send_multipart([json.dumps({"v": 1, "type": "RESULT", "generation": 2, "results": [{"task": 10**9}]}).encode()])
+        dealer.send_multipart(encode(Message("HELLO", {"host": "evil", "pid": 1, "procs": 0, "table": None})))
+        with socket.create_connection(("127.0.0.1", cluster.port)) as raw:  # not even ZeroMQ
+            raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + rng.bytes(1000))
+    finally:
+        dealer.close()
+        context.term()
+    assert master.wait() == 0, master.output
+    log = records(out)
+    assert [r["generation"] for r in log] == [1, 2, 3, 4]
+    assert sum(r["messages_dropped"] for r in log) > 0 and "dropped a message" in master.output
+    assert "Traceback" not in master.output
+
+
+def test_a_taken_port_is_one_line_and_exit_2(cluster: Cluster, tmp_path: Path) -> None:
+    first = cluster.master(*SLOW_REACH, out=tmp_path / "a")
+    first.wait_for("master listening at")
+    second = cluster.master(*SLOW_REACH, out=tmp_path / "b")
+    assert second.wait() == 2
+    assert "esfast-master: error: cannot bind tcp://127.0.0.1" in second.output and "Address already in use" in second.output
+    assert "Traceback" not in second.output
+
+
+def _hello(address: str, header: dict[str, object]) -> Message:
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        dealer.connect(address)
+        dealer.send(json.dumps(header).encode())
+        assert dealer.poll(10_000), "no answer to HELLO"
+        return decode(dealer.recv_multipart())
+    finally:
+        dealer.close()
+        context.term()
+
+
+def test_workers_of_another_version_or_table_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    master = cluster.master(*SLOW_REACH, out=tmp_path / "run")
+    master.wait_for("master listening at")
+    answer = _hello(cluster.address, {"v": 2, "type": "HELLO", "host": "old", "pid": 1, "procs": 1})
+    assert answer.type == "REFUSE" and "protocol version 2" in answer["reason"]
+    hello = {"v": 1, "type": "HELLO", "host": "other", "pid": 1, "procs": 1, "table": {"seed": 99, "size": 1000}}
+    answer = _hello(cluster.address, hello)
+    assert answer.type == "REFUSE" and "noise table with seed 99" in answer["reason"]
+    master.wait_for("refused a worker host: the worker holds a noise table with seed 99")
+    assert "refused a worker host: the worker speaks protocol version 2" in master.output
+
+
+def test_ctrl_c_on_the_master_checkpoints_and_stops_the_workers(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, out=out)
+    worker = cluster.worker()
+    master.wait_for("gen     2")
+    master.signal(signal.SIGINT)
+    assert master.wait() == 130
+    assert f"continue with: esfast-master --resume {out}" in master.output and "Traceback" not in master.output
+    assert (out / "checkpoints" / "latest.npz").exists()
+    assert worker.wait(30) == 0 and "the master stopped this worker: the master was interrupted" in worker.output

@@ -1,0 +1,69 @@
+"""esfast-worker on 127.0.0.1: waiting for a master, refusals, Ctrl-C, bad arguments."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import zmq
+from cluster import SLOW_REACH, Cluster, records
+
+
+def test_a_worker_started_first_waits_with_backoff_then_serves(cluster: Cluster, tmp_path: Path) -> None:
+    worker = cluster.worker()
+    worker.wait_for("no answer within 1.0 s, asking again")
+    assert f"waiting for the master at {cluster.address}" in worker.output
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "2", out=out)
+    assert master.wait() == 0, master.output
+    assert worker.wait(30) == 0
+    assert "connected to the master" in worker.output and len(records(out)) == 2
+
+
+def test_ctrl_c_on_a_worker_leaves_the_master_running(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "6", out=out)
+    quitter = cluster.worker()
+    cluster.worker()
+    master.wait_for("gen     2")
+    quitter.signal(signal.SIGINT)
+    assert quitter.wait(30) == 130
+    assert "interrupted; the master keeps running" in quitter.output and "Traceback" not in quitter.output
+    assert master.wait() == 0, master.output
+    assert "said goodbye" in master.output and [r["generation"] for r in records(out)][-1] == 6
+
+
+def _fake_master(router: zmq.Socket[bytes], reply: bytes) -> None:
+    """Answers the first message (a HELLO) with ``reply``."""
+    if router.poll(30_000):
+        identity, *_ = router.recv_multipart()
+        router.send_multipart([identity, reply])
+
+
+def test_a_master_of_another_version_is_refused(cluster: Cluster) -> None:
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(cluster.address)
+    answer = threading.Thread(target=_fake_master, args=(router, json.dumps({"v": 9, "type": "WELCOME"}).encode()))
+    answer.start()
+    try:
+        worker = cluster.worker()
+        assert worker.wait(30) == 2
+        assert "speaks protocol version 9, this worker speaks 1" in worker.output and "Traceback" not in worker.output
+    finally:
+        answer.join()
+        router.close()
+        context.term()
+
+
+def test_bad_arguments_are_one_line() -> None:
+    for args, message in ((["--master", "not-an-address"], "cannot connect to 'not-an-address'"),
+                          (["--master", "tcp://127.0.0.1:1", "--procs", "0"], "--procs must be at least 1")):
+        result = subprocess.run([sys.executable, "-m", "esfast.worker", *args], capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in result.stdout + result.stderr and "Traceback" not in result.stderr
