@@ -21,7 +21,7 @@ from esfast.evaluation import EvalResult, EvalTask, PairResult, PairTask
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
-ALLOWED_DTYPES = ("<f4", "<f8", "<i8")
+ALLOWED_DTYPES = ("<f4", "<f8", "<i8", "|u1")
 
 # Liveness and backoff, in seconds (see docs/protocol.md, "Silence, reconnection and versions").
 HEARTBEAT_INTERVAL = 1.0
