@@ -58,6 +58,9 @@ logger = logging.getLogger("esfast.worker")
 PREFETCH = 2  # tasks a host asks for per evaluator process: one running, one waiting
 RESPAWN_LIMIT = 5  # evaluator deaths a host survives within RESPAWN_WINDOW seconds
 RESPAWN_WINDOW = 60.0
+# Each evaluator is one core's worth of work: BLAS thread pools in N evaluators would fight over
+# the same cores (a 12x slowdown of the Atari network's forward pass was measured with them).
+SINGLE_THREADED = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class HostExit(Exception):
@@ -316,6 +319,8 @@ class WorkerHost:
     def _spawn(self) -> _Evaluator:
         assert self.setup is not None and self.theta_path is not None and self.table is not None
         local_setup = dataclasses.replace(self.setup, table_name=self.table.name)  # the table this host holds
+        for variable in SINGLE_THREADED:  # read by numpy's BLAS when the evaluator imports it
+            os.environ.setdefault(variable, "1")
         parent_end, child_end = self.mp.Pipe()
         process = self.mp.Process(target=_evaluator_main, args=(child_end, local_setup, str(self.theta_path), os.getpid()), daemon=True)
         process.start()
