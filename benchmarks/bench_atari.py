@@ -4,14 +4,14 @@ In the same run and process, interleaved, best of ``--repeats`` rounds:
 
 - bare: ``gym.make("ALE/<Game>-v5")`` as it comes (frame skip 4 inside ale-py, RGB observation,
   no preprocessing) stepped with ``env.action_space.sample()``, reset at episode end;
-- preprocessing: esfast's environment (:func:`esfast.atari.make_atari_env`: gymnasium's
-  AtariPreprocessing and FrameStackObservation) stepped with random actions, no policy;
+- preprocessing: esfast's environment (:func:`esfast.atari.make_atari_env`: no-op starts, frame
+  skip with max-pooling, grayscale, area resize, frame stack) stepped with random actions, no policy;
 - esfast: :func:`esfast.rollout.run_episode` with the conv policy's actor (virtual batch norm
   refreshed from a 128-observation reference batch before each episode, as training does).
 
 Frames are emulator frames: 4 per agent step for all three (frame skip 4); the no-op frames of a
 reset (at most 30 per episode) are not counted, which understates esfast's rate slightly. The
-forward pass and the VBN refresh are also timed alone. BLAS and OpenCV are held to one thread
+forward pass, the resize and the VBN refresh are also timed alone. BLAS is held to one thread
 (set before numpy is imported), so figures are per core.
 
 Usage: python benchmarks/bench_atari.py [--game Pong] [--steps 1000] [--repeats 5]
@@ -27,11 +27,10 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-import cv2  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-from esfast.atari import collect_reference_batch, make_atari_env  # noqa: E402
+from esfast.atari import AreaResize, collect_reference_batch, make_atari_env  # noqa: E402
 from esfast.config import AtariSettings, PolicySettings  # noqa: E402
 from esfast.conv_policy import ConvActor, ConvPolicy  # noqa: E402
 from esfast.rollout import run_episode  # noqa: E402
@@ -79,7 +78,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="agent steps per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the best of each loop is kept")
     args = parser.parse_args()
-    cv2.setNumThreads(1)
     env_id = f"ALE/{args.game}-v5"
     settings = AtariSettings()
 
@@ -100,6 +98,10 @@ def main() -> None:
     index = iter(range(10**9))
     forward = best_time(lambda: actor(observations[next(index) % 16]), 2000)
     refresh = best_time(actor.refresh, 5)
+    resize = AreaResize((210, 160), (settings.screen_size, settings.screen_size))
+    screen = bare.unwrapped.ale.getScreenGrayscale()
+    resized = np.empty((settings.screen_size, settings.screen_size), np.uint8)
+    resize_time = best_time(lambda: resize(screen, out=resized), 2000)
     step_us = 1e6 * FRAME_SKIP / rates["bare"]
 
     print(f"{env_id}, {args.steps} agent steps x {args.repeats} rounds, one thread; frames are emulator frames ({FRAME_SKIP} per agent step)")
@@ -109,6 +111,8 @@ def main() -> None:
     print(f"conv forward pass: {1e6 * forward:.1f} us per agent step ({1e6 * forward / FRAME_SKIP:.1f} us per emulator frame);"
           f" bare emulator step: {step_us:.1f} us per agent step ({step_us / FRAME_SKIP:.1f} us per frame);"
           f" forward / emulator = {1e6 * forward / step_us:.2f}")
+    print(f"preprocessing extra over the bare loop: {1e6 * FRAME_SKIP / rates['preprocessing'] - step_us:.1f} us per agent step;"
+          f" of which the area resize 210x160 -> {settings.screen_size}x{settings.screen_size}: {1e6 * resize_time:.1f} us")
     print(f"VBN refresh (reference batch of {len(batch)}): {1e3 * refresh:.1f} ms per episode")
     print(f"ratio esfast / bare: {rates['esfast'] / rates['bare']:.2f} (target >= 0.70)")
     for env in (bare, ours, plain):

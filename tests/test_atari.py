@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+from gymnasium.utils import seeding
 
-from esfast.atari import AtariEnvError, StartStateReset, check_atari_id, collect_reference_batch, make_atari_env
+from esfast.atari import (
+    AreaResize,
+    AtariEnvError,
+    StandardPreprocessing,
+    StartStateReset,
+    check_atari_id,
+    collect_reference_batch,
+    make_atari_env,
+)
 from esfast.config import AtariSettings, ConfigError, PolicySettings
 from esfast.conv_policy import ConvPolicy
 from esfast.cli import resolve_config
@@ -57,35 +69,176 @@ def test_frame_skip_noops_and_stack_follow_the_settings() -> None:
     env.close()
 
 
+def _reference_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area averaging the slow, plain way: each output cell's covered input pixels, weighted by the area covered."""
+    source_h, source_w = image.shape
+    cell_h, cell_w = Fraction(source_h, height), Fraction(source_w, width)
+
+    def covered(index: int, cell: Fraction, size: int) -> list[tuple[int, Fraction]]:
+        """(input pixel, length of its overlap) for output cell ``index`` along one axis."""
+        low, high = index * cell, (index + 1) * cell
+        overlaps = [(k, min(high, k + 1) - max(low, k)) for k in range(int(low), min(size, int(high) + 1))]
+        return [(k, length) for k, length in overlaps if length > 0]
+
+    columns = [covered(j, cell_w, source_w) for j in range(width)]
+    out = np.empty((height, width), np.uint8)
+    for i in range(height):
+        rows = covered(i, cell_h, source_h)
+        for j in range(width):
+            area = sum(int(image[r, c]) * h * w for r, h in rows for c, w in columns[j])
+            out[i, j] = round(area / (cell_h * cell_w))  # round() of a Fraction: nearest, ties to even
+    return out
+
+
+def _pong_screens(count: int) -> list[np.ndarray]:
+    env = gym.make(PONG, frameskip=4, obs_type="grayscale", repeat_action_probability=0.0)
+    observation, _ = env.reset(seed=0)
+    screens = []
+    for action in np.random.default_rng(0).integers(0, 6, count * 20):
+        observation, *_ = env.step(int(action))
+        screens.append(observation)
+    env.close()
+    return screens[::20]
+
+
+@pytest.mark.parametrize("size", [(84, 84), (42, 42), (83, 61), (105, 80)])
+def test_area_resize_equals_a_plain_reference(size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(size[0])
+    images = [rng.integers(0, 256, (210, 160), dtype=np.uint8), *_pong_screens(2)]
+    resize = AreaResize((210, 160), size)
+    for image in images:
+        ours = resize(image)
+        assert ours.shape == size and ours.dtype == np.uint8
+        np.testing.assert_array_equal(ours, _reference_resize(image, *size))  # exact: integer arithmetic
+
+
+def test_area_resize_known_values() -> None:
+    image = np.arange(210 * 160, dtype=np.int64).reshape(210, 160) % 256
+    halves = AreaResize((210, 160), (105, 80))(image.astype(np.uint8))
+    means = image.reshape(105, 2, 80, 2).mean(axis=(1, 3))
+    np.testing.assert_array_equal(halves, np.round(means))  # 2x2 means (np.round: ties to even, as documented)
+    constant = np.full((210, 160), 173, np.uint8)
+    assert (AreaResize((210, 160), (84, 84))(constant) == 173).all()
+    out = np.empty((84, 84), np.uint8)
+    assert AreaResize((210, 160), (84, 84))(constant, out=out) is out
+    with pytest.raises(ValueError, match="sizes must be >= 1"):
+        AreaResize((210, 160), (0, 84))
+
+
+def _reference_play(
+    settings: AtariSettings, seed: int, actions: np.ndarray, resize: Callable[[np.ndarray], np.ndarray]
+) -> tuple[int, list[tuple[np.ndarray, float, bool, bool]]]:
+    """The preprocessing written out on a grayscale base environment: the number of no-ops and each step's results."""
+    env = gym.make(PONG, frameskip=1, obs_type="grayscale", repeat_action_probability=settings.repeat_action_probability)
+    screen, _ = env.reset(seed=seed)
+    noops = 0
+    if settings.noop_max > 0:
+        noops = int(seeding.np_random(seed)[0].integers(1, settings.noop_max + 1))  # the no-op count from the seed
+        for _ in range(noops):
+            screen, *_ = env.step(0)
+    stack = [resize(screen)] * settings.stack
+    trace = [(np.stack(stack), 0.0, False, False)]
+    for action in actions:
+        frames, total, terminated, truncated = [], 0.0, False, False
+        for _ in range(settings.frame_skip):
+            screen, reward, terminated, truncated, _ = env.step(int(action))
+            frames.append(screen)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        ended_early = len(frames) < settings.frame_skip
+        pooled = frames[-1] if ended_early or len(frames) == 1 else np.maximum(frames[-2], frames[-1])
+        stack = [*stack[1:], resize(pooled)]
+        trace.append((np.stack(stack), total, terminated, truncated))
+        if terminated or truncated:
+            break
+    env.close()
+    return noops, trace
+
+
+def _play_ours(env: gym.Env, seed: int, actions: np.ndarray) -> tuple[int, list[tuple[np.ndarray, float, bool, bool]]]:
+    observation, info = env.reset(seed=seed)
+    trace = [(observation, 0.0, False, False)]
+    for action in actions:
+        observation, reward, terminated, truncated, _ = env.step(int(action))
+        trace.append((observation, float(reward), terminated, truncated))
+        if terminated or truncated:
+            break
+    return int(info["episode_frame_number"]), trace
+
+
+def _assert_same_trace(ours: list[tuple[np.ndarray, float, bool, bool]], reference: list[tuple[np.ndarray, float, bool, bool]]) -> None:
+    assert len(ours) == len(reference)
+    for step, ((a, ra, ta, ua), (b, rb, tb, ub)) in enumerate(zip(ours, reference)):
+        assert a.dtype == np.uint8 and a.shape == b.shape, step
+        np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
+        assert (ra, ta, ua) == (rb, tb, ub), step
+
+
 @pytest.mark.parametrize(
     "settings",
-    [AtariSettings(), AtariSettings(repeat_action_probability=0.25), AtariSettings(noop_max=0, frame_skip=3, stack=2)],
+    [AtariSettings(), AtariSettings(repeat_action_probability=0.25), AtariSettings(noop_max=0, frame_skip=3, stack=2, screen_size=42)],
     ids=["standard", "sticky", "no-noops"],
 )
-def test_same_observations_as_gymnasiums_composition_on_an_rgb_base(settings: AtariSettings) -> None:
-    """Our shortcuts (RAM base observation, no env checker, start-state resets) change nothing the agent sees."""
-    ours = make_atari_env(PONG, settings)
-    base = gym.make(PONG, frameskip=1, repeat_action_probability=settings.repeat_action_probability)
-    theirs = FrameStackObservation(
-        AtariPreprocessing(base, noop_max=settings.noop_max, frame_skip=settings.frame_skip, screen_size=settings.screen_size), settings.stack
-    )
-    a, _ = ours.reset(seed=3)
-    b, _ = theirs.reset(seed=3)
-    np.testing.assert_array_equal(a, b)
+def test_same_observations_as_a_numpy_reference(settings: AtariSettings) -> None:
+    """No-ops from the seed, frame skip with summed rewards, max of the last two frames, exact area resize, stack."""
+    env = make_atari_env(PONG, settings)
+    actions = np.random.default_rng(0).integers(0, 6, 8)
+    size = (settings.screen_size, settings.screen_size)
+    noops, reference = _reference_play(settings, 3, actions, lambda image: _reference_resize(image, *size))
+    frames, ours = _play_ours(env, 3, actions)
+    if settings.noop_max > 0 and settings.repeat_action_probability == 0:
+        assert frames == noops  # StartStateReset: the seed alone fixes the no-ops
+    _assert_same_trace(ours, reference)
+    env.close()
+
+
+def test_a_whole_episode_to_game_over_matches_the_reference() -> None:
+    """The step logic up to game over (the resize is AreaResize here, checked against the plain one above)."""
+    settings = AtariSettings(frame_skip=5)  # the game may end before a step's last frame
+    env = make_atari_env(PONG, settings)
+    actions = np.random.default_rng(4).integers(0, 6, 20_000)
+    resize = AreaResize((210, 160), (84, 84))
+    _, reference = _reference_play(settings, 9, actions, lambda image: resize(image).copy())
+    _, ours = _play_ours(env, 9, actions)
+    assert reference[-1][2] and not reference[-1][3]  # a real game over (terminated, not truncated)
+    assert sum(step[1] for step in ours) <= -15  # Pong under random actions: most points lost, not clipped
+    _assert_same_trace(ours, reference)
+    env.close()
+
+
+def test_terminal_on_life_loss_ends_the_episode_at_the_first_lost_life() -> None:
+    env = make_atari_env("ALE/Breakout-v5", AtariSettings(terminal_on_life_loss=True))
+    _, info = env.reset(seed=0)
+    lives = info["lives"]
     rng = np.random.default_rng(0)
-    for action in rng.integers(0, 6, 40):
-        a, ra, ta, _, _ = ours.step(int(action))
-        b, rb, tb, _, _ = theirs.step(int(action))
-        np.testing.assert_array_equal(a, b)
-        assert (ra, ta) == (rb, tb)
-    ours.close()
-    theirs.close()
+    for _ in range(5_000):
+        _, _, terminated, truncated, info = env.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            break
+    assert terminated and info["lives"] == lives - 1 and not env.unwrapped.ale.game_over()
+    env.close()
+
+
+def test_preprocessing_needs_no_opencv() -> None:
+    code = (
+        "import sys, esfast.atari as a; env = a.make_atari_env('ALE/Pong-v5'); env.reset(seed=0); env.step(0);"
+        " assert 'cv2' not in sys.modules, 'cv2 imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_preprocessing_rejects_a_base_that_skips_frames() -> None:
+    base = gym.make(PONG, obs_type="ram")  # frameskip 4 inside ale-py
+    with pytest.raises(ValueError, match="must not skip frames itself"):
+        StandardPreprocessing(base)
+    base.close()
 
 
 def test_rewards_are_not_clipped_and_episodes_end_on_game_over_only(pong: gym.Env) -> None:
     names = [type(wrapper).__name__ for wrapper in _wrappers(pong)]
     assert not any("Reward" in name for name in names), names
-    preprocessing = next(w for w in _wrappers(pong) if isinstance(w, AtariPreprocessing))
+    preprocessing = next(w for w in _wrappers(pong) if isinstance(w, StandardPreprocessing))
     assert preprocessing.terminal_on_life_loss is False and preprocessing.noop_max == 30
 
 
