@@ -122,22 +122,30 @@ def _big_weight(weight: NDArray[np.float32], conv: _Conv) -> NDArray[np.float32]
     return np.ascontiguousarray(six.reshape(m * m * conv.filters, conv.block_rows))
 
 
-def _shift_sum(z: NDArray[np.float32], conv: _Conv, out: NDArray[np.float32]) -> None:
-    """Conv output on the block grid, ``out`` (F*N*bh*bw,), from the block product ``z (m*m*F, N*bh*bw)``.
-
-    Valid where ``out.reshape(F, N, bh, bw)[:, :, :oh, :ow]``; the rest is left as it was.
-    """
+def _shift_views(z: NDArray[np.float32], conv: _Conv, out: NDArray[np.float32]) -> tuple[list[NDArray[np.float32]], NDArray[np.float32]]:
+    """The m*m shifted parts of the block product ``z (m*m*F, N*bh*bw)`` and the part of ``out`` they sum into."""
     m, bw = conv.offsets, conv.blocks_w
     flat = z.reshape(m * m, -1)
     span = flat.shape[1] - (m - 1) * (bw + 1)
     parts = [flat[dy * m + dx, dy * bw + dx : dy * bw + dx + span] for dy in range(m) for dx in range(m)]
-    target = out[:span]
+    return parts, out[:span]
+
+
+def _sum_parts(parts: list[NDArray[np.float32]], target: NDArray[np.float32]) -> None:
     if len(parts) == 1:
         np.copyto(target, parts[0])
         return
     np.add(parts[0], parts[1], out=target)
     for part in parts[2:]:
         np.add(target, part, out=target)
+
+
+def _shift_sum(z: NDArray[np.float32], conv: _Conv, out: NDArray[np.float32]) -> None:
+    """Conv output on the block grid, ``out`` (F*N*bh*bw,), from the block product ``z (m*m*F, N*bh*bw)``.
+
+    Valid where ``out.reshape(F, N, bh, bw)[:, :, :oh, :ow]``; the rest is left as it was.
+    """
+    _sum_parts(*_shift_views(z, conv, out))
 
 
 def _valid(grid: NDArray[np.float32], conv: _Conv, batch: int) -> NDArray[np.float32]:
@@ -326,6 +334,13 @@ class ConvActor:
         self.dense_outs = [np.empty(d.outputs, np.float32) for d in dense]
         self.flat = np.empty(convs[-1].filters * convs[-1].out_h * convs[-1].out_w, np.float32)
         self.flat_view = self.flat.reshape(convs[-1].filters, 1, convs[-1].out_h, convs[-1].out_w)
+        # Views over those buffers, made once (making them per step cost a few us of Python).
+        self.observation_buffer = np.empty((1, *policy.obs_shape), np.uint8)
+        self.observation_blocks = _blocks_view(self.observation_buffer, convs[0], channel_first=False)
+        self.shift_parts = [_shift_views(z, c, g) for z, c, g in zip(self.products, convs, self.grids)]
+        self.next_sources = [_blocks_view(v, c, channel_first=True) for v, c in zip(self.valid, convs[1:])]
+        self.relu_outs = [*self.block_views[1:], self.flat_view]  # relu writes straight into the next layer's input
+        self.relu_ins = [*self.next_sources, self.valid[-1]]
         self.refresh()
 
     def refresh(self) -> None:
@@ -392,18 +407,14 @@ class ConvActor:
             The action index.
         """
         convs = self.policy.convs
-        first = convs[0]
-        np.copyto(self.block_views[0], _blocks_view(observation[None], first, channel_first=False), casting="unsafe")
-        for index, conv in enumerate(convs):
+        np.copyto(self.observation_buffer, observation)  # a memcpy into a buffer whose block view is made once
+        np.copyto(self.block_views[0], self.observation_blocks, casting="unsafe")
+        for index in range(len(convs)):
             np.matmul(self.conv_weights[index], self.blocks[index], out=self.products[index])
-            grid = self.grids[index]
-            _shift_sum(self.products[index], conv, grid)
+            _sum_parts(*self.shift_parts[index])
             rows = self.grid_rows[index]
             np.add(rows, self.conv_biases[index], out=rows)
-            np.maximum(grid, 0, out=grid)
-            if index + 1 < len(convs):
-                np.copyto(self.block_views[index + 1], _blocks_view(self.valid[index], convs[index + 1], channel_first=True))
-        np.copyto(self.flat_view, self.valid[-1])
+            np.maximum(self.relu_ins[index], 0, out=self.relu_outs[index])
         h = self.flat
         for weight, bias, out in zip(self.dense_weights, self.dense_biases, self.dense_outs):
             np.matmul(h, weight, out=out)
@@ -413,7 +424,7 @@ class ConvActor:
         logits = self.dense_outs[-1]
         np.matmul(h, self.out_weight, out=logits)
         np.add(logits, self.out_bias, out=logits)
-        return int(np.argmax(logits))
+        return int(logits.argmax())
 
     def logits(self, observation: NDArray[np.uint8]) -> NDArray[np.float32]:
         """The output layer's values for ``observation`` (a copy), as used by :meth:`__call__`."""
