@@ -123,6 +123,8 @@ def test_area_resize_known_values() -> None:
     assert AreaResize((210, 160), (84, 84))(constant, out=out) is out
     with pytest.raises(ValueError, match="sizes must be >= 1"):
         AreaResize((210, 160), (0, 84))
+    with pytest.raises(ValueError, match="too large for exact float32 sums"):
+        AreaResize((1000, 1000), (999, 999))
 
 
 def _reference_play(

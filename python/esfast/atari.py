@@ -166,7 +166,8 @@ class AreaResize:
         target: ``(height, width)`` of the output.
 
     Raises:
-        ValueError: a size below 1.
+        ValueError: a size below 1, or sizes whose denominator ``D`` makes ``255 * D`` reach ``2**24``
+            (the sums would no longer be exact in float32; never for a 210x160 screen).
 
     Not thread-safe (shared buffers).
     """
@@ -181,6 +182,8 @@ class AreaResize:
         columns, column_denominator, column_blocks = _area_block(width, self.target[1])
         self._rows = rows  # (qr, pr)
         self._columns = np.ascontiguousarray(columns.T)  # (pc, qc)
+        if 255 * row_denominator * column_denominator >= 2**24:
+            raise ValueError(f"{source} -> {target}: the common denominator {row_denominator * column_denominator} is too large for exact float32 sums")
         self.denominator = np.float32(row_denominator * column_denominator)
         qr, pr = rows.shape
         self._cut = np.empty((pr, self._row_blocks, width), dtype=np.float32)
