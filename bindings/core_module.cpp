@@ -21,6 +21,8 @@
 
 namespace py = pybind11;
 using esfast::NoiseTable;
+
+void bind_mlp_forward(py::module_& m);  // mlp_forward.cpp
 using namespace esfast::bindings;
 
 namespace {
@@ -138,6 +140,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "esfast's compiled kernels. Use esfast.core, which wraps and documents them.";
     py::register_exception_translator(&translate_system_error);
     m.attr("SHARED_LAYOUT_VERSION") = esfast::kSharedLayoutVersion;
+    bind_mlp_forward(m);
 
     py::class_<NoiseTable>(m, "NoiseTable")
         .def_static(

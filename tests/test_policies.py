@@ -116,3 +116,54 @@ def test_errors() -> None:
     policy = MLPPolicy(BOX_OBS, gym.spaces.Discrete(2), PolicySettings(hidden_dims=(3,)))
     with pytest.raises(PolicyError, match="parameter vector has shape"):
         policy.actor(np.zeros(3, np.float32), np.zeros(5, np.float32), np.ones(5, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("action_space", "settings"),
+    [
+        (gym.spaces.Box(np.array([-2.0, 0.0, -np.inf], np.float32), np.array([2.0, 1.0, np.inf], np.float32)), PolicySettings(hidden_dims=(16, 16))),
+        (gym.spaces.Box(-1, 1, shape=(3,), dtype=np.float32), PolicySettings(hidden_dims=(70, 9), nonlin_type="relu")),
+        (gym.spaces.Discrete(4), PolicySettings(hidden_dims=(8,))),
+        (gym.spaces.Box(-1, 1, shape=(2,), dtype=np.float32), PolicySettings(hidden_dims=(8,), ac_bins="uniform:7")),
+    ],
+)
+def test_compiled_actor_matches_numpy_actor(action_space, settings) -> None:
+    # The compiled forward pass sums in another order than BLAS and uses its own tanh: the
+    # actions agree to float rounding (argmax choices are compared on well-separated logits).
+    policy = MLPPolicy(BOX_OBS, action_space, settings)
+    rng = np.random.default_rng(5)
+    theta = rng.standard_normal(policy.num_params).astype(np.float32)
+    mean, std = rng.standard_normal(5).astype(np.float32), rng.uniform(0.5, 2, 5).astype(np.float32)
+    compiled, plain = policy.actor(theta, mean, std), policy.actor(theta, mean, std, compiled=False)
+    assert compiled.forward is not None and plain.forward is None
+    continuous = isinstance(action_space, gym.spaces.Box) and settings.ac_bins == "continuous:"
+    for _ in range(20):
+        obs = rng.standard_normal(5) * 3
+        noise = (rng.standard_normal(3) * 0.3).astype(np.float32) if continuous else None
+        a, b = compiled(obs, noise), plain(obs, noise)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(compiled.obs, plain.obs)
+
+
+def test_numpy_actor_for_other_nonlinearities_and_theta_layouts() -> None:
+    space = gym.spaces.Box(-1, 1, shape=(2,), dtype=np.float32)
+    elu = MLPPolicy(BOX_OBS, space, PolicySettings(hidden_dims=(4,), nonlin_type="elu"))
+    assert elu.actor(np.zeros(elu.num_params, np.float32), np.zeros(5, np.float32), np.ones(5, np.float32)).forward is None
+    tanh = MLPPolicy(BOX_OBS, space, PolicySettings(hidden_dims=(4,)))
+    theta = np.random.default_rng(6).standard_normal(2 * tanh.num_params).astype(np.float32)
+    strided = tanh.actor(theta[::2], np.zeros(5, np.float32), np.ones(5, np.float32))
+    compiled = tanh.actor(theta[::2].copy(), np.zeros(5, np.float32), np.ones(5, np.float32))
+    assert strided.forward is None and compiled.forward is not None
+    np.testing.assert_allclose(strided(np.ones(5)), compiled(np.ones(5)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(PolicyError, match="dtype float64, this policy needs float32"):
+        tanh.actor(theta[::2].astype(np.float64), np.zeros(5, np.float32), np.ones(5, np.float32))
+
+
+def test_actor_reads_theta_in_place() -> None:
+    policy = MLPPolicy(BOX_OBS, gym.spaces.Box(-1, 1, shape=(2,), dtype=np.float32), PolicySettings(hidden_dims=(4,)))
+    theta = np.random.default_rng(7).standard_normal(policy.num_params).astype(np.float32)
+    actor = policy.actor(theta, np.zeros(5, np.float32), np.ones(5, np.float32))
+    before = actor(np.ones(5))
+    theta[:] = np.random.default_rng(8).standard_normal(policy.num_params)
+    np.testing.assert_array_equal(actor(np.ones(5)), policy.actor(theta.copy(), np.zeros(5, np.float32), np.ones(5, np.float32))(np.ones(5)))
+    assert not np.array_equal(before, actor(np.ones(5)))

@@ -64,3 +64,82 @@ def test_bad_environments() -> None:
         make_env("NoSuchEnv-v0")
     with pytest.raises(EnvError, match="cannot import env_module 'no_such_module_xyz'"):
         make_env("CartPole-v1", "no_such_module_xyz")
+
+
+def reference_episode(env, actor, seed: int, timestep_limit: int | None, noise_std: float) -> tuple[float, int]:
+    """run_episode's contract, written plainly: every step through all of env's wrappers, the
+    action noise drawn one step at a time from the episode seed's generator."""
+    observation, _ = env.reset(seed=seed)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    total, length = 0.0, 0
+    while True:
+        noise = rng.standard_normal(actor.policy.act_dim, dtype=np.float32) * np.float32(noise_std) if noise_std > 0 else None
+        observation, reward, terminated, truncated, _ = env.step(actor(observation, noise))
+        total += float(reward)
+        length += 1
+        if terminated or truncated or length == timestep_limit:
+            return total, length
+
+
+@pytest.mark.parametrize(
+    ("env_id", "make_kwargs", "timestep_limit", "noise_std"),
+    [
+        ("Pendulum-v1", {}, None, 0.3),  # never terminates: TimeLimit's 200 steps end it
+        ("Pendulum-v1", {"max_episode_steps": 37}, None, 0.3),
+        ("Pendulum-v1", {}, 300, 0.0),  # the environment's limit is the shorter
+        ("Pendulum-v1", {}, 21, 0.1),
+        ("CartPole-v1", {}, None, 0.0),
+        ("CartPole-v1", {"max_episode_steps": 9}, None, 0.0),
+    ],
+)
+def test_episode_equals_plain_loop(env_id, make_kwargs, timestep_limit, noise_std) -> None:
+    env = make_env(env_id, **make_kwargs)
+    policy = MLPPolicy(env.observation_space, env.action_space, PolicySettings(hidden_dims=(8,)))
+    actor = policy.actor(policy.initial_theta(np.random.default_rng(1)) * 30, np.zeros(policy.obs_dim, np.float32), np.ones(policy.obs_dim, np.float32))
+    for seed in (0, 1, 2):
+        episode = run_episode(env, actor, seed=seed, timestep_limit=timestep_limit, action_noise_std=noise_std)
+        assert (episode.ret, episode.length) == reference_episode(env, actor, seed, timestep_limit, noise_std)
+    env.close()
+
+
+def test_other_wrappers_are_stepped() -> None:
+    import gymnasium as gym
+
+    env = gym.wrappers.TransformReward(make_env("Pendulum-v1", max_episode_steps=50), lambda r: 2 * r + 1)
+    policy = MLPPolicy(env.observation_space, env.action_space, PolicySettings(hidden_dims=(4,)))
+    actor = policy.actor(policy.initial_theta(np.random.default_rng(2)), np.zeros(3, np.float32), np.ones(3, np.float32))
+    episode = run_episode(env, actor, seed=4)
+    assert (episode.ret, episode.length) == reference_episode(env, actor, 4, None, 0.0)
+    assert episode.length == 50  # the TimeLimit inside the outer wrapper still ends the episode
+    env.close()
+
+
+def test_long_episode_noise_blocks() -> None:
+    # Noise blocks of 16, 32, ... 256 steps: past several block boundaries the draws still follow
+    # the per-step sequence.
+    env = make_env("Pendulum-v1", max_episode_steps=700)
+    policy = MLPPolicy(env.observation_space, env.action_space, PolicySettings(hidden_dims=(4,)))
+    actor = policy.actor(policy.initial_theta(np.random.default_rng(3)), np.zeros(3, np.float32), np.ones(3, np.float32))
+    episode = run_episode(env, actor, seed=8, action_noise_std=0.5)
+    assert (episode.ret, episode.length) == reference_episode(env, actor, 8, None, 0.5)
+    assert episode.length == 700
+    env.close()
+
+
+def test_stepper_peels_only_bookkeeping_wrappers() -> None:
+    import gymnasium as gym
+
+    from esfast.rollout import _stepper
+
+    env = make_env("CartPole-v1", max_episode_steps=40)
+    env.reset(seed=0)
+    step, limit = _stepper(env)
+    assert limit == 40 and step.__self__ is env.env.env  # the checker has not checked yet
+    env.step(0)
+    env.step(0)
+    step, limit = _stepper(env)
+    assert limit == 40 and step.__self__ is env.unwrapped
+    outer = gym.wrappers.ClipReward(env, -0.5, 0.5)
+    step, limit = _stepper(outer)
+    assert limit is None and step.__self__ is outer
+    env.close()

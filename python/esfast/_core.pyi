@@ -53,3 +53,23 @@ def weighted_noise_sum(
     dim: int,
     out: NDArray[np.float32],
 ) -> NDArray[np.float32]: ...
+
+class MLPForward:
+    def __init__(
+        self,
+        theta: NDArray[np.float32],
+        sizes: Any,
+        hidden_activation: str,
+        obs_mean: NDArray[np.float32],
+        obs_inv_std: NDArray[np.float32],
+        obs_clip: float,
+        normalized: NDArray[np.float32],
+        action_mid: NDArray[np.float32] | None,
+        action_half: NDArray[np.float32] | None,
+        action_bounded: NDArray[np.bool_] | None,
+        action_low: NDArray[np.float32] | None,
+        action_high: NDArray[np.float32] | None,
+    ) -> None: ...
+    def __call__(self, observation: Any, noise: NDArray[np.float32] | None = None) -> NDArray[np.float32]: ...
+
+def tanh_approx(x: NDArray[np.float32]) -> NDArray[np.float32]: ...

@@ -23,6 +23,8 @@ import numpy as np
 from esfast import _core
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
@@ -350,3 +352,86 @@ def weighted_noise_sum(
         valid_dim = isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and 0 < dim <= impl.size
         out = np.empty(int(dim) if valid_dim else 0, dtype=np.float32)
     return _core.weighted_noise_sum(impl, offsets, weights, dim, out)
+
+
+class MLPForward:
+    """The forward pass of a feed-forward policy over a flat float32 θ, one observation per call.
+
+    A call normalizes the observation (``clip((obs - obs_mean) * obs_inv_std, ±obs_clip)``, the
+    difference taken in the observation's precision), runs the dense layers with
+    ``hidden_activation`` after each but the last and, if action bounds are given, maps the
+    outputs into them: ``mid + half * tanh(y)`` on bounded dimensions, ``mid + half * y`` on
+    the others, then adds ``noise`` (if any) and clips to ``[low, high]``.
+
+    Layout of θ: for each layer in order its weight of shape (inputs, outputs), row-major, then
+    its bias (outputs,). θ and the statistics arrays are held by reference, not copied: refilling
+    them in place (``np.copyto``) takes effect at the next call.
+
+    Arithmetic: each output sums its products in input order in float32 and adds the bias last,
+    with no fused multiply-add, so AVX2 and baseline CPUs give bit-identical results; tanh is a
+    rational approximation whose absolute error is below 1e-6 (:func:`tanh_approx`). Results
+    differ from numpy's BLAS ``x @ W + b`` and ``np.tanh`` by float rounding only.
+
+    Not for concurrent calls on one object: each call writes ``normalized``.
+
+    Args:
+        theta: float32 array of shape (num_params,), C-contiguous.
+        sizes: layer widths ``(inputs, hidden..., outputs)``, at least two.
+        hidden_activation: ``"tanh"``, ``"relu"`` or ``"identity"``.
+        obs_mean, obs_inv_std: float32 arrays of shape (inputs,).
+        obs_clip: positive bound of the normalized observation.
+        normalized: float32 array of shape (inputs,) that receives the normalized observation.
+        action_mid, action_half, action_low, action_high: float32 arrays of shape (outputs,), and
+        action_bounded: bool array of shape (outputs,); all five or none (raw outputs).
+
+    Raises:
+        TypeError, ValueError: arguments of the wrong type, dtype, shape or size.
+    """
+
+    __slots__ = ("_impl",)
+
+    def __init__(
+        self,
+        theta: NDArray[np.float32],
+        sizes: Sequence[int],
+        *,
+        hidden_activation: str,
+        obs_mean: NDArray[np.float32],
+        obs_inv_std: NDArray[np.float32],
+        obs_clip: float,
+        normalized: NDArray[np.float32],
+        action_mid: NDArray[np.float32] | None = None,
+        action_half: NDArray[np.float32] | None = None,
+        action_bounded: NDArray[np.bool_] | None = None,
+        action_low: NDArray[np.float32] | None = None,
+        action_high: NDArray[np.float32] | None = None,
+    ) -> None:
+        self._impl = _core.MLPForward(
+            theta, sizes, hidden_activation, obs_mean, obs_inv_std, obs_clip, normalized,
+            action_mid, action_half, action_bounded, action_low, action_high,
+        )
+
+    def __call__(self, observation: ArrayLike, noise: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+        """The outputs (or action) for one observation.
+
+        Args:
+            observation: shape (inputs,); float64 and float32 are read as they are, other real
+                dtypes converted.
+            noise: float32 array of shape (outputs,) added to the action; only with action bounds.
+
+        Returns:
+            A new float32 array of shape (outputs,).
+        """
+        return self._impl(observation, noise)
+
+
+def tanh_approx(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """tanh as :class:`MLPForward` computes it: absolute error below 1e-6 for every float.
+
+    Args:
+        x: float32 array of shape (n,).
+
+    Returns:
+        A new float32 array of shape (n,).
+    """
+    return _core.tanh_approx(x)

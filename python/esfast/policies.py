@@ -1,8 +1,11 @@
 """Feed-forward policies over a flat float32 parameter vector, and observation statistics.
 
 Parameter layout: for each layer in order, its weight matrix of shape (inputs, outputs) in
-row-major order, then its bias (outputs,). An :class:`Actor` binds views of these slices (no
-copy) and preallocated buffers, so a step costs a handful of numpy calls and no allocation.
+row-major order, then its bias (outputs,). An :class:`Actor` binds θ (no copy) and
+preallocated buffers. With a tanh, relu or identity nonlinearity a step is one call into the
+compiled forward pass (:class:`esfast.core.MLPForward`); other nonlinearities run the same
+computation as a handful of numpy calls. The two paths differ by float rounding only (the
+compiled one sums each output in input order and uses a tanh approximation within 1e-6).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from esfast.config import ATARI_POLICY, PolicySettings
+from esfast.core import MLPForward
 
 if TYPE_CHECKING:
     from esfast.conv_policy import ConvPolicy
@@ -150,8 +154,11 @@ class MLPPolicy:
             self.bins = parse_bins(settings.ac_bins)
             if self.bins is not None and not bounded.all():
                 raise PolicyError("ac_bins needs an action space with finite bounds")
-            self.action_mid = np.where(bounded, (low + high) / 2, 0.0).astype(np.float32)
-            self.action_half = np.where(bounded, (high - low) / 2, 1.0).astype(np.float32)
+            # Unbounded dimensions stay linear: mid 0, half 1 (computed from finite stand-ins, so
+            # that -inf + inf raises no warning).
+            finite_low, finite_high = np.where(bounded, low, 0.0), np.where(bounded, high, 0.0)
+            self.action_mid = np.where(bounded, (finite_low + finite_high) / 2, 0.0).astype(np.float32)
+            self.action_half = np.where(bounded, (finite_high - finite_low) / 2, 1.0).astype(np.float32)
             self.bounded = bounded
             self.action_low = low.astype(np.float32)
             self.action_high = high.astype(np.float32)
@@ -165,6 +172,7 @@ class MLPPolicy:
             self.layers.append(_Layer(inputs, outs, slice(start, start + inputs * outs), slice(start + inputs * outs, start + inputs * outs + outs)))
             start += inputs * outs + outs
         self.num_params = start
+        self.sizes = tuple(sizes)
         self.nonlinearity = _NONLINEARITIES[settings.nonlin_type]
 
     def initial_theta(self, rng: np.random.Generator) -> NDArray[np.float32]:
@@ -177,21 +185,52 @@ class MLPPolicy:
             theta[layer.weight] = weight.ravel()
         return theta
 
-    def actor(self, theta: NDArray[np.float32], obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> Actor:
+    def actor(
+        self,
+        theta: NDArray[np.float32],
+        obs_mean: NDArray[np.float32],
+        obs_std: NDArray[np.float32],
+        *,
+        compiled: bool = True,
+    ) -> Actor:
         """An :class:`Actor` for parameters ``theta`` (viewed, not copied) and observation statistics.
 
+        ``compiled=False`` keeps the actor on numpy (see :class:`Actor`).
+
         Raises:
-            PolicyError: ``theta`` of the wrong size.
+            PolicyError: ``theta`` of the wrong size or dtype.
         """
         if theta.shape != (self.num_params,):
             raise PolicyError(f"parameter vector has shape {theta.shape}, this policy needs ({self.num_params},)")
-        return Actor(self, theta, obs_mean, obs_std)
+        if theta.dtype != np.float32:
+            raise PolicyError(f"parameter vector has dtype {theta.dtype}, this policy needs float32")
+        return Actor(self, theta, obs_mean, obs_std, compiled=compiled)
+
+
+# Nonlinearities the compiled forward pass implements; the others run on numpy.
+_COMPILED_NONLINEARITIES = ("tanh", "relu", "identity")
 
 
 class Actor:
-    """Maps one observation to one action with fixed parameters; holds its own buffers."""
+    """Maps one observation to one action with fixed parameters; holds its own buffers.
 
-    def __init__(self, policy: MLPPolicy, theta: NDArray[np.float32], obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> None:
+    θ and the normalization buffers are read at each call, so refilling θ in place changes the
+    actor's behaviour from the next call on. Not for concurrent calls from several threads.
+
+    Args:
+        compiled: whether to use the compiled forward pass when the nonlinearity allows it
+            (False: always numpy, the reference the compiled path is tested against).
+    """
+
+    def __init__(
+        self,
+        policy: MLPPolicy,
+        theta: NDArray[np.float32],
+        obs_mean: NDArray[np.float32],
+        obs_std: NDArray[np.float32],
+        *,
+        compiled: bool = True,
+    ) -> None:
         self.policy = policy
         self.weights = [theta[layer.weight].reshape(layer.inputs, layer.outputs) for layer in policy.layers]
         self.biases = [theta[layer.bias] for layer in policy.layers]
@@ -211,6 +250,24 @@ class Actor:
             (weight, bias, out, policy.nonlinearity if index < hidden else None)
             for index, (weight, bias, out) in enumerate(zip(self.weights, self.biases, self.buffers))
         ]
+        self.forward: MLPForward | None = None
+        # The compiled path reads θ in place, so it needs θ in one contiguous block.
+        if compiled and theta.flags.c_contiguous and policy.settings.nonlin_type in _COMPILED_NONLINEARITIES:
+            continuous = not policy.discrete and policy.bins is None
+            self.forward = MLPForward(
+                theta,
+                policy.sizes,
+                hidden_activation=policy.settings.nonlin_type,
+                obs_mean=self.mean,
+                obs_inv_std=self.inv_std,
+                obs_clip=OBS_CLIP,
+                normalized=self.obs,
+                action_mid=policy.action_mid if continuous else None,
+                action_half=policy.action_half if continuous else None,
+                action_bounded=np.ascontiguousarray(policy.bounded, dtype=np.bool_) if continuous else None,
+                action_low=policy.action_low if continuous else None,
+                action_high=policy.action_high if continuous else None,
+            )
 
     def set_normalization(self, obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> None:
         """Uses new observation statistics (copied into this actor's buffers)."""
@@ -219,6 +276,15 @@ class Actor:
 
     def __call__(self, observation: NDArray, noise: NDArray[np.float32] | None = None) -> NDArray | int:
         """The action for ``observation``; ``noise`` (act_dim,) is added to continuous actions."""
+        policy = self.policy
+        forward = self.forward
+        if forward is not None:
+            if policy.discrete:
+                return int(np.argmax(forward(observation)))
+            if policy.bins is not None:
+                choice = forward(observation).reshape(policy.act_dim, policy.bins.size).argmax(axis=1)
+                return self.bin_values[self.dims, choice]
+            return forward(observation, noise)
         x = self.obs
         np.subtract(observation, self.mean, out=x, casting="unsafe")
         np.multiply(x, self.inv_std, out=x)
@@ -230,7 +296,6 @@ class Actor:
             if squash is not None:
                 squash(out, out=out)
             x = out
-        policy = self.policy
         if policy.discrete:
             return int(np.argmax(x))
         if policy.bins is not None:

@@ -1,0 +1,175 @@
+#include "esfast/mlp.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+// The hot loops are built twice, for AVX2 and for the baseline x86-64 (SSE2), and the dynamic
+// loader picks the clone for the CPU at hand: the wheel stays portable without -march=native.
+// Both clones do the same float operations in the same order (no FMA contraction: see
+// CMakeLists.txt), so their results are identical.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define ESFAST_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ESFAST_CLONES
+#endif
+#define ESFAST_INLINE inline __attribute__((always_inline))
+
+namespace esfast {
+namespace {
+
+// 8 floats, one AVX register (two SSE ones); aligned(4) allows unaligned loads and stores.
+typedef float f8 __attribute__((vector_size(32), aligned(4)));
+
+/** y[j0 .. j0 + 8V) for one block of columns: V vector accumulators, summed over i in order. */
+template <int V>
+ESFAST_INLINE void dense_block(const float* x, std::size_t inputs, const float* w, const float* b,
+                               std::size_t outputs, std::size_t j0, float* y) {
+    f8 acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = f8{} + 0.0f;
+    const float* row = w + j0;
+    for (std::size_t i = 0; i < inputs; ++i, row += outputs) {
+        const float xi = x[i];
+        for (int v = 0; v < V; ++v) {
+            f8 wv;
+            std::memcpy(&wv, row + 8 * v, sizeof wv);
+            acc[v] += xi * wv;
+        }
+    }
+    for (int v = 0; v < V; ++v) {
+        f8 bv;
+        std::memcpy(&bv, b + j0 + 8 * v, sizeof bv);
+        const f8 out = acc[v] + bv;
+        std::memcpy(y + j0 + 8 * v, &out, sizeof out);
+    }
+}
+
+/** Eigen's generic_fast_tanh_float: odd numerator of degree 13 over even denominator of degree 6.
+ *  T is float or f8; written with selects only (no branches), so both forms round alike. Takes
+ *  and gives references: a 32-byte vector passed by value would have an ABI that depends on AVX. */
+template <typename T>
+ESFAST_INLINE void tanh_rational(const T& a, T& result) {
+    const T limit = T{} + 7.90531110763549805f;
+    T x = a > limit ? limit : a;  // a NaN passes both clamps and gives NaN
+    x = x < -limit ? -limit : x;
+    const T x2 = x * x;
+    T p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+    p = x2 * p + -8.60467152213735e-11f;
+    p = x2 * p + 5.12229709037114e-08f;
+    p = x2 * p + 1.48572235717979e-05f;
+    p = x2 * p + 6.37261928875436e-04f;
+    p = x2 * p + 4.89352455891786e-03f;
+    p = x * p;
+    T q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+    q = x2 * q + 2.26843463243900e-03f;
+    q = x2 * q + 4.89352518554385e-03f;
+    const T r = p / q;
+    const T magnitude = a < 0.0f ? -a : a;
+    result = magnitude < 0.0004f ? a : r;  // tiny inputs: tanh(a) rounds to a
+}
+
+}  // namespace
+
+float tanh_approx(float x) {
+    float result;
+    tanh_rational(x, result);
+    return result;
+}
+
+ESFAST_CLONES
+void dense(const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs, float* y) {
+    std::size_t j = 0;
+    // 8 accumulators (64 columns) keep both AVX2 adders busy despite the add latency.
+    for (; j + 64 <= outputs; j += 64) dense_block<8>(x, inputs, w, b, outputs, j, y);
+    if (j + 32 <= outputs) { dense_block<4>(x, inputs, w, b, outputs, j, y); j += 32; }
+    if (j + 16 <= outputs) { dense_block<2>(x, inputs, w, b, outputs, j, y); j += 16; }
+    if (j + 8 <= outputs) { dense_block<1>(x, inputs, w, b, outputs, j, y); j += 8; }
+    for (; j < outputs; ++j) {  // the last columns, one at a time, in the same order
+        float acc = 0.0f;
+        const float* col = w + j;
+        for (std::size_t i = 0; i < inputs; ++i) acc += x[i] * col[i * outputs];
+        y[j] = acc + b[j];
+    }
+}
+
+ESFAST_CLONES
+void activate(Activation activation, float* x, std::size_t n) {
+    switch (activation) {
+        case Activation::identity:
+            return;
+        case Activation::tanh:
+        {
+            std::size_t i = 0;
+            for (; i + 8 <= n; i += 8) {
+                f8 v;
+                std::memcpy(&v, x + i, sizeof v);
+                tanh_rational(v, v);
+                std::memcpy(x + i, &v, sizeof v);
+            }
+            for (; i < n; ++i) tanh_rational(x[i], x[i]);
+            return;
+        }
+        case Activation::relu:
+            for (std::size_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+            return;
+    }
+}
+
+namespace {
+
+template <typename T>
+ESFAST_INLINE void normalize(const T* obs, const float* mean, const float* inv_std, float clip, std::size_t n,
+                             float* out) {
+    for (std::size_t i = 0; i < n; ++i) {
+        // As numpy's (obs - mean) into float32, times inv_std, then min with clip and max with -clip.
+        const float centered = static_cast<float>(obs[i] - static_cast<T>(mean[i]));
+        const float scaled = centered * inv_std[i];
+        const float upper = scaled < clip || scaled != scaled ? scaled : clip;
+        out[i] = upper > -clip || upper != upper ? upper : -clip;
+    }
+}
+
+}  // namespace
+
+void normalize_observation(const double* obs, const float* mean, const float* inv_std, float clip, std::size_t n,
+                           float* out) {
+    normalize(obs, mean, inv_std, clip, n, out);
+}
+
+void normalize_observation(const float* obs, const float* mean, const float* inv_std, float clip, std::size_t n,
+                           float* out) {
+    normalize(obs, mean, inv_std, clip, n, out);
+}
+
+void mlp_forward(const float* theta, const std::size_t* sizes, std::size_t layers, Activation hidden,
+                 const float* x, float* scratch, float* out) {
+    std::size_t widest = 0;
+    for (std::size_t l = 1; l < layers; ++l) widest = std::max(widest, sizes[l]);
+    const float* in = x;
+    for (std::size_t l = 0; l < layers; ++l) {
+        const std::size_t n = sizes[l], m = sizes[l + 1];
+        const bool last = l + 1 == layers;
+        float* y = last ? out : scratch + (l % 2) * widest;
+        dense(in, n, theta, theta + n * m, m, y);
+        if (!last) activate(hidden, y, m);
+        theta += n * m + m;
+        in = y;
+    }
+}
+
+void squash_actions(const float* y, const float* mid, const float* half, const std::uint8_t* bounded,
+                    const float* noise, const float* low, const float* high, std::size_t n, float* action) {
+    for (std::size_t i = 0; i < n; ++i) {
+        float t = y[i];
+        if (bounded[i]) tanh_rational(y[i], t);
+        float a = t * half[i] + mid[i];
+        if (noise != nullptr) {
+            a = a + noise[i];
+            a = a < high[i] || a != a ? a : high[i];
+            a = a > low[i] || a != a ? a : low[i];
+        }
+        action[i] = a;
+    }
+}
+
+}  // namespace esfast
