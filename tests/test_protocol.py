@@ -26,7 +26,7 @@ from esfast.protocol import (
 SAMPLES = {
     "HELLO": {"host": "node-1", "pid": 42, "procs": 8, "table": {"seed": 0, "size": 1000}},
     "READY": {"credit": 3},
-    "RESULT": {"generation": 7, "results": [{"task": 1, "returns": [1.5, -2.0], "lengths": [10, 12], "obs_count": 0, "obs_arrays": None}]},
+    "RESULT": {"generation": 7, "results": [{"task": 1, "returns": [1.5, -2.0], "lengths": [10, 12], "obs_count": 0, "obs_arrays": None}], "credit": 2},
     "HEARTBEAT": {},
     "FAILED": {"generation": 7, "task": 3, "error": "ValueError: bad action"},
     "BYE": {},
@@ -167,7 +167,8 @@ def test_results_round_trip_with_observation_sums() -> None:
     sums = np.arange(3, dtype=np.float64), np.arange(3, dtype=np.float64) ** 2
     results = [(0, PairResult(0, (1.5, -2.0), (10, 12), *sums, 22)), (1, PairResult(1, (0.0, 3.0), (1, 2), None, None, 0)),
                (2, EvalResult(0, 7.25, 30))]
-    decoded = decode([bytes(f) for f in encode(result_message(4, results))])
+    decoded = decode([bytes(f) for f in encode(result_message(4, results, credit=3))])
+    assert decoded["credit"] == 3
     parsed = results_from_message(decoded, TASKS, obs_dim=3)
     assert [task_id for task_id, _ in parsed] == [0, 1, 2]
     first = parsed[0][1]
@@ -187,10 +188,12 @@ def test_results_round_trip_with_observation_sums() -> None:
         ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, -1], "obs_count": 0, "obs_arrays": None}, "must be >= 0"),
         ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, 1], "obs_count": 4, "obs_arrays": None}, "must carry their sums"),
         ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, 1], "obs_count": 4, "obs_arrays": 0}, "two <f8 arrays of shape"),
+        ({"task": 1, "returns": [1.0, 1.0], "lengths": [True, 1], "obs_count": 0, "obs_arrays": None}, "'lengths' must be int"),
+        ({"task": 2, "return": "1.0", "length": 1}, "must be a number"),
         ([1, 2], "a result must be an object"),
     ],
 )
 def test_malformed_results(result: object, message: str) -> None:
-    decoded = decode(encode(Message("RESULT", {"generation": 1, "results": [result]})))
+    decoded = decode(encode(Message("RESULT", {"generation": 1, "results": [result], "credit": 0})))
     with pytest.raises(ProtocolError, match=message):
         results_from_message(decoded, TASKS, obs_dim=3)

@@ -28,13 +28,14 @@ def test_ctrl_c_on_a_worker_leaves_the_master_running(cluster: Cluster, tmp_path
     out = tmp_path / "run"
     master = cluster.master(*SLOW_REACH, "--generations", "6", out=out)
     quitter = cluster.worker()
-    cluster.worker()
+    stayer = cluster.worker()
     master.wait_for("gen     2")
     quitter.signal(signal.SIGINT)
     assert quitter.wait(30) == 130
     assert "interrupted; the master keeps running" in quitter.output and "Traceback" not in quitter.output
     assert master.wait() == 0, master.output
     assert "said goodbye" in master.output and [r["generation"] for r in records(out)][-1] == 6
+    assert stayer.wait(30) == 0
 
 
 def _fake_master(router: zmq.Socket[bytes], reply: bytes) -> None:

@@ -33,6 +33,8 @@ from esfast.evaluation import EvalResult, EvalTask, GenerationSpec, PairResult, 
 from esfast.protocol import (
     HEARTBEAT_INTERVAL,
     LIVENESS,
+    MAX_CREDIT_PER_PROC,
+    MAX_TASKS_PER_MESSAGE,
     PROTOCOL_VERSION,
     Message,
     ProtocolError,
@@ -140,6 +142,7 @@ class Master:
         self.theta_frames = encode(Message("THETA", fields, (theta.copy(), spec.obs_mean, spec.obs_std)))
         waiting_since = time.monotonic()
         last_waiting_log = waiting_since
+        self._drain()  # credit and hosts that arrived during the update count from the first dispatch
         while True:
             now = time.monotonic()
             self._dispatch(now)
@@ -240,9 +243,11 @@ class Master:
             if message["credit"] < 1:
                 self._drop("READY with credit < 1", identity)
             else:
-                host.credit += message["credit"]
+                self._credit(host, message["credit"])
         elif message.type == "RESULT":
             self._results(host, message, now)
+            if message["credit"] > 0:
+                self._credit(host, message["credit"])
         elif message.type == "FAILED":
             raise WorkerError(f"task {message['task']} of generation {message['generation']} failed on worker host "
                               f"{host.name}: {message['error']}")
@@ -250,6 +255,13 @@ class Master:
             self._lose(identity, "said goodbye")
         elif message.type != "HEARTBEAT":
             self._drop(f"{message.type} is not a message for the master", identity)
+
+    def _credit(self, host: _Host, credit: int) -> None:
+        """Adds credit, clipped to what the host's evaluators can hold (a hostile host cannot hoard tasks)."""
+        limit = MAX_CREDIT_PER_PROC * host.procs
+        if host.credit + credit > limit:
+            self._drop(f"credit beyond {limit} for {host.procs} evaluator processes, clipped", host.identity)
+        host.credit = min(host.credit + credit, limit)
 
     def _hello(self, identity: bytes, message: Message, now: float) -> None:
         if message["procs"] < 1:
@@ -320,7 +332,9 @@ class Master:
                 host.theta_generation = scheduler.generation
             host.credit -= len(given)
             tasks = [task_to_wire(task_id, task) for task_id, task in given]
-            self._send(host.identity, encode(Message("TASKS", {"generation": scheduler.generation, "tasks": tasks})))
+            for start in range(0, len(tasks), MAX_TASKS_PER_MESSAGE):
+                chunk = tasks[start:start + MAX_TASKS_PER_MESSAGE]
+                self._send(host.identity, encode(Message("TASKS", {"generation": scheduler.generation, "tasks": chunk})))
 
     def _housekeeping(self, now: float) -> None:
         for identity, host in list(self.hosts.items()):

@@ -23,6 +23,13 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
 ALLOWED_DTYPES = ("<f4", "<f8", "<i8", "|u1")
 
+# A message's tasks or results are split so that its header stays far below MAX_HEADER_BYTES
+# (a task or result object takes about 110 bytes of JSON).
+MAX_TASKS_PER_MESSAGE = 256
+MAX_RESULTS_PER_MESSAGE = 256
+# The most credit a host may hold per evaluator process it announced; more is clipped.
+MAX_CREDIT_PER_PROC = 4
+
 # Liveness and backoff, in seconds (see docs/protocol.md, "Silence, reconnection and versions").
 HEARTBEAT_INTERVAL = 1.0
 LIVENESS = 5
@@ -40,7 +47,7 @@ _NUMBER = (int, float)
 _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "HELLO": {"host": ((str,), False), "pid": (_INT, False), "procs": (_INT, False), "table": ((dict,), True)},
     "READY": {"credit": (_INT, False)},
-    "RESULT": {"generation": (_INT, False), "results": ((list,), False)},
+    "RESULT": {"generation": (_INT, False), "results": ((list,), False), "credit": (_INT, False)},
     "HEARTBEAT": {},
     "FAILED": {"generation": (_INT, False), "task": (_INT, False), "error": ((str,), False)},
     "BYE": {},
@@ -240,8 +247,14 @@ def task_from_wire(obj: object) -> tuple[int, Task]:
     return _field(obj, "task", int, minimum=0), task
 
 
-def result_message(generation: int, results: Sequence[tuple[int, Result]]) -> Message:
-    """A ``RESULT`` message for ``(task id, result)`` pairs; observation sums travel as f8 arrays."""
+def result_message(generation: int, results: Sequence[tuple[int, Result]], *, credit: int = 0) -> Message:
+    """A ``RESULT`` message for ``(task id, result)`` pairs; observation sums travel as f8 arrays.
+
+    Args:
+        generation: the generation of every result.
+        results: at most MAX_RESULTS_PER_MESSAGE ``(task id, result)`` pairs.
+        credit: tasks the host can take now, given back with the results (saves a ``READY``).
+    """
     objects: list[dict[str, Any]] = []
     arrays: list[np.ndarray] = []
     for task_id, result in results:
@@ -254,17 +267,33 @@ def result_message(generation: int, results: Sequence[tuple[int, Result]]) -> Me
                             "obs_count": int(result.obs_count), "obs_arrays": index})
         else:
             objects.append({"task": task_id, "return": float(result.ret), "length": int(result.length)})
-    return Message("RESULT", {"generation": generation, "results": objects}, tuple(arrays))
+    return Message("RESULT", {"generation": generation, "results": objects, "credit": credit}, tuple(arrays))
+
+
+_NUMBERS = (int, float)
+_PAIR_RESULT_KEYS = {"task", "returns", "lengths", "obs_count", "obs_arrays"}
+_EVAL_RESULT_KEYS = {"task", "return", "length"}
+
+
+def _count(value: object, name: str) -> int:
+    # type() is exact: JSON gives int, float, bool, and a bool is not a count.
+    if type(value) is not int:
+        raise ProtocolError(f"result field {name!r} must be int, got {value!r:.100}")
+    if value < 0:
+        raise ProtocolError(f"result field {name!r} must be >= 0, got {value}")
+    return value
 
 
 def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if type(value) not in _NUMBERS:
         raise ProtocolError(f"result field {name!r} must be a number, got {value!r:.100}")
-    return float(value)
+    return float(value)  # type: ignore[arg-type]
 
 
 def results_from_message(message: Message, tasks: Sequence[Task], obs_dim: int) -> list[tuple[int, Result]]:
     """The ``(task id, result)`` pairs of a ``RESULT`` message, checked against the generation's tasks.
+
+    This runs for every result the master absorbs, so its checks are plain type tests.
 
     Args:
         message: a decoded ``RESULT``.
@@ -276,33 +305,35 @@ def results_from_message(message: Message, tasks: Sequence[Task], obs_dim: int) 
             task, or observation arrays of the wrong shape.
     """
     parsed: list[tuple[int, Result]] = []
+    arrays = message.arrays
     for obj in message["results"]:
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:
             raise ProtocolError(f"a result must be an object, got {obj!r:.100}")
-        task_id = _field(obj, "task", int, minimum=0)
+        task_id = _count(obj.get("task"), "task")
         if task_id >= len(tasks):
             raise ProtocolError(f"result for task {task_id}; the generation has {len(tasks)} tasks")
         task = tasks[task_id]
-        if isinstance(task, PairTask):
-            obj = _keys(obj, {"task", "returns", "lengths", "obs_count", "obs_arrays"})
+        if type(task) is PairTask:
+            if obj.keys() != _PAIR_RESULT_KEYS:
+                raise ProtocolError(f"expected an object with keys {sorted(_PAIR_RESULT_KEYS)}, got {obj!r:.200}")
             returns, lengths, index = obj["returns"], obj["lengths"], obj["obs_arrays"]
-            if not (isinstance(returns, list) and len(returns) == 2 and isinstance(lengths, list) and len(lengths) == 2):
+            if type(returns) is not list or len(returns) != 2 or type(lengths) is not list or len(lengths) != 2:
                 raise ProtocolError("a pair result needs two returns and two lengths")
-            lengths_ = tuple(_field({"length": n}, "length", int, minimum=0) for n in lengths)
-            count = _field(obj, "obs_count", int, minimum=0)
+            count = _count(obj["obs_count"], "obs_count")
             obs_sum = obs_sumsq = None
             if index is not None:
-                index = _field(obj, "obs_arrays", int, minimum=0)
-                pair = message.arrays[index:index + 2]
+                index = _count(index, "obs_arrays")
+                pair = arrays[index:index + 2]
                 if len(pair) != 2 or any(a.dtype != np.float64 or a.shape != (obs_dim,) for a in pair):
                     raise ProtocolError(f"observation sums must be two <f8 arrays of shape ({obs_dim},)")
                 obs_sum, obs_sumsq = pair
             elif count:
                 raise ProtocolError("a result with observations counted must carry their sums")
             result: Result = PairResult(task.pair, (_number(returns[0], "returns"), _number(returns[1], "returns")),
-                                        (lengths_[0], lengths_[1]), obs_sum, obs_sumsq, count)
+                                        (_count(lengths[0], "lengths"), _count(lengths[1], "lengths")), obs_sum, obs_sumsq, count)
         else:
-            obj = _keys(obj, {"task", "return", "length"})
-            result = EvalResult(task.index, _number(obj["return"], "return"), _field(obj, "length", int, minimum=0))
+            if obj.keys() != _EVAL_RESULT_KEYS:
+                raise ProtocolError(f"expected an object with keys {sorted(_EVAL_RESULT_KEYS)}, got {obj!r:.200}")
+            result = EvalResult(task.index, _number(obj["return"], "return"), _count(obj["length"], "length"))  # type: ignore[union-attr]
         parsed.append((task_id, result))
     return parsed

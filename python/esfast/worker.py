@@ -26,7 +26,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from esfast.evaluation import EpisodeRunner, GenerationSpec, PairTask, WorkerSet
 from esfast.master import hostname
 from esfast.protocol import (
     BACKOFF_INITIAL,
+    MAX_RESULTS_PER_MESSAGE,
     BACKOFF_MAX,
     HEARTBEAT_INTERVAL,
     LIVENESS,
@@ -55,7 +56,7 @@ from esfast.protocol import (
 
 logger = logging.getLogger("esfast.worker")
 
-PREFETCH = 2  # tasks a host asks for per evaluator process: one running, one waiting
+PREFETCH = 2  # tasks a host holds per evaluator process: one running, one waiting in its pipe
 RESPAWN_LIMIT = 5  # evaluator deaths a host survives within RESPAWN_WINDOW seconds
 RESPAWN_WINDOW = 60.0
 # Each evaluator is one core's worth of work: BLAS thread pools in N evaluators would fight over
@@ -116,10 +117,12 @@ def _serve_jobs(conn: multiprocessing.connection.Connection, setup: WorkerSetup,
 
 @dataclass
 class _Evaluator:
+    """An evaluator process and the jobs sent to it, in order: the first runs, the next waits in the pipe."""
+
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
     ready: bool = False
-    job: Job | None = None
+    jobs: deque[Job] = field(default_factory=deque)
 
 
 # The host ---------------------------------------------------------------------------------------
@@ -184,13 +187,17 @@ class WorkerHost:
             self.close()
 
     def close(self) -> None:
-        """Stops the evaluators and releases the socket, the θ buffer and the noise table."""
+        """Releases the θ buffer and the noise table, stops the evaluators, closes the socket.
+
+        Files first: the evaluators keep their mappings, and a second signal during the slower
+        steps cannot leave anything in /dev/shm.
+        """
+        self._release_run()
         self._stop_evaluators()
         if self.socket is not None:
             self.socket.close(linger=500)
             self.socket = None
         self.context.term()
-        self._release_run()
 
     # Connection ---------------------------------------------------------------------------
 
@@ -415,27 +422,35 @@ class WorkerHost:
         self.queue = deque(item for item in self.queue if item[0] == generation)
 
     def _dispatch(self) -> None:
-        for evaluator in self.evaluators:
-            if not self.queue:
-                return
-            if evaluator.ready and evaluator.job is None:
-                generation, task_id, task = self.queue.popleft()
-                slot = generation % 2
-                _, sigma, limit = self.slot_specs[slot]
-                evaluator.job = (self.epoch, generation, slot, sigma, limit, task_id, task)
-                try:
-                    evaluator.conn.send(evaluator.job)
-                except OSError:
-                    pass  # it died: _collect sees the closed pipe and re-queues the job
+        """Sends queued tasks to evaluators, up to PREFETCH each, so none waits for the host between tasks."""
+        for depth in range(1, PREFETCH + 1):  # first every idle evaluator, then one waiting job each
+            for evaluator in self.evaluators:
+                if not self.queue:
+                    return
+                if evaluator.ready and len(evaluator.jobs) < depth:
+                    generation, task_id, task = self.queue.popleft()
+                    slot = generation % 2
+                    _, sigma, limit = self.slot_specs[slot]
+                    job: Job = (self.epoch, generation, slot, sigma, limit, task_id, task)
+                    evaluator.jobs.append(job)
+                    try:
+                        evaluator.conn.send(job)
+                    except OSError:
+                        pass  # it died: _collect sees the closed pipe and re-queues its jobs
+
+    def _free_credit(self) -> int:
+        """Tasks this host can take beyond what it holds and has asked for; counted as asked for."""
+        if self.setup is None:
+            return 0
+        held = sum(len(e.jobs) for e in self.evaluators) + len(self.queue)
+        free = max(0, PREFETCH * self.procs - held - self.advertised)
+        self.advertised += free
+        return free
 
     def _advertise(self) -> None:
         """Asks for as many tasks as this host can hold beyond what it holds and has asked for."""
-        if self.setup is None:
-            return
-        busy = sum(1 for e in self.evaluators if e.job is not None)
-        free = PREFETCH * self.procs - busy - len(self.queue) - self.advertised
+        free = self._free_credit()
         if free > 0:
-            self.advertised += free
             self._send(Message("READY", {"credit": free}))
 
     def _collect(self, ready: list[_Evaluator]) -> None:
@@ -448,11 +463,15 @@ class WorkerHost:
                     self._reply(evaluator, reply, results)
             except (EOFError, OSError):
                 self._died(evaluator)
-        for generation, batch in results.items():
+        chunks = [(generation, batch[i:i + MAX_RESULTS_PER_MESSAGE])
+                  for generation, batch in results.items() for i in range(0, len(batch), MAX_RESULTS_PER_MESSAGE)]
+        for index, (generation, chunk) in enumerate(chunks):
+            credit = self._free_credit() if index == len(chunks) - 1 else 0  # the freed slots travel with the results
             try:
-                self._send(result_message(generation, batch))
+                self._send(result_message(generation, chunk, credit=credit))
             except (ProtocolError, ValueError) as error:  # a non-finite return cannot travel as JSON
-                self._send(Message("FAILED", {"generation": generation, "task": batch[0][0], "error": f"unsendable result: {error}"}))
+                self.advertised -= credit
+                self._send(Message("FAILED", {"generation": generation, "task": chunk[0][0], "error": f"unsendable result: {error}"}))
 
     def _reply(self, evaluator: _Evaluator, reply: tuple[Any, ...], results: dict[int, list[tuple[int, Result]]]) -> None:
         kind = reply[0]
@@ -462,7 +481,7 @@ class WorkerHost:
             raise HostExit(1, f"an evaluator process cannot serve this run: {reply[1]}")
         else:
             _, epoch, generation, task_id, payload = reply
-            evaluator.job = None
+            evaluator.jobs.popleft()
             if epoch != self.epoch:
                 return
             if kind == "result":
@@ -480,13 +499,13 @@ class WorkerHost:
         self.poller.unregister(evaluator.conn.fileno())
         evaluator.conn.close()
         index = self.evaluators.index(evaluator)
-        job = evaluator.job
         if len(self.deaths) > RESPAWN_LIMIT:
             self.evaluators.pop(index)
             raise HostExit(1, f"{len(self.deaths)} evaluator processes died within {RESPAWN_WINDOW:.0f} s (last exit code {code}); giving up")
-        if job is not None and job[0] == self.epoch and job[1] == self.generation:
-            self.queue.appendleft((job[1], job[5], job[6]))
-        logger.warning("an evaluator process died (exit code %s); its task goes back to the queue and a new one starts", code)
+        for job in reversed(evaluator.jobs):  # unfinished, in their order, at the front of the queue
+            if job[0] == self.epoch and job[1] == self.generation:
+                self.queue.appendleft((job[1], job[5], job[6]))
+        logger.warning("an evaluator process died (exit code %s); its tasks go back to the queue and a new one starts", code)
         self.evaluators[index] = self._spawn()
 
 
