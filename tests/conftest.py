@@ -7,8 +7,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from cluster import Cluster
+# Before numpy is imported: the tests run small matrix products (policies evaluated in this
+# process), for which BLAS threads cost far more than they give, as in esfast's evaluators.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import pytest  # noqa: E402
+from cluster import Cluster  # noqa: E402 - imports numpy
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "esfast-test-"

@@ -55,6 +55,9 @@ def test_resume_continues(tmp_path: Path) -> None:
         (["--set", "noise_stdev=0"], "noise_stdev must be a positive number"),
         (["--env-module", "no_such_module_xyz"], "cannot import env_module 'no_such_module_xyz'"),
         (["--env", "CartPole-v1", "--set", "run.noise_table_size=100000000000"], "larger than this machine's memory"),
+        (["pong", "--env", "ALE/NoSuchGame-v5"], "unknown Atari environment 'ALE/NoSuchGame-v5'"),
+        (["pong", "--env", "CartPole-v1"], "is not an Atari (ALE) environment"),
+        (["pong", "--set", "screen_size=10"], "atari.screen_size must be an integer >= 20"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from esfast.cli import shipped_configs
-from esfast.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, map_env_id
+from esfast.config import AtariSettings, Config, ConfigError, apply_overrides, config_from_dict, load_config, map_env_id
 
 PAPER_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper-code-humanoid.json"
 PAPER_DATA = {
@@ -121,3 +121,42 @@ def test_timestep_limit_modes() -> None:
     adaptive = config_from_dict({"config": {"episode_cutoff_mode": "adaptive:200,0.5,1.5"}})
     assert adaptive.timestep_limit() == (200, 0.5, 1.5)
     assert config_from_dict({"config": {"episode_cutoff_mode": 300}}).timestep_limit() == (300, None, None)
+
+
+ATARI_CONFIGS = ["pong", "breakout", "seaquest", "beamrider", "frostbite"]
+
+
+@pytest.mark.parametrize("name", ATARI_CONFIGS)
+def test_shipped_atari_configs_load(name: str) -> None:
+    config = load_config(shipped_configs()[name])
+    assert config.env_id.startswith("ALE/") and config.env_id.endswith("-v5")
+    assert config.policy.type == "AtariPolicy" and config.policy.hidden_dims == (256,) and config.policy.nonlin_type == "relu"
+    assert config.es.noise_stdev == 0.005 and config.timestep_limit() == (5000, None, None)
+    assert config.atari == AtariSettings()  # the standard preprocessing, written out in full in the file
+    assert config_from_dict(config.to_dict()) == config
+
+
+def test_atari_section() -> None:
+    base = {"env_id": "ALE/Pong-v5", "policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}}
+    assert config_from_dict(base).atari == AtariSettings()  # AtariPolicy without the section: the defaults
+    config = config_from_dict({**base, "atari": {"frame_skip": 3, "stack": 2}})
+    assert (config.atari.frame_skip, config.atari.stack, config.atari.noop_max) == (3, 2, 30)
+    assert config.to_dict()["atari"]["frame_skip"] == 3
+    assert apply_overrides(config, ["noop_max=0"]).atari.noop_max == 0
+    assert "atari" not in Config().to_dict()  # configs without the section keep their layout
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"atari": {}}, "config section 'atari' needs policy.type 'AtariPolicy', got 'MujocoPolicy'"),
+        ({"policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}, "atari": {"framskip": 4}},
+         "unknown config key 'atari.framskip'; did you mean 'frame_skip'?"),
+        ({"policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}, "atari": {"stack": 0}}, "atari.stack must be an integer >= 1, got 0"),
+        ({"policy": {"type": "AtariPolicy"}}, "policy.args.nonlin_type must be 'relu' for AtariPolicy (the paper's network), got 'tanh'"),
+    ],
+)
+def test_bad_atari_config(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert str(info.value) == message

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from esfast.checkpoint import CheckpointError, load_checkpoint
-from esfast.config import Config, apply_overrides
+from esfast.config import Config, apply_overrides, load_config
 from esfast.evaluation import SerialEvaluator
 from esfast.training import LOG_FIELDS, EvaluatorFactory, Trainer
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REACH = ["env_id=EsfastTest/Reach-v0", "env_module=custom_envs", "episodes_per_batch=12", "noise_stdev=0.1",
          "hidden_dims=[8]", "calc_obstat_prob=0.5", "run.eval_episodes=2", "snapshot_freq=2"]
 
@@ -116,3 +117,23 @@ def test_checkpoint_of_another_policy_shape(tmp_path: Path) -> None:
     train(reach_config("run.generations=1"), tmp_path)
     with pytest.raises(CheckpointError, match="holds a policy with 42 parameters; this config's policy has"):
         Trainer(reach_config("hidden_dims=[16]", "run.generations=2"), tmp_path, resume=True, evaluator=SerialEvaluator)
+
+
+PONG = ["episodes_per_batch=4", "episode_cutoff_mode=100", "run.noise_table_size=1000000", "reference_batch_size=8",
+        "run.eval_episodes=1", "snapshot_freq=0"]
+
+
+def test_pong_runs_in_process_and_through_a_worker_host_alike(tmp_path: Path) -> None:
+    """Two generations of Pong with a tiny population: the Atari path end to end, both ways, and resumed."""
+    config = apply_overrides(load_config(CONFIGS / "pong.json"), [*PONG, "run.generations=2"])
+    here = train(config, tmp_path / "here")
+    cluster = train(apply_overrides(config, ["run.workers=2"]), tmp_path / "cluster", evaluator=None)
+    np.testing.assert_array_equal(here.theta, cluster.theta)
+    records = [json.loads(line) for line in (tmp_path / "cluster" / "log.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in records] == [1, 2] and records[-1]["timesteps_total"] == 2 * 4 * 100
+    state, _ = load_checkpoint(tmp_path / "cluster" / "checkpoints" / "latest.npz")
+    assert state["reference_batch"].shape == (8, 4, 84, 84) and state["reference_batch"].dtype == np.uint8
+    np.testing.assert_array_equal(state["reference_batch"], here.reference_batch)
+    resumed = train(apply_overrides(config, ["run.generations=3"]), tmp_path / "here", resume=True)
+    straight = train(apply_overrides(config, ["run.generations=3"]), tmp_path / "straight")
+    np.testing.assert_array_equal(resumed.theta, straight.theta)

@@ -19,6 +19,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +27,12 @@ from esfast.checkpoint import CheckpointError, load_checkpoint
 from esfast.config import Config, ConfigError, apply_overrides, load_config
 from esfast.evaluation import WorkerError
 from esfast.master import Master
-from esfast.policies import MLPPolicy, PolicyError
+from esfast.policies import Actor, MLPPolicy, PolicyError, make_policy
 from esfast.rollout import EnvError, make_env, run_episode
 from esfast.training import Trainer, resolved_config
+
+if TYPE_CHECKING:
+    from esfast.conv_policy import ConvActor
 
 logger = logging.getLogger("esfast")
 
@@ -74,12 +78,15 @@ def _budget(config: Config, args: argparse.Namespace) -> Config:
 
 def _describe(trainer: Trainer) -> str:
     policy = trainer.policy
-    sizes = [layer.inputs for layer in policy.layers] + [policy.layers[-1].outputs]
     config = trainer.config
+    if isinstance(policy, MLPPolicy):
+        network = f"{'-'.join(map(str, [layer.inputs for layer in policy.layers] + [policy.layers[-1].outputs]))} {config.policy.nonlin_type}"
+    else:
+        network = f"conv 16x8x8/4 32x4x4/2 fc {'-'.join(map(str, config.policy.hidden_dims))}-{policy.act_dim} relu, VBN"
     local = isinstance(trainer.evaluator, Master) and trainer.evaluator.local is not None
     where = f"{trainer.workers} worker{'s' if trainer.workers > 1 else ''}" if local else "remote worker hosts"
     return (
-        f"esfast: {config.env_id} | policy {'-'.join(map(str, sizes))} {config.policy.nonlin_type} "
+        f"esfast: {config.env_id} | policy {network} "
         f"({policy.num_params:,} parameters) | {config.pop_pairs} pairs per generation | {where} | run directory {trainer.out_dir}"
     )
 
@@ -146,14 +153,19 @@ def cmd_play(args: argparse.Namespace) -> int:
     state, config = load_checkpoint(args.checkpoint)
     if args.render:
         _check_display()
-    env = make_env(config.env_id, config.env_module, **({"render_mode": "human"} if args.render else {}))
+    if args.render and config.atari is not None:
+        raise EnvError("--render is not supported for Atari runs yet (the preprocessed environment has no window)")
+    env = make_env(config.env_id, config.env_module, atari=config.atari, **({"render_mode": "human"} if args.render else {}))
     try:
-        policy = MLPPolicy(env.observation_space, env.action_space, config.policy)
+        policy = make_policy(env.observation_space, env.action_space, config.policy, state.get("reference_batch"))
         theta = np.asarray(state["theta"], dtype=np.float32)
-        count = float(state["obstat_count"])
-        mean = np.asarray(state["obstat_sum"]) / count
-        std = np.sqrt(np.maximum(np.asarray(state["obstat_sumsq"]) / count - mean**2, 1e-2))
-        actor = policy.actor(theta, mean.astype(np.float32), std.astype(np.float32))
+        if isinstance(policy, MLPPolicy):
+            count = float(state["obstat_count"])
+            mean = np.asarray(state["obstat_sum"]) / count
+            std = np.sqrt(np.maximum(np.asarray(state["obstat_sumsq"]) / count - mean**2, 1e-2))
+            actor: Actor | ConvActor = policy.actor(theta, mean.astype(np.float32), std.astype(np.float32))
+        else:
+            actor = policy.actor(theta)
         returns = []
         for episode in range(args.episodes):
             result = run_episode(env, actor, seed=args.seed + episode)

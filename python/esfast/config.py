@@ -10,7 +10,8 @@ unchanged, and one more section, ``run``, for what esfast adds::
       "config":    {ES hyperparameters, the paper code's names},
       "optimizer": {"type": "adam" | "sgd", "args": {"stepsize": ..., "momentum": ...}},
       "policy":    {"type": "MujocoPolicy", "args": {"hidden_dims": [...], "nonlin_type": ..., ...}},
-      "run":       {"seed": ..., "generations": ..., "timesteps": ..., "noise_table_size": ..., "workers": ...}
+      "run":       {"seed": ..., "generations": ..., "timesteps": ..., "noise_table_size": ..., "workers": ...},
+      "atari":     {"noop_max": ..., "frame_skip": ..., ...}   # only with policy type AtariPolicy
     }
 
 Every key is optional; missing keys take the defaults below. Unknown keys are errors that name
@@ -34,7 +35,8 @@ logger = logging.getLogger(__name__)
 RETURN_PROC_MODES = ("centered_rank", "normalized", "raw")
 OPTIMIZERS = ("adam", "sgd")
 NONLINEARITIES = ("tanh", "relu", "elu", "sigmoid", "identity")
-POLICY_TYPES = ("MujocoPolicy", "MLPPolicy")
+POLICY_TYPES = ("MujocoPolicy", "MLPPolicy", "AtariPolicy")
+ATARI_POLICY = "AtariPolicy"
 CURRENT_MUJOCO_VERSION = "v5"
 MUJOCO_TASKS = (
     "Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
@@ -44,6 +46,10 @@ MUJOCO_TASKS = (
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message says what to change."""
+
+
+# Smallest square input of the Atari network: conv 8x8 stride 4 must leave at least 4x4 for conv 4x4 stride 2.
+MIN_SCREEN_SIZE = 20
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,53 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class AtariSettings:
+    """Section ``atari``: ALE preprocessing and the reference batch of virtual batch normalization.
+
+    The defaults are the standard preprocessing (Machado et al. 2018 and the DQN/A3C papers): up
+    to 30 no-op starts, an action repeated on 4 frames with the max over the last two, 84x84
+    grayscale, a stack of the last 4 observations, the episode ending on game over.
+
+    Args:
+        noop_max: at most this many no-op actions after a reset (a uniform draw in [1, noop_max]); 0: none.
+        frame_skip: emulator frames per agent step (the action is repeated on each).
+        screen_size: side of the square grayscale observation, in pixels.
+        stack: number of consecutive observations stacked along the first axis.
+        terminal_on_life_loss: end the episode when a life is lost (False: on game over only).
+        repeat_action_probability: ALE's sticky actions (0: deterministic emulator; v5's default is 0.25).
+        reference_batch_size: observations in the reference batch of virtual batch normalization.
+
+    Raises:
+        ConfigError: a value of the wrong type or out of range (one line naming ``atari.<name>``).
+    """
+
+    noop_max: int = 30
+    frame_skip: int = 4
+    screen_size: int = 84
+    stack: int = 4
+    terminal_on_life_loss: bool = False
+    repeat_action_probability: float = 0.0
+    reference_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("noop_max", _is_int(self.noop_max) and self.noop_max >= 0, "an integer >= 0"),
+            ("frame_skip", _is_int(self.frame_skip) and self.frame_skip >= 1, "an integer >= 1"),
+            ("screen_size", _is_int(self.screen_size) and self.screen_size >= MIN_SCREEN_SIZE,
+             f"an integer >= {MIN_SCREEN_SIZE} (the network's smallest input)"),
+            ("stack", _is_int(self.stack) and self.stack >= 1, "an integer >= 1"),
+            ("terminal_on_life_loss", isinstance(self.terminal_on_life_loss, bool), "true or false"),
+            ("repeat_action_probability", _is_number(self.repeat_action_probability) and 0 <= self.repeat_action_probability <= 1,
+             "a number in [0, 1]"),
+            ("reference_batch_size", _is_int(self.reference_batch_size) and self.reference_batch_size >= 2,
+             "an integer >= 2 (statistics need at least two observations)"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"atari.{name} must be {expected}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run configuration."""
 
@@ -111,6 +164,7 @@ class Config:
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     run: RunSettings = field(default_factory=RunSettings)
+    atari: AtariSettings | None = None
 
     @property
     def pop_pairs(self) -> int:
@@ -149,7 +203,7 @@ class Config:
         optimizer_type = optimizer.pop("type")
         if optimizer_type != "sgd":
             optimizer.pop("momentum")
-        return {
+        data = {
             "env_id": self.env_id,
             "env_module": self.env_module,
             "exp_prefix": self.exp_prefix,
@@ -158,10 +212,13 @@ class Config:
             "policy": {"type": policy_type, "args": policy},
             "run": dataclasses.asdict(self.run),
         }
+        if self.atari is not None:
+            data["atari"] = dataclasses.asdict(self.atari)
+        return data
 
 
 _SECTIONS: dict[str, type] = {"config": ESSettings, "run": RunSettings}
-_TOP_KEYS = ("env_id", "env_module", "exp_prefix", "config", "optimizer", "policy", "run")
+_TOP_KEYS = ("env_id", "env_module", "exp_prefix", "config", "optimizer", "policy", "run", "atari")
 
 
 def _names(cls: type) -> list[str]:
@@ -214,14 +271,24 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     _check_keys(policy_args, [n for n in _names(PolicySettings) if n != "type"], "policy.args.")
     if "hidden_dims" in policy_args and isinstance(policy_args["hidden_dims"], list):
         policy_args["hidden_dims"] = tuple(policy_args["hidden_dims"])
+    policy_type = policy.get("type", PolicySettings.type)
+    atari = None
+    if "atari" in data:
+        if policy_type != ATARI_POLICY:
+            raise ConfigError(f"config section 'atari' needs policy.type '{ATARI_POLICY}', got {policy_type!r}")
+        _check_keys(data["atari"], _names(AtariSettings), "atari.")
+        atari = AtariSettings(**data["atari"])
+    elif policy_type == ATARI_POLICY:
+        atari = AtariSettings()
     config = Config(
         env_id=map_env_id(data.get("env_id", Config.env_id)),
         env_module=data.get("env_module"),
         exp_prefix=data.get("exp_prefix", Config.exp_prefix),
         es=sections["config"],
         optimizer=OptimizerSettings(type=optimizer.get("type", "adam"), **optimizer_args),
-        policy=PolicySettings(type=policy.get("type", PolicySettings.type), **policy_args),
+        policy=PolicySettings(type=policy_type, **policy_args),
         run=sections["run"],
+        atari=atari,
     )
     validate(config)
     return config
@@ -271,6 +338,8 @@ def validate(config: Config) -> None:
     _require(isinstance(pol.hidden_dims, tuple) and all(_is_int(h) and h > 0 for h in pol.hidden_dims),
              f"policy.args.hidden_dims must be a list of positive integers, got {pol.hidden_dims!r}")
     _require(pol.nonlin_type in NONLINEARITIES, f"policy.args.nonlin_type must be one of {', '.join(NONLINEARITIES)}, got {pol.nonlin_type!r}")
+    _require(pol.type != ATARI_POLICY or pol.nonlin_type == "relu",
+             f"policy.args.nonlin_type must be 'relu' for {ATARI_POLICY} (the paper's network), got {pol.nonlin_type!r}")
     _require(pol.connection_type == "ff", f"policy.args.connection_type must be 'ff', got {pol.connection_type!r}")
     _require(_is_number(pol.ac_noise_std) and pol.ac_noise_std >= 0, "policy.args.ac_noise_std must be a number >= 0")
     _require(isinstance(pol.ac_bins, str) and re.fullmatch(r"continuous:|uniform:\d+|custom:[-+0-9.eE,\s]+", pol.ac_bins) is not None,

@@ -95,7 +95,7 @@ class Master:
 
     def __init__(self, bind: str, setup: WorkerSetup, *, local_procs: int | None = None) -> None:
         self.setup = setup
-        self.run = setup.to_wire()
+        self.run, self.run_arrays = setup.to_wire()
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -280,7 +280,7 @@ class Master:
         host = _Host(identity, name, message["procs"], now)
         self.hosts[identity] = host
         self.hosts_seen.add(name)
-        self._send(identity, encode(Message("WELCOME", {"worker": f"w{self.host_counter}", "run": self.run})))
+        self._send(identity, encode(Message("WELCOME", {"worker": f"w{self.host_counter}", "run": self.run}, self.run_arrays)))
         logger.info("worker host %s joined with %d evaluator process%s (%d host%s connected)", name, host.procs,
                     "" if host.procs == 1 else "es", len(self.hosts), "" if len(self.hosts) == 1 else "s")
 

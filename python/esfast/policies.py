@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from esfast.config import PolicySettings
+from esfast.config import ATARI_POLICY, PolicySettings
 from esfast.core import MLPForward
+
+if TYPE_CHECKING:
+    from esfast.conv_policy import ConvPolicy
 
 OBS_CLIP = 5.0
 OBS_VARIANCE_FLOOR = 1e-2  # std is at least 0.1, as in the paper's code
@@ -308,3 +312,32 @@ class Actor:
             np.minimum(action, policy.action_high, out=action)
             np.maximum(action, policy.action_low, out=action)
         return action
+
+
+def make_policy(
+    observation_space: gym.Space, action_space: gym.Space, settings: PolicySettings, reference_batch: NDArray[np.uint8] | None = None
+) -> MLPPolicy | ConvPolicy:
+    """The policy a config asks for: :class:`MLPPolicy`, or the Atari network for ``AtariPolicy``.
+
+    Args:
+        observation_space: the environment's.
+        action_space: the environment's.
+        settings: the config's ``policy`` section.
+        reference_batch: the VBN reference batch (Atari network only, required there).
+
+    Raises:
+        PolicyError: spaces or a reference batch the policy cannot use.
+    """
+    if settings.type != ATARI_POLICY:
+        return MLPPolicy(observation_space, action_space, settings)
+    from esfast.conv_policy import ConvPolicy  # noqa: F811 - the runtime import of the annotation's class
+
+    if reference_batch is None:
+        raise PolicyError("the Atari network needs its reference batch of observations")
+    return ConvPolicy(observation_space, action_space, settings, reference_batch)
+
+
+def obs_stat_dim(policy: MLPPolicy | ConvPolicy) -> int:
+    """Length of the observation statistics ``policy`` normalizes with; 0 for the Atari network,
+    which normalizes with its reference batch instead (virtual batch normalization)."""
+    return policy.obs_dim if isinstance(policy, MLPPolicy) else 0

@@ -21,7 +21,7 @@ from esfast.evaluation import EvalResult, EvalTask, PairResult, PairTask
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
-ALLOWED_DTYPES = ("<f4", "<f8", "<i8")
+ALLOWED_DTYPES = ("<f4", "<f8", "<i8", "|u1")
 
 # A message's tasks or results are split so that its header stays far below MAX_HEADER_BYTES
 # (a task or result object takes about 110 bytes of JSON).

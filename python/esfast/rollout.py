@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from numpy.typing import NDArray
 
+from esfast.config import AtariSettings
 from esfast.policies import Actor
 
 
@@ -30,12 +31,19 @@ class EnvError(RuntimeError):
     """An environment that cannot be made; the message is one line for the user."""
 
 
-def make_env(env_id: str, env_module: str | None = None, **kwargs: object) -> gym.Env:
+def make_env(env_id: str, env_module: str | None = None, *, atari: AtariSettings | None = None, **kwargs: object) -> gym.Env:
     """``gymnasium.make(env_id)``, after importing ``env_module`` (which may register ``env_id``).
+
+    With ``atari`` settings (configs of the Atari policy), an ALE environment with the standard
+    preprocessing instead (:func:`esfast.atari.make_atari_env`).
 
     Raises:
         EnvError: the module cannot be imported or the id is unknown or broken.
     """
+    if atari is not None:
+        from esfast.atari import make_atari_env  # imports ale_py: only for Atari runs
+
+        return make_atari_env(env_id, atari)
     if env_module:
         try:
             importlib.import_module(env_module)

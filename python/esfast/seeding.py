@@ -24,6 +24,7 @@ class Purpose(enum.IntEnum):
     EPISODE = 2
     OBSTAT = 3
     EVAL = 4
+    REFERENCE_BATCH = 5
 
 
 def derive_seed(seed: int, purpose: Purpose, *indices: int) -> int:

@@ -20,15 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from esfast import core
 from esfast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from esfast.config import Config, config_from_dict
 from esfast.es import OpenES
-from esfast.evaluation import EvalTask, Evaluator, GenerationSpec, PairTask, WorkerSetup
+from esfast.evaluation import EvalTask, Evaluator, GenerationSpec, PairTask, WorkerSetup, reference_digest
 from esfast.master import hostname, local_cluster
-from esfast.policies import MLPPolicy, ObStat, PolicyError
+from esfast.policies import ObStat, PolicyError, make_policy, obs_stat_dim
 from esfast.rollout import make_env
 from esfast.seeding import Purpose, derive_rng, derive_seed
 
@@ -85,11 +86,13 @@ class Trainer:
     def __init__(self, config: Config, out_dir: str | Path, *, evaluator: EvaluatorFactory | None = None, resume: bool = False) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
-        env = make_env(config.env_id, config.env_module)
+        env = make_env(config.env_id, config.env_module, atari=config.atari)
         try:
-            self.policy = MLPPolicy(env.observation_space, env.action_space, config.policy)
+            self.reference_batch = self._reference_batch(env, resume) if config.atari is not None else None
+            self.policy = make_policy(env.observation_space, env.action_space, config.policy, self.reference_batch)
         finally:
             env.close()
+        self.obs_dim = obs_stat_dim(self.policy)
         self.out_dir.mkdir(parents=True, exist_ok=True)  # fails early, before any resource is taken
         workers = config.run.workers if config.run.workers is not None else default_workers()
         self.workers = max(1, min(workers, config.pop_pairs))
@@ -103,6 +106,19 @@ class Trainer:
             self.close()
             raise
         (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    def _reference_batch(self, env: gym.Env, resume: bool) -> np.ndarray:
+        """The VBN reference batch: the checkpoint's when resuming, else collected with random actions."""
+        if resume:
+            state, _ = load_checkpoint(self.out_dir / "checkpoints" / "latest.npz")
+            if "reference_batch" not in state:
+                raise CheckpointError(f"{self.out_dir} holds a checkpoint without the Atari network's reference batch")
+            return np.ascontiguousarray(state["reference_batch"], dtype=np.uint8)
+        from esfast.atari import collect_reference_batch  # imports ale_py: only for Atari runs
+
+        assert self.config.atari is not None
+        seed = derive_seed(self.config.run.seed, Purpose.REFERENCE_BATCH)
+        return collect_reference_batch(env, self.config.atari.reference_batch_size, seed=seed)
 
     def _build(self, resume: bool, make_evaluator: EvaluatorFactory) -> None:
         config, seed = self.config, self.config.run.seed
@@ -123,15 +139,17 @@ class Trainer:
             table=self.table,
             theta=self.policy.initial_theta(derive_rng(seed, Purpose.INIT)),
         )
-        self.obstat = ObStat((self.policy.obs_dim,))
+        self.obstat = ObStat((self.obs_dim,))
         self.timestep_limit, self.limit_threshold, self.limit_ratio = config.timestep_limit()
         self.timesteps_total = 0
         self.episodes_total = 0
         self.time_elapsed = 0.0
         if resume:
             self._load(self.out_dir / "checkpoints" / "latest.npz")
-        self.setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.policy.num_params, self.policy.obs_dim,
-                                 len(self.table), self.table.seed, self.table.name, hostname())
+        batch = self.reference_batch
+        self.setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.policy.num_params, self.obs_dim,
+                                 len(self.table), self.table.seed, self.table.name, hostname(), config.atari,
+                                 None if batch is None else reference_digest(batch), batch)
         self.evaluator = make_evaluator(self.setup, self.table)
 
     # State ---------------------------------------------------------------------------------
@@ -153,6 +171,8 @@ class Trainer:
             episodes_total=self.episodes_total,
             time_elapsed=self.time_elapsed,
         )
+        if self.reference_batch is not None:
+            state["reference_batch"] = self.reference_batch
         return state
 
     def _load(self, path: Path) -> None:
@@ -192,6 +212,7 @@ class Trainer:
         seed = self.config.run.seed
         offsets = self.es.offsets(generation)
         record = derive_rng(seed, Purpose.OBSTAT, generation).random(len(offsets)) < self.config.es.calc_obstat_prob
+        record &= self.obs_dim > 0  # the Atari network keeps no observation statistics
         pairs = [
             PairTask(i, int(offsets[i]), derive_seed(seed, Purpose.EPISODE, generation, i), bool(record[i]))
             for i in range(len(offsets))

@@ -269,7 +269,7 @@ class WorkerHost:
 
     def _welcome(self, message: Message) -> None:
         try:
-            setup = WorkerSetup.from_wire(message["run"])
+            setup = WorkerSetup.from_wire(message["run"], message.arrays)
         except ValueError as error:
             raise HostExit(2, f"the master at {self.master} sent a run this worker cannot use: {error}") from None
         if setup != self.setup:

@@ -1,0 +1,127 @@
+"""Learning check for Atari on one machine: does ES beat a random policy within a wall-clock budget?
+
+Paper-scale ES on Atari needs about a billion frames per game, far beyond 2 cores; this checks the
+whole Atari path (preprocessing, the network with virtual batch normalization, master and worker
+host) on a game and budget that fit this machine. In the same run it first measures a uniformly
+random policy on the same preprocessed environment (``--random-episodes`` episodes, seeded), then
+trains with the game's shipped config (or ``--config``) for ``--minutes`` of wall time, and reports
+the evaluation return of the unperturbed policy (no action noise) per generation against the random
+policy's mean and best, with a PNG curve.
+
+Usage:
+    python benchmarks/learning_atari.py [--config freeway] [--minutes 30] [--set KEY=VALUE ...] [--out DIR] [--plot FILE]
+    python benchmarks/learning_atari.py --from-run DIR [--random-episodes N] [--plot FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from esfast.cli import resolve_config
+from esfast.config import Config, apply_overrides
+from esfast.rollout import make_env
+from esfast.training import Trainer, format_progress, resolved_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from png_plot import line_plot  # noqa: E402
+
+
+def random_returns(config: Config, episodes: int, seed: int) -> list[float]:
+    """Returns of uniformly random actions on the run's preprocessed environment."""
+    env = make_env(config.env_id, config.env_module, atari=config.atari)
+    rng = np.random.default_rng(seed)
+    limit = config.timestep_limit()[0]
+    returns = []
+    try:
+        for episode in range(episodes):
+            env.reset(seed=seed + episode)
+            total, steps, done = 0.0, 0, False
+            while not done:
+                _, reward, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+                total += float(reward)
+                steps += 1
+                done = terminated or truncated or (limit is not None and steps >= limit)
+            returns.append(total)
+    finally:
+        env.close()
+    return returns
+
+
+def train(config: Config, out: Path, minutes: float) -> None:
+    """Trains until ``minutes`` of wall time have passed (the generation under way is finished)."""
+    trainer = Trainer(config, out)
+    deadline = time.monotonic() + 60 * minutes
+    try:
+        with open(out / "log.jsonl", "a") as log:
+            while time.monotonic() < deadline and not trainer.done():
+                record = trainer.step()
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                print(format_progress(record), flush=True)
+        trainer.save()
+    finally:
+        trainer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="freeway", help="shipped config name or file (default: freeway)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides, as for esfast train")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--random-episodes", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("runs/learning-atari"))
+    parser.add_argument("--from-run", type=Path, help="read this run directory instead of training")
+    parser.add_argument("--plot", type=Path, default=Path("atari-learning.png"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+
+    run = args.from_run or args.out
+    if args.from_run:
+        config = resolved_config(run)
+    else:
+        config = apply_overrides(resolve_config(args.config), args.set)
+    start = time.perf_counter()
+    random = random_returns(config, args.random_episodes, seed=10_000)
+    print(f"random policy on {config.env_id}: mean {np.mean(random):.1f}, best {np.max(random):.1f} over {len(random)} episodes "
+          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    if not args.from_run:
+        train(config, args.out, args.minutes)
+
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = np.array([r["timesteps_total"] for r in records], dtype=np.float64)
+    evals = np.array([r["eval_return_mean"] for r in records], dtype=np.float64)
+    means = np.array([r["return_mean"] for r in records], dtype=np.float64)
+    seconds = np.array([r["time_elapsed"] for r in records], dtype=np.float64)
+    frames = steps * config.atari.frame_skip if config.atari is not None else steps
+    print(f"\nrun {run}: {len(records)} generations, {int(steps[-1]):,} agent steps ({int(frames[-1]):,} frames), {seconds[-1]:.0f} s")
+    print(f"{'':>24} {'generation':>10} {'steps':>11} {'time':>7} {'return':>8}")
+    for label, index in (("first evaluation", 0), ("best evaluation", int(np.argmax(evals))), ("last evaluation", len(evals) - 1)):
+        print(f"{label:>24} {records[index]['generation']:>10} {int(steps[index]):>11,} {seconds[index]:>6.0f}s {evals[index]:>8.1f}")
+    last = evals[-max(1, len(evals) // 5):]
+    print(f"{'mean of last 20%':>24} {'':>10} {'':>11} {'':>7} {last.mean():>8.1f}")
+    beat = np.flatnonzero(evals > np.max(random))
+    if beat.size:
+        print(f"first evaluation above the best random episode ({np.max(random):.1f}): generation {records[beat[0]]['generation']}, "
+              f"{int(steps[beat[0]]):,} steps, {seconds[beat[0]]:.0f} s")
+    else:
+        print(f"no evaluation above the best random episode ({np.max(random):.1f})")
+    line_plot(
+        args.plot,
+        [(steps, evals, (30, 90, 200), "EVAL RETURN"), (steps, means, (120, 170, 230), "MEAN RETURN OF POPULATION")],
+        title=f"ESFAST ON {config.env_id.upper()} (2 CORES)",
+        xlabel="AGENT STEPS",
+        ylabel="RETURN",
+        hlines=[(float(np.mean(random)), "RANDOM MEAN"), (float(np.max(random)), "RANDOM BEST")],
+    )
+    print(f"curve written to {args.plot}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The Atari network with virtual batch normalization, against a plain float64 numpy reference."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from esfast.config import PolicySettings
+from esfast.conv_policy import VBN_EPS, ConvPolicy
+from esfast.policies import PolicyError
+
+SETTINGS = PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu", ac_noise_std=0.0)
+OBS_SHAPE = (4, 84, 84)
+ACTIONS = 6
+
+
+def spaces(shape: tuple[int, ...] = OBS_SHAPE, actions: int = ACTIONS) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
+    return gym.spaces.Box(0, 255, shape, np.uint8), gym.spaces.Discrete(actions)
+
+
+def frames(count: int, seed: int, shape: tuple[int, ...] = OBS_SHAPE) -> np.ndarray:
+    """Pixels with some structure (a smooth background plus noise), so that statistics vary by channel."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0, 1, shape[1])[:, None] * np.linspace(0, 1, shape[2])[None, :]
+    base = 200 * rows[None, None] * rng.uniform(0.2, 1.0, (count, shape[0], 1, 1))
+    return np.clip(base + rng.integers(0, 56, (count, *shape)), 0, 255).astype(np.uint8)
+
+
+def make_policy(batch_size: int = 16, hidden: tuple[int, ...] = (256,)) -> ConvPolicy:
+    settings = PolicySettings(type="AtariPolicy", hidden_dims=hidden, nonlin_type="relu")
+    return ConvPolicy(*spaces(), settings, frames(batch_size, seed=1))
+
+
+def random_theta(policy: ConvPolicy, seed: int) -> np.ndarray:
+    """Initial parameters with the VBN gains and shifts and the output bias made non-trivial."""
+    rng = np.random.default_rng(seed)
+    theta = policy.initial_theta(rng)
+    for conv in policy.convs:
+        theta[conv.gamma] = rng.uniform(0.5, 2.0, conv.filters)
+        theta[conv.beta] = rng.normal(0, 0.5, conv.filters)
+    for dense in policy.dense:
+        if dense.gamma is not None:
+            theta[dense.gamma] = rng.uniform(0.5, 2.0, dense.outputs)
+        theta[dense.beta] = rng.normal(0, 0.5, dense.outputs)
+    last = policy.dense[-1]
+    theta[last.weight] *= 100  # outputs of order 1, so that argmax is not decided by rounding
+    return theta
+
+
+# ---- the reference: the documented parameter layout, unpacked here on its own, and im2col convolutions
+
+
+def unpack(theta: np.ndarray, shape: tuple[int, ...], hidden: tuple[int, ...], actions: int) -> list[dict[str, np.ndarray]]:
+    layers, start = [], 0
+    channels, height, width = shape
+
+    def take(*shape: int) -> np.ndarray:
+        nonlocal start
+        count = int(np.prod(shape))
+        part = theta[start : start + count].astype(np.float64).reshape(shape)
+        start += count
+        return part
+
+    for filters, kernel, stride in ((16, 8, 4), (32, 4, 2)):
+        layers.append({"w": take(filters, channels, kernel, kernel), "gamma": take(filters), "beta": take(filters), "stride": np.array(stride)})
+        channels, height, width = filters, (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    inputs = channels * height * width
+    for outputs in hidden:
+        layers.append({"w": take(inputs, outputs), "gamma": take(outputs), "beta": take(outputs)})
+        inputs = outputs
+    layers.append({"w": take(inputs, actions), "b": take(actions)})
+    assert start == theta.size
+    return layers
+
+
+def conv_im2col(x: np.ndarray, weight: np.ndarray, stride: int) -> np.ndarray:
+    """(N, C, H, W) * (F, C, k, k) -> (N, F, oh, ow), float64, no padding."""
+    k = weight.shape[-1]
+    patches = sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N, C, oh, ow, k, k
+    n, c, oh, ow = patches.shape[:4]
+    cols = patches.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * k * k)
+    return (cols @ weight.reshape(weight.shape[0], -1).T).reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+def reference(theta: np.ndarray, batch: np.ndarray, observations: np.ndarray, hidden: tuple[int, ...] = (256,)):
+    """Statistics on ``batch`` (batch norm at every hidden layer) and logits of ``observations`` under them."""
+    layers = unpack(theta, batch.shape[1:], hidden, ACTIONS)
+    ref = batch.astype(np.float64) / 255.0
+    obs = observations.astype(np.float64) / 255.0
+    statistics = []
+    for layer in layers[:2]:
+        pre_ref = conv_im2col(ref, layer["w"], int(layer["stride"]))
+        pre_obs = conv_im2col(obs, layer["w"], int(layer["stride"]))
+        mean, var = pre_ref.mean(axis=(0, 2, 3)), pre_ref.var(axis=(0, 2, 3))
+        statistics.append((mean, var))
+
+        def norm(z: np.ndarray) -> np.ndarray:
+            scaled = (z - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + VBN_EPS)
+            return np.maximum(layer["gamma"][None, :, None, None] * scaled + layer["beta"][None, :, None, None], 0)
+
+        ref, obs = norm(pre_ref), norm(pre_obs)
+    ref, obs = ref.reshape(len(ref), -1), obs.reshape(len(obs), -1)
+    for layer in layers[2:-1]:
+        pre_ref, pre_obs = ref @ layer["w"], obs @ layer["w"]
+        mean, var = pre_ref.mean(axis=0), pre_ref.var(axis=0)
+        statistics.append((mean, var))
+        ref = np.maximum(layer["gamma"] * (pre_ref - mean) / np.sqrt(var + VBN_EPS) + layer["beta"], 0)
+        obs = np.maximum(layer["gamma"] * (pre_obs - mean) / np.sqrt(var + VBN_EPS) + layer["beta"], 0)
+    return statistics, obs @ layers[-1]["w"] + layers[-1]["b"]
+
+
+# ---- tests
+
+
+def test_parameter_count_follows_the_documented_layout() -> None:
+    policy = make_policy()
+    conv1 = 16 * 4 * 8 * 8 + 2 * 16
+    conv2 = 32 * 16 * 4 * 4 + 2 * 32
+    fc = 32 * 9 * 9 * 256 + 2 * 256
+    out = 256 * ACTIONS + ACTIONS
+    assert policy.num_params == conv1 + conv2 + fc + out == 677_990
+    assert policy.act_dim == ACTIONS and policy.obs_shape == OBS_SHAPE
+
+
+def test_initial_theta() -> None:
+    policy = make_policy()
+    theta = policy.initial_theta(np.random.default_rng(0))
+    assert theta.dtype == np.float32 and theta.shape == (policy.num_params,)
+    first = theta[policy.convs[0].weight].reshape(16, -1)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
+    assert np.all(theta[policy.convs[1].gamma] == 1) and np.all(theta[policy.convs[1].beta] == 0)
+    last = policy.dense[-1]
+    np.testing.assert_allclose(np.linalg.norm(theta[last.weight].reshape(256, ACTIONS), axis=0), 0.01, rtol=1e-5)
+    np.testing.assert_array_equal(theta, policy.initial_theta(np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("hidden", [(256,), (32, 16)])
+def test_vbn_statistics_equal_the_numpy_reference(hidden: tuple[int, ...]) -> None:
+    batch = frames(16, seed=1)
+    policy = ConvPolicy(*spaces(), PolicySettings(type="AtariPolicy", hidden_dims=hidden, nonlin_type="relu"), batch)
+    theta = random_theta(policy, seed=2)
+    actor = policy.actor(theta)
+    expected, _ = reference(theta, batch, batch[:1], hidden)
+    assert len(actor.statistics) == 2 + len(hidden)
+    for (mean, var), (ref_mean, ref_var) in zip(actor.statistics, expected):
+        # float32 matmuls against float64: a relative tolerance on the layer's scale
+        scale = np.sqrt(ref_var.max()) + np.abs(ref_mean).max()
+        np.testing.assert_allclose(mean, ref_mean, rtol=0, atol=2e-5 * scale)
+        np.testing.assert_allclose(var, ref_var, rtol=1e-4, atol=1e-5 * scale**2)
+
+
+def test_logits_equal_the_reference_with_frozen_statistics() -> None:
+    batch = frames(16, seed=1)
+    policy = ConvPolicy(*spaces(), SETTINGS, batch)
+    theta = random_theta(policy, seed=3)
+    actor = policy.actor(theta)
+    observations = frames(5, seed=9)
+    _, expected = reference(theta, batch, observations)
+    for observation, ref_logits in zip(observations, expected):
+        logits = actor.logits(observation)
+        assert logits.dtype == np.float32
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4 * np.abs(ref_logits).max())
+        assert actor(observation) == int(np.argmax(ref_logits))
+
+
+def test_small_observations_that_still_fit() -> None:
+    """The smallest input (20x20: conv1 leaves 4x4, conv2 1x1) and a non-multiple-of-stride size."""
+    for shape in ((2, 20, 20), (1, 45, 31)):
+        batch = frames(6, seed=4, shape=shape)
+        policy = ConvPolicy(*spaces(shape), SETTINGS, batch)
+        theta = random_theta(policy, seed=5)
+        actor = policy.actor(theta)
+        expected_stats, expected_logits = reference(theta, batch, batch[:2])
+        for (mean, _), (ref_mean, ref_var) in zip(actor.statistics, expected_stats):
+            np.testing.assert_allclose(mean, ref_mean, atol=2e-5 * (np.sqrt(ref_var.max()) + np.abs(ref_mean).max()))
+        np.testing.assert_allclose(actor.logits(batch[1]), expected_logits[1], rtol=1e-4, atol=1e-4 * np.abs(expected_logits).max())
+
+
+def test_action_is_deterministic_for_fixed_theta() -> None:
+    policy = make_policy()
+    theta = random_theta(policy, seed=6)
+    observations = frames(20, seed=7)
+    first = [policy.actor(theta)(o) for o in observations]
+    second_actor = policy.actor(theta.copy())
+    assert [second_actor(o) for o in observations] == first
+    assert [second_actor(o) for o in observations] == first  # no state carried between calls
+    assert all(isinstance(a, int) and 0 <= a < ACTIONS for a in first)
+    assert len(set(first)) > 1  # the check is not vacuous
+
+
+def test_refresh_follows_theta_written_in_place() -> None:
+    policy = make_policy()
+    buffer = random_theta(policy, seed=8)
+    actor = policy.actor(buffer)  # a view of buffer, as workers hold one per θ buffer
+    other = random_theta(policy, seed=9)
+    buffer[:] = other
+    actor.refresh()
+    fresh = policy.actor(other)
+    for (mean, var), (fresh_mean, fresh_var) in zip(actor.statistics, fresh.statistics):
+        np.testing.assert_array_equal(mean, fresh_mean)
+        np.testing.assert_array_equal(var, fresh_var)
+    observation = frames(1, seed=10)[0]
+    np.testing.assert_array_equal(actor.logits(observation), fresh.logits(observation))
+
+
+def test_noise_argument_is_accepted_and_ignored() -> None:
+    policy = make_policy()
+    actor = policy.actor(random_theta(policy, seed=11))
+    observation = frames(1, seed=12)[0]
+    assert actor(observation, np.ones(ACTIONS, np.float32)) == actor(observation)
+
+
+@pytest.mark.parametrize(
+    ("observation_space", "message"),
+    [
+        (gym.spaces.Box(0, 255, (84, 84), np.uint8), "needs a (channels, height, width) Box observation space"),
+        (gym.spaces.Box(0, 255, (84, 84, 4), np.uint8), "observation shape (84, 84, 4) does not fit the Atari network"),
+        (gym.spaces.Box(0, 255, (4, 16, 16), np.uint8), "observation shape (4, 16, 16) does not fit the Atari network"),
+        (gym.spaces.Box(0, 1, (4, 84, 84), np.float32), "needs uint8 observations"),
+        (gym.spaces.Box(-1, 1, (8,), np.float32), "needs a (channels, height, width) Box observation space"),
+    ],
+)
+def test_observation_space_that_does_not_fit_is_one_line(observation_space: gym.Space, message: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        ConvPolicy(observation_space, gym.spaces.Discrete(6), SETTINGS, frames(2, seed=0))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_other_bad_input_is_one_line() -> None:
+    observation_space, action_space = spaces()
+    cases = [
+        (lambda: ConvPolicy(observation_space, gym.spaces.Box(-1, 1, (3,)), SETTINGS, frames(2, 0)), "needs a Discrete action space"),
+        (lambda: ConvPolicy(observation_space, action_space, SETTINGS, frames(2, 0, (4, 42, 42))), "reference batch must be uint8 of shape (N >= 2, 4, 84, 84)"),
+        (lambda: ConvPolicy(observation_space, action_space, SETTINGS, frames(2, 0).astype(np.float32)), "reference batch must be uint8"),
+        (lambda: ConvPolicy(observation_space, action_space, SETTINGS, frames(1, 0)), "got uint8 (1, 4, 84, 84)"),
+        (lambda: ConvPolicy(observation_space, action_space, PolicySettings(nonlin_type="tanh"), frames(2, 0)), "uses relu"),
+        (lambda: make_policy().actor(np.zeros(10, np.float32)), "parameter vector must be float32 of shape (677990,)"),
+        (lambda: make_policy().actor(np.zeros(677_990, np.float64)), "got float64 (677990,)"),
+    ]
+    for make, message in cases:
+        with pytest.raises(PolicyError) as info:
+            make()
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
