@@ -111,6 +111,15 @@ def test_garbage_is_dropped_and_training_continues(cluster: Cluster, tmp_path: P
         dealer.send_multipart(encode(Message("HELLO", {"host": "evil", "pid": 1, "procs": 0, "table": None})))
         with socket.create_connection(("127.0.0.1", cluster.port)) as raw:  # not even ZeroMQ
             raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + rng.bytes(1000))
+        assert dealer.poll(10_000) and decode(dealer.recv_multipart()).type == "REFUSE"  # procs 0
+        # A host that asks for the whole queue and then never answers: clipped, then lost.
+        hoarder = context.socket(zmq.DEALER)
+        hoarder.setsockopt(zmq.LINGER, 0)
+        hoarder.connect(cluster.address)
+        hoarder.send_multipart(encode(Message("HELLO", {"host": "hoarder", "pid": 2, "procs": 1, "table": None})))
+        assert hoarder.poll(10_000) and decode(hoarder.recv_multipart()).type == "WELCOME"
+        hoarder.send_multipart(encode(Message("READY", {"credit": 10**6})))
+        hoarder.close()
     finally:
         dealer.close()
         context.term()
@@ -118,6 +127,9 @@ def test_garbage_is_dropped_and_training_continues(cluster: Cluster, tmp_path: P
     log = records(out)
     assert [r["generation"] for r in log] == [1, 2, 3, 4]
     assert sum(r["messages_dropped"] for r in log) > 0 and "dropped a message" in master.output
+    assert "credit beyond 4 for 1 evaluator processes, clipped" in master.output
+    assert "hoarder:2 was silent for" in master.output  # its tasks were copied to the real host, or re-issued
+    assert sum(r["tasks_reissued"] + r["tasks_duplicated"] for r in log) > 0
     assert "Traceback" not in master.output
 
 

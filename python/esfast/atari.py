@@ -69,6 +69,9 @@ ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
 REFERENCE_KEEP_PROB = 0.1  # keep one step in ten: decorrelated observations from ~10x the batch size in steps
 
 gym.register_envs(ale_py)
+# The emulator prints a two-line banner on stdout for every environment made (each evaluator's,
+# each episode's reset of a new env): keep its warnings and errors only.
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
 
 
 class AtariEnvError(EnvError):
