@@ -15,6 +15,8 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import pytest  # noqa: E402
 from cluster import Cluster  # noqa: E402 - imports numpy
 
+from esfast.segments import process_alive, segment_owner  # noqa: E402
+
 SHM_DIR = Path("/dev/shm")
 PREFIX = "esfast-test-"
 
@@ -29,19 +31,11 @@ def _segments() -> set[str]:
 def _ours(name: str) -> bool:
     """Whether a new segment is this session's: made by this process or by one that has exited.
 
-    esfast names segments ``esfast-[kind-]<pid>-<id>``; a segment of a live process other than this
-    one belongs to a process still running (another session's master or worker), not to a test.
+    A segment of a live process other than this one belongs to a process still running (another
+    session's master or worker), not to a test.
     """
-    pid = next((int(part) for part in name.split("-")[1:3] if part.isdigit()), None)
-    if pid is None or pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    owner = segment_owner(name)
+    return owner is None or owner[1] == os.getpid() or not process_alive(owner[1])
 
 
 @pytest.fixture

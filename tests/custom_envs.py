@@ -6,6 +6,9 @@ steps per episode, so a perfect policy scores 0.
 
 ``EsfastTest/SlowReach-v0``: the same task with each step taking 20 ms of wall time (sleeping, not
 computing), so that distributed tests can stop a process in the middle of a generation.
+
+``EsfastTest/LongEpisode-v0``: the same task in one step of 3 s, so that a pair of episodes lasts
+longer than the liveness of a silent peer (5 s).
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ class SlowReachEnv(ReachEnv):
         return super().step(action)
 
 
+class LongEpisodeEnv(ReachEnv):
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        time.sleep(3.0)
+        observation, reward, _, _, info = super().step(action)
+        return observation, reward, False, True, info
+
+
 if "EsfastTest/Reach-v0" not in gym.registry:
     gym.register("EsfastTest/Reach-v0", entry_point=ReachEnv)
     gym.register("EsfastTest/SlowReach-v0", entry_point=SlowReachEnv)
+    gym.register("EsfastTest/LongEpisode-v0", entry_point=LongEpisodeEnv)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zmq
 from cluster import CARTPOLE, SLOW_REACH, Cluster, final_theta, records
 
+from esfast.config import PolicySettings
+from esfast.evaluation import GenerationSpec, PairTask, WorkerSetup
+from esfast.master import Master
 from esfast.protocol import Message, decode, encode
 
 
@@ -178,3 +185,84 @@ def test_ctrl_c_on_the_master_checkpoints_and_stops_the_workers(cluster: Cluster
     assert f"continue with: esfast-master --resume {out}" in master.output and "Traceback" not in master.output
     assert (out / "checkpoints" / "latest.npz").exists()
     assert worker.wait(30) == 0 and "the master stopped this worker: the master was interrupted" in worker.output
+
+
+def test_episodes_longer_than_the_liveness_do_not_lose_their_host(cluster: Cluster, tmp_path: Path) -> None:
+    """A pair of 3 s episodes takes 6 s, longer than 5 s of silence: the host heart-beats meanwhile."""
+    out = tmp_path / "run"
+    master = cluster.master("--env", "EsfastTest/LongEpisode-v0", "--env-module", "custom_envs", "--set", "episodes_per_batch=2",
+                            "--set", "run.eval_episodes=0", "--set", "hidden_dims=[2]", "--generations", "1", out=out)
+    worker = cluster.worker()
+    assert master.wait() == 0, master.output
+    assert worker.wait(30) == 0
+    (record,) = records(out)
+    assert record["hosts_lost"] == 0 and record["tasks_reissued"] == 0 and "silent" not in master.output
+
+
+class _FakeHost:
+    """A worker host played by the test: HELLO, READY, and results of 1.0 and 2.0 for every task."""
+
+    def __init__(self, address: str, name: str) -> None:
+        self.context = zmq.Context()
+        self.dealer = self.context.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.connect(address)
+        self.dealer.send_multipart(encode(Message("HELLO", {"host": name, "pid": 7, "procs": 1, "table": None})))
+        self.received: list[str] = []
+
+    def serve(self, tasks: int) -> threading.Thread:
+        """Answers in a thread until ``tasks`` tasks are done."""
+
+        def run() -> None:
+            done = 0
+            while done < tasks and self.dealer.poll(20_000):
+                message = decode(self.dealer.recv_multipart())
+                self.received.append(message.type)
+                if message.type == "WELCOME":
+                    self.dealer.send_multipart(encode(Message("READY", {"credit": 2})))
+                elif message.type == "TASKS":
+                    results = [{"task": t["task"], "returns": [1.0, 2.0], "lengths": [3, 3], "obs_count": 0, "obs_arrays": None}
+                               for t in message["tasks"]]
+                    done += len(results)
+                    self.dealer.send_multipart(encode(Message("RESULT", {"generation": message["generation"], "results": results,
+                                                                         "credit": len(results)})))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.dealer.close()
+        self.context.term()
+
+
+def test_the_master_heart_beats_between_generations_and_replaces_reconnected_hosts(caplog: pytest.LogCaptureFixture) -> None:
+    """While the trainer updates θ and checkpoints, the master still answers for itself; a host
+    that says HELLO on a new connection replaces its old one at once."""
+    setup = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(4,)), 30, 4, 1000, 0)
+    spec = GenerationSpec(0, 0.1, np.zeros(4, np.float32), np.ones(4, np.float32), None)
+    master = Master("tcp://127.0.0.1:0", setup)
+    first = _FakeHost(master.endpoint, "fake")
+    again: _FakeHost | None = None
+    try:
+        thread = first.serve(1)
+        pairs, _ = master.evaluate(np.zeros(30, np.float32), spec, [PairTask(0, 5, 1, False)], [])
+        thread.join(20)
+        assert first.received == ["WELCOME", "THETA", "TASKS"] and pairs[0].returns == (1.0, 2.0)
+        time.sleep(3.5)  # the trainer's update and checkpoint: no generation runs
+        types = []
+        while first.dealer.poll(0):
+            types.append(decode(first.dealer.recv_multipart()).type)
+        assert types.count("HEARTBEAT") >= 3, types
+        again = _FakeHost(master.endpoint, "fake")  # the same process (fake:7) on a new connection
+        thread = again.serve(1)
+        with caplog.at_level(logging.INFO, logger="esfast.master"):
+            pairs, _ = master.evaluate(np.ones(30, np.float32), dataclasses.replace(spec, generation=1), [PairTask(0, 6, 2, False)], [])
+        thread.join(20)
+        assert pairs[0].returns == (1.0, 2.0) and len(master.hosts) == 1
+        assert "worker host fake:7 reconnected" in caplog.text
+    finally:
+        master.close()
+        first.close()
+        if again is not None:
+            again.close()

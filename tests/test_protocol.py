@@ -98,6 +98,10 @@ def header(**fields: object) -> bytes:
         ([header(type="HEARTBEAT", arrays="x")], "'arrays' must be a list"),
         ([header(type="HEARTBEAT", arrays=[{"dtype": "<f4"}]), b""], "description must be"),
         ([b"{" * 100_000], "exceeds"),
+        ([b'{"v": 1, "type": "READY", "credit": ' + b"9" * 5000 + b"}"], "integer of 5000 digits"),
+        ([b'{"v": 1, "type": "WELCOME", "worker": "w", "run": {"x": 1e400}}'], "not a finite double"),
+        ([header(type="HEARTBEAT", arrays=[{"dtype": "<f4", "shape": [0, 2**40]}]), b""], "larger than"),
+        ([header(type="HEARTBEAT", arrays=[{"dtype": "<f4", "shape": [0, 2**31, 2**31]}]), b""], "larger than"),
     ],
 )
 def test_malformed_messages(frames: list[bytes], message: str) -> None:
@@ -134,6 +138,7 @@ def test_encode_refuses_what_decode_would() -> None:
 
 def test_peek_reads_version_and_type_of_messages_decode_refuses() -> None:
     assert peek([b'{"v": 2, "type": "HELLO", "whatever": 1}']) == (2, "HELLO")
+    assert peek([b'{"v": ' + b"9" * 5000 + b"}"]) == (None, None)
     assert peek([b"\xff"]) == (None, None) and peek([]) == (None, None) and peek([b"[1]"]) == (None, None)
 
 
@@ -184,12 +189,14 @@ def test_results_round_trip_with_observation_sums() -> None:
         ({"task": 2, "returns": [1.0, 2.0], "lengths": [1, 1], "obs_count": 0, "obs_arrays": None}, "expected an object with keys"),
         ({"task": 0, "return": 1.0, "length": 3}, "expected an object with keys"),
         ({"task": 1, "returns": [1.0], "lengths": [1, 1], "obs_count": 0, "obs_arrays": None}, "two returns and two lengths"),
-        ({"task": 1, "returns": ["a", 1.0], "lengths": [1, 1], "obs_count": 0, "obs_arrays": None}, "must be a number"),
+        ({"task": 1, "returns": ["a", 1.0], "lengths": [1, 1], "obs_count": 0, "obs_arrays": None}, "must be a finite number"),
         ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, -1], "obs_count": 0, "obs_arrays": None}, "must be >= 0"),
         ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, 1], "obs_count": 4, "obs_arrays": None}, "must carry their sums"),
-        ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, 1], "obs_count": 4, "obs_arrays": 0}, "two <f8 arrays of shape"),
+        ({"task": 0, "returns": [1.0, 1.0], "lengths": [1, 1], "obs_count": 4, "obs_arrays": 0}, "two <f8 arrays of shape"),
+        ({"task": 1, "returns": [1.0, 1.0], "lengths": [1, 1], "obs_count": 4, "obs_arrays": 0}, "which records none"),
+        ({"task": 1, "returns": [1.0, 1.0], "lengths": [2**62, 1], "obs_count": 0, "obs_arrays": None}, "<= 2\\*\\*53"),
         ({"task": 1, "returns": [1.0, 1.0], "lengths": [True, 1], "obs_count": 0, "obs_arrays": None}, "'lengths' must be int"),
-        ({"task": 2, "return": "1.0", "length": 1}, "must be a number"),
+        ({"task": 2, "return": "1.0", "length": 1}, "must be a finite number"),
         ([1, 2], "a result must be an object"),
     ],
 )
@@ -197,3 +204,10 @@ def test_malformed_results(result: object, message: str) -> None:
     decoded = decode(encode(Message("RESULT", {"generation": 1, "results": [result], "credit": 0})))
     with pytest.raises(ProtocolError, match=message):
         results_from_message(decoded, TASKS, obs_dim=3)
+
+
+def test_non_finite_observation_sums_are_refused() -> None:
+    sums = np.array([1.0, np.nan, 0.0]), np.ones(3)
+    message = decode([bytes(f) for f in encode(result_message(1, [(0, PairResult(0, (1.0, 2.0), (3, 3), *sums, 6))]))])
+    with pytest.raises(ProtocolError, match="must be finite"):
+        results_from_message(message, TASKS, obs_dim=3)

@@ -68,3 +68,16 @@ def test_bad_arguments_are_one_line() -> None:
         result = subprocess.run([sys.executable, "-m", "esfast.worker", *args], capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 2, result.stdout + result.stderr
         assert message in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_worker_holding_another_runs_table_is_refused_on_both_sides(cluster: Cluster, tmp_path: Path) -> None:
+    first = cluster.master(*SLOW_REACH, "--generations", "50", out=tmp_path / "a")
+    worker = cluster.worker()
+    first.wait_for("gen     1")
+    first.signal(signal.SIGKILL)
+    first.wait()
+    second = cluster.master(*SLOW_REACH, "--seed", "5", out=tmp_path / "b")  # the same address, another run
+    assert worker.wait(60) == 2
+    assert "refused this worker: the worker holds a noise table with seed 0" in worker.output
+    assert "Traceback" not in worker.output
+    second.wait_for("refused a worker host: the worker holds a noise table with seed 0")

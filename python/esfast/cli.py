@@ -126,11 +126,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         trainer.train()
     except WorkerError as error:
-        print(
-            f"esfast: error: {error} during generation {trainer.generation + 1}; the last checkpoint is "
-            f"{out_dir / 'checkpoints' / 'latest.npz'}\ncontinue with: {command} --resume {out_dir}",
-            file=sys.stderr,
-        )
+        latest = out_dir / "checkpoints" / "latest.npz"
+        where = (f"the last checkpoint is {latest}\ncontinue with: {command} --resume {out_dir}" if latest.exists()
+                 else "no generation was completed, so there is no checkpoint yet")
+        print(f"{command}: error: {error} during generation {trainer.generation + 1}; {where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -8,8 +8,9 @@ is :class:`~esfast.scheduling.GenerationScheduler`'s; this module puts it on the
 liveness and keeps the counters that each generation's log record carries. The protocol is
 specified in ``docs/protocol.md``.
 
-The socket is served only inside :meth:`Master.evaluate` (and :meth:`Master.close`); messages that
-arrive between generations wait in ZeroMQ's queues.
+During :meth:`Master.evaluate` the caller's thread serves the socket; between generations (while
+the trainer updates θ and writes checkpoints) a thread of the master owns it, sending heartbeats and
+queueing what arrives for the next generation, so hosts never see a silent master.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import socket as socketlib
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from esfast.protocol import (
     HEARTBEAT_INTERVAL,
     LIVENESS,
     MAX_CREDIT_PER_PROC,
+    MAX_PROCS_PER_HOST,
     MAX_TASKS_PER_MESSAGE,
     PROTOCOL_VERSION,
     Message,
@@ -55,13 +58,19 @@ TAIL_COPY_FACTOR = 2.0
 TAIL_COPY_MIN_SECONDS = 0.5
 WAITING_LOG_INTERVAL = 10.0  # seconds between "waiting for worker hosts" lines
 STOP_LINGER_MS = 2000  # how long close() lets STOP messages drain
+DRAIN_BATCH = 1000  # messages handled before the loop dispatches and heart-beats again
 
 
 @dataclass
 class _Host:
-    """A connected worker host, as the master sees it."""
+    """A connected worker host, as the master sees it.
+
+    ``key`` names the connection (``w1``, ``w2``, ...: the scheduler's host id); ``name`` the
+    process (``hostname:pid``), which keeps its name when it reconnects.
+    """
 
     identity: bytes
+    key: str
     name: str
     procs: int
     last_seen: float
@@ -119,6 +128,11 @@ class Master:
         self.theta_frames: list[Any] = []
         self.task_seconds: list[float] = []
         self.last_heartbeat = 0.0
+        # Between generations (update, checkpoint) a thread owns the socket: it heart-beats and
+        # queues what arrives, so hosts never see a silent master. See _serve_between.
+        self.between: threading.Thread | None = None
+        self.pending: list[list[memoryview]] = []
+        self.wake_read, self.wake_write = os.pipe()
         self.local: subprocess.Popen[bytes] | None = None
         if local_procs is not None:
             self.local = start_local_worker(self.endpoint, local_procs)
@@ -133,6 +147,7 @@ class Master:
         Raises:
             WorkerError: a task failed on a host, or the local worker host exited.
         """
+        self._end_between()
         tasks: list[Task] = [*pairs, *evals]
         self.scheduler = scheduler = GenerationScheduler(spec.generation, tasks)
         self.stats = MasterStats()
@@ -170,8 +185,10 @@ class Master:
             "results_duplicate": s.duplicates_dropped,
             "messages_dropped": self.stats.messages_dropped + s.unknown_dropped,
             "hosts_lost": self.stats.hosts_lost,
+            "hosts_refused": self.stats.hosts_refused,
         }
         self.scheduler = None
+        self._start_between()
         return cast("list[PairResult]", results[: len(pairs)]), cast("list[EvalResult]", results[len(pairs):])
 
     def generation_stats(self) -> dict[str, Any]:
@@ -179,6 +196,9 @@ class Master:
 
     def close(self, *, interrupted: bool = False) -> None:
         """Tells every host to stop, closes the socket and waits for the local worker host."""
+        self._end_between()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
         reason = "the master was interrupted" if interrupted else "the run is over"
         stop = encode(Message("STOP", {"reason": reason}))
         for identity in list(self.hosts):
@@ -202,12 +222,59 @@ class Master:
             logger.warning("a message to a worker host was dropped: its queue is full")
 
     def _drain(self) -> None:
-        while True:
+        """Handles what waits: messages queued between generations, then up to DRAIN_BATCH more."""
+        pending, self.pending = self.pending, []
+        for frames in pending:
+            self._handle_safely(frames)
+        for _ in range(DRAIN_BATCH):
             try:
                 frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._handle([f.buffer for f in frames])
+            self._handle_safely([f.buffer for f in frames])
+
+    def _handle_safely(self, frames: list[memoryview]) -> None:
+        """Handles a message; whatever a peer sent, only WorkerError (a failed task) ends the run."""
+        try:
+            self._handle(frames)
+        except WorkerError:
+            raise
+        except Exception as error:  # a message the checks did not foresee: the master keeps running
+            self._drop(f"unexpected {type(error).__name__} while handling it: {error}")
+
+    def _start_between(self) -> None:
+        self.between = threading.Thread(target=self._serve_between, name="esfast-master-between", daemon=True)
+        self.between.start()
+
+    def _end_between(self) -> None:
+        if self.between is not None:
+            os.write(self.wake_write, b"x")
+            self.between.join()
+            os.read(self.wake_read, 1)
+            self.between = None
+
+    def _serve_between(self) -> None:
+        """Owns the socket between generations: queues incoming messages and sends heartbeats."""
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self.wake_read, zmq.POLLIN)
+        while True:
+            now = time.monotonic()
+            if now - self.last_heartbeat >= HEARTBEAT_INTERVAL:
+                self.last_heartbeat = now
+                heartbeat = encode(Message("HEARTBEAT"))
+                for identity in list(self.hosts):
+                    self._send(identity, heartbeat)
+            events = dict(poller.poll(self._timeout_ms(now)))
+            if self.wake_read in events:
+                return
+            if self.socket in events:
+                while len(self.pending) < 100 * DRAIN_BATCH:  # bounded: a flood waits in ZeroMQ instead
+                    try:
+                        frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.pending.append([f.buffer for f in frames])
 
     def _drop(self, reason: str, identity: bytes | None = None) -> None:
         self.stats.messages_dropped += 1
@@ -249,8 +316,13 @@ class Master:
             if message["credit"] > 0:
                 self._credit(host, message["credit"])
         elif message.type == "FAILED":
-            raise WorkerError(f"task {message['task']} of generation {message['generation']} failed on worker host "
-                              f"{host.name}: {message['error']}")
+            scheduler = self.scheduler
+            task, generation = message["task"], message["generation"]
+            if scheduler is None or generation != scheduler.generation or task >= len(scheduler.tasks) or task in scheduler.results:
+                logger.warning("task %d of generation %d failed on worker host %s, but already has a result or is stale: %s",
+                               task, generation, host.name, message["error"])
+                return
+            raise WorkerError(f"task {task} of generation {generation} failed on worker host {host.name}: {message['error']}")
         elif message.type == "BYE":
             self._lose(identity, "said goodbye")
         elif message.type != "HEARTBEAT":
@@ -264,8 +336,8 @@ class Master:
         host.credit = min(host.credit + credit, limit)
 
     def _hello(self, identity: bytes, message: Message, now: float) -> None:
-        if message["procs"] < 1:
-            self._refuse(identity, f"procs must be at least 1, got {message['procs']}")
+        if not 1 <= message["procs"] <= MAX_PROCS_PER_HOST:
+            self._refuse(identity, f"procs must be between 1 and {MAX_PROCS_PER_HOST}, got {message['procs']}")
             return
         table = message["table"]
         expected = {"seed": self.setup.table_seed, "size": self.setup.table_size}
@@ -273,14 +345,15 @@ class Master:
             self._refuse(identity, f"the worker holds a noise table with seed {table.get('seed')!r} and size {table.get('size')!r}; "
                                    f"this run uses seed {expected['seed']} and size {expected['size']} (restart the worker)")
             return
-        if identity in self.hosts:
-            self._lose(identity, "said HELLO again")
-        self.host_counter += 1
         name = f"{message['host']}:{message['pid']}"
-        host = _Host(identity, name, message["procs"], now)
+        for old, known in list(self.hosts.items()):
+            if old == identity or known.name == name:  # the same process on a new connection
+                self._lose(old, "reconnected")
+        self.host_counter += 1
+        host = _Host(identity, f"w{self.host_counter}", name, message["procs"], now)
         self.hosts[identity] = host
         self.hosts_seen.add(name)
-        self._send(identity, encode(Message("WELCOME", {"worker": f"w{self.host_counter}", "run": self.run}, self.run_arrays)))
+        self._send(identity, encode(Message("WELCOME", {"worker": host.key, "run": self.run}, self.run_arrays)))
         logger.info("worker host %s joined with %d evaluator process%s (%d host%s connected)", name, host.procs,
                     "" if host.procs == 1 else "es", len(self.hosts), "" if len(self.hosts) == 1 else "s")
 
@@ -292,7 +365,7 @@ class Master:
     def _lose(self, identity: bytes, why: str) -> None:
         host = self.hosts.pop(identity)
         self.stats.hosts_lost += 1
-        requeued = self.scheduler.host_lost(host.name) if self.scheduler is not None else 0
+        requeued = self.scheduler.host_lost(host.key) if self.scheduler is not None else 0
         logger.warning("worker host %s %s; %d of its tasks go back to the queue (%d host%s connected)", host.name, why, requeued,
                        len(self.hosts), "" if len(self.hosts) == 1 else "s")
 
@@ -309,8 +382,8 @@ class Master:
             self._drop(str(error), host.identity)
             return
         for task_id, result in results:
-            assigned = scheduler.holders.get(task_id, {}).get(host.name)
-            if scheduler.complete(host.name, generation, task_id, result) is Outcome.ACCEPTED and assigned is not None:
+            assigned = scheduler.holders.get(task_id, {}).get(host.key)
+            if scheduler.complete(host.key, generation, task_id, result) is Outcome.ACCEPTED and assigned is not None:
                 self.task_seconds.append(now - assigned)
 
     # Dispatch and liveness ------------------------------------------------------------------
@@ -324,7 +397,7 @@ class Master:
         for host in list(self.hosts.values()):
             if host.credit <= 0 or scheduler.done:
                 continue
-            given = scheduler.assign(host.name, host.credit, now, copy_after=copy_after)
+            given = scheduler.assign(host.key, host.credit, now, copy_after=copy_after)
             if not given:
                 continue
             if host.theta_generation != scheduler.generation:

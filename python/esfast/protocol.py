@@ -21,6 +21,9 @@ from esfast.evaluation import EvalResult, EvalTask, PairResult, PairTask
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
+MAX_INT_DIGITS = 20  # any int64, and no more
+MAX_ARRAY_ELEMENTS = 1 << 32  # per array, and per dimension
+MAX_COUNT = 1 << 53  # lengths and observation counts: exact as doubles
 ALLOWED_DTYPES = ("<f4", "<f8", "<i8", "|u1")
 
 # A message's tasks or results are split so that its header stays far below MAX_HEADER_BYTES
@@ -29,6 +32,7 @@ MAX_TASKS_PER_MESSAGE = 256
 MAX_RESULTS_PER_MESSAGE = 256
 # The most credit a host may hold per evaluator process it announced; more is clipped.
 MAX_CREDIT_PER_PROC = 4
+MAX_PROCS_PER_HOST = 4096  # evaluator processes a host may announce
 
 # Liveness and backoff, in seconds (see docs/protocol.md, "Silence, reconnection and versions").
 HEARTBEAT_INTERVAL = 1.0
@@ -117,8 +121,8 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     if len(raw) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
-        header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        header = _loads(raw)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ProtocolError(f"header is not UTF-8 JSON: {error}") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
@@ -141,14 +145,32 @@ def peek(frames: Sequence[bytes | memoryview]) -> tuple[object, object]:
     Lets a peer of another protocol version be told so, instead of being dropped in silence.
     """
     try:
-        header = json.loads(bytes(frames[0])[:MAX_HEADER_BYTES].decode("utf-8"), parse_constant=_reject_constant)
-    except (IndexError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, ProtocolError):
+        header = _loads(bytes(frames[0])[:MAX_HEADER_BYTES])
+    except (IndexError, ValueError, RecursionError):  # ProtocolError is a ValueError too
         return None, None
     return (header.get("v"), header.get("type")) if isinstance(header, dict) else (None, None)
 
 
+def _loads(raw: bytes) -> Any:
+    """JSON with the numbers a peer could use to make later arithmetic fail refused here."""
+    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float)
+
+
 def _reject_constant(name: str) -> None:
     raise ProtocolError(f"header holds the non-JSON number {name}")
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise ProtocolError(f"header holds an integer of {len(text)} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"header holds the number {text[:40]}, which is not a finite double")
+    return value
 
 
 def _check_fields(kind: str, fields: dict[str, Any]) -> None:
@@ -182,6 +204,8 @@ def _decode_arrays(descriptions: object, payload: Sequence[bytes | memoryview]) 
             raise ProtocolError(f"array {index}: dtype {dtype!r} not allowed")
         if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise ProtocolError(f"array {index}: shape must be a list of at most 8 non-negative ints")
+        if any(d > MAX_ARRAY_ELEMENTS for d in shape) or math.prod(d for d in shape if d) > MAX_ARRAY_ELEMENTS:
+            raise ProtocolError(f"array {index}: shape {shape} is larger than {MAX_ARRAY_ELEMENTS} elements")
         itemsize = np.dtype(dtype).itemsize
         expected = math.prod(shape) * itemsize
         buffer = memoryview(frame)
@@ -279,14 +303,14 @@ def _count(value: object, name: str) -> int:
     # type() is exact: JSON gives int, float, bool, and a bool is not a count.
     if type(value) is not int:
         raise ProtocolError(f"result field {name!r} must be int, got {value!r:.100}")
-    if value < 0:
-        raise ProtocolError(f"result field {name!r} must be >= 0, got {value}")
+    if not 0 <= value <= MAX_COUNT:
+        raise ProtocolError(f"result field {name!r} must be >= 0 and <= 2**53, got {value}")
     return value
 
 
 def _number(value: object, name: str) -> float:
-    if type(value) not in _NUMBERS:
-        raise ProtocolError(f"result field {name!r} must be a number, got {value!r:.100}")
+    if type(value) not in _NUMBERS or not math.isfinite(value):  # type: ignore[arg-type]
+        raise ProtocolError(f"result field {name!r} must be a finite number, got {value!r:.100}")
     return float(value)  # type: ignore[arg-type]
 
 
@@ -322,10 +346,14 @@ def results_from_message(message: Message, tasks: Sequence[Task], obs_dim: int) 
             count = _count(obj["obs_count"], "obs_count")
             obs_sum = obs_sumsq = None
             if index is not None:
+                if not task.record_obs:
+                    raise ProtocolError(f"observation sums for task {task_id}, which records none")
                 index = _count(index, "obs_arrays")
                 pair = arrays[index:index + 2]
                 if len(pair) != 2 or any(a.dtype != np.float64 or a.shape != (obs_dim,) for a in pair):
                     raise ProtocolError(f"observation sums must be two <f8 arrays of shape ({obs_dim},)")
+                if not (np.isfinite(pair[0]).all() and np.isfinite(pair[1]).all()):
+                    raise ProtocolError("observation sums must be finite")
                 obs_sum, obs_sumsq = pair
             elif count:
                 raise ProtocolError("a result with observations counted must carry their sums")

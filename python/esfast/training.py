@@ -29,6 +29,7 @@ from esfast.config import Config, config_from_dict
 from esfast.es import OpenES
 from esfast.evaluation import EvalTask, Evaluator, GenerationSpec, PairTask, WorkerSetup, reference_digest
 from esfast.master import hostname, local_cluster
+from esfast.segments import remove_stale_segments
 from esfast.policies import ObStat, PolicyError, make_policy, obs_stat_dim
 from esfast.rollout import make_env
 from esfast.seeding import Purpose, derive_rng, derive_seed
@@ -97,6 +98,8 @@ class Trainer:
         workers = config.run.workers if config.run.workers is not None else default_workers()
         self.workers = max(1, min(workers, config.pop_pairs))
         # Shared, so that worker hosts on this machine map it instead of generating their own.
+        if removed := remove_stale_segments():
+            logger.info("removed %d shared-memory segment%s of killed esfast processes", removed, "" if removed == 1 else "s")
         name = f"esfast-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, config.run.seed)
         self.evaluator: Evaluator | None = None

@@ -36,6 +36,7 @@ import zmq
 from esfast import core
 from esfast.evaluation import EpisodeRunner, GenerationSpec, PairTask, WorkerSetup
 from esfast.master import hostname
+from esfast.segments import remove_stale_segments, shm_directory
 from esfast.protocol import (
     BACKOFF_INITIAL,
     MAX_RESULTS_PER_MESSAGE,
@@ -149,6 +150,7 @@ class WorkerHost:
         self.epoch = 0
         self.setup: WorkerSetup | None = None
         self.table: core.NoiseTable | None = None
+        self.table_attached = False  # the master's table (same machine), not one this host made
         self.theta_path: Path | None = None
         self.slots: np.memmap | None = None
         self.slot_specs: dict[int, tuple[int, float, int | None]] = {}  # slot -> (generation, sigma, limit)
@@ -164,6 +166,8 @@ class WorkerHost:
     def run(self) -> int:
         """Serves masters until told to stop; returns the process exit status."""
         backoff = BACKOFF_INITIAL
+        if removed := remove_stale_segments():
+            logger.info("removed %d shared-memory segment%s of killed esfast processes", removed, "" if removed == 1 else "s")
         try:
             while True:
                 self._connect()
@@ -177,6 +181,8 @@ class WorkerHost:
                 self._session()
                 logger.warning("the master at %s was silent for %.0f s; reconnecting", self.master, LIVENESS * HEARTBEAT_INTERVAL)
         except HostExit as stop:
+            if stop.status != 0:
+                self._send(Message("BYE"))  # the master re-issues this host's tasks at once
             (logger.info if stop.status == 0 else logger.error)("%s", stop)
             return stop.status
         except KeyboardInterrupt:
@@ -272,7 +278,7 @@ class WorkerHost:
             setup = WorkerSetup.from_wire(message["run"], message.arrays)
         except ValueError as error:
             raise HostExit(2, f"the master at {self.master} sent a run this worker cannot use: {error}") from None
-        if setup != self.setup:
+        if not self._can_keep(setup):
             self._stop_evaluators()
             self._release_run()
             self._prepare_run(setup)
@@ -281,6 +287,18 @@ class WorkerHost:
         else:
             logger.info("reconnected to the master at %s as %s", self.master, message["worker"])
         self._advertise()
+
+    def _can_keep(self, setup: WorkerSetup) -> bool:
+        """Whether the evaluators and the table of the current run serve ``setup`` as they are.
+
+        A restarted master names a new table of its own; a host that generated its own table
+        keeps it (same seed and size: same samples), one that mapped the old master's maps anew.
+        """
+        if self.setup is None or self.table is None:
+            return False
+        anonymous = {"table_name": None, "table_host": None}
+        same = dataclasses.replace(setup, **anonymous) == dataclasses.replace(self.setup, **anonymous)
+        return same and (not self.table_attached or setup.table_name == self.setup.table_name)
 
     def _prepare_run(self, setup: WorkerSetup) -> None:
         table = None
@@ -293,6 +311,7 @@ class WorkerHost:
                     attached.close()
             except (OSError, ValueError):
                 table = None
+        self.table_attached = table is not None
         if table is None:
             name = f"esfast-host-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
@@ -300,9 +319,15 @@ class WorkerHost:
             except (OSError, MemoryError) as error:
                 raise HostExit(1, f"cannot create the noise table of {setup.table_size:,} samples: {error}") from None
         self.table = table
-        directory = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
+        directory = shm_directory()
         self.theta_path = directory / f"esfast-theta-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.slots = np.memmap(self.theta_path, dtype=np.float32, mode="w+", shape=(2, setup.num_params + 2 * setup.obs_dim))
+        shape = (2, setup.num_params + 2 * setup.obs_dim)
+        try:
+            with open(self.theta_path, "wb") as file:  # allocated now: a full /dev/shm is an error here, not a SIGBUS later
+                os.posix_fallocate(file.fileno(), 0, 4 * shape[0] * shape[1])
+        except OSError as error:
+            raise HostExit(1, f"cannot allocate θ in {directory}: {error.strerror}") from None
+        self.slots = np.memmap(self.theta_path, dtype=np.float32, mode="r+", shape=shape)
         self.slot_specs.clear()
         self.generation = -1
         self.setup = setup  # as the master described it, so an unchanged run is recognized on reconnection
