@@ -118,7 +118,8 @@ def main() -> None:
         title=f"ESFAST ON {config.env_id.upper()} (2 CORES)",
         xlabel="AGENT STEPS",
         ylabel="RETURN",
-        hlines=[(float(np.mean(random)), "RANDOM MEAN"), (float(np.max(random)), "RANDOM BEST")],
+        hlines=([(float(np.mean(random)), "RANDOM POLICY")] if np.max(random) == np.mean(random) else
+                [(float(np.mean(random)), "RANDOM MEAN"), (float(np.max(random)), "RANDOM BEST")]),
     )
     print(f"curve written to {args.plot}")
 

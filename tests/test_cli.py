@@ -137,15 +137,30 @@ def test_play_missing_checkpoint(tmp_path: Path) -> None:
 def _descendants(pid: int) -> list[int]:
     """All processes below ``pid``, from /proc."""
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (int(c) for c in (task / "children").read_text().split()):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # the process has exited
+        return found
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that has just exited
+            continue
+        for child in map(int, children):
             found += [child, *_descendants(child)]
     return found
 
 
 def _evaluators(pid: int) -> list[int]:
     """The evaluator processes of the worker host that ``esfast train`` (pid) started."""
-    return [p for p in _descendants(pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    found = []
+    for child in _descendants(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except FileNotFoundError:  # exited meanwhile
+            continue
+    return found
 
 
 def test_a_killed_evaluator_process_is_replaced_and_the_run_unchanged(tmp_path: Path) -> None:
