@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -143,3 +146,11 @@ def test_stepper_peels_only_bookkeeping_wrappers() -> None:
     step, limit = _stepper(outer)
     assert limit is None and step.__self__ is outer
     env.close()
+
+
+def test_mujoco_warnings_go_to_logging_not_to_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.DEBUG, logger="esfast.rollout"):
+        make_env("HalfCheetah-v5").close()  # gymnasium's model uses a deprecated MuJoCo attribute
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert "MuJoCo: compiler attribute 'settotalmass' is deprecated" in caplog.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from esfast import core
 from esfast.core import (
+    MLPForward,
     NoiseTable,
     centered_ranks,
     noise_samples,
@@ -17,6 +18,7 @@ from esfast.core import (
     perturb,
     perturb_pair,
     sample_offsets,
+    tanh_approx,
     weighted_noise_sum,
 )
 from esfast.es import OpenES, Population

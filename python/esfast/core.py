@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "MLPForward",
     "NoiseTable",
     "centered_ranks",
     "noise_samples",
@@ -35,6 +36,7 @@ __all__ = [
     "perturb",
     "perturb_pair",
     "sample_offsets",
+    "tanh_approx",
     "weighted_noise_sum",
 ]
 

@@ -7,7 +7,9 @@ whichever process runs it.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +33,29 @@ class EnvError(RuntimeError):
     """An environment that cannot be made; the message is one line for the user."""
 
 
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _route_mujoco_warnings() -> None:
+    """Sends MuJoCo's warnings to logging, once per process.
+
+    MuJoCo's default handler prints them and appends them to ``MUJOCO_LOG.TXT`` in the working
+    directory, from every evaluator process; gymnasium's own models trigger a deprecation warning
+    each time one is compiled. Deprecations go to the debug level, anything else (instabilities
+    such as non-finite accelerations) to the warning level.
+    """
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def handle(message: str) -> None:
+        logger.log(logging.DEBUG if "deprecated" in message else logging.WARNING, "MuJoCo: %s", message)
+
+    mujoco.set_mju_user_warning(handle)
+
+
 def make_env(env_id: str, env_module: str | None = None, *, atari: AtariSettings | None = None, **kwargs: object) -> gym.Env:
     """``gymnasium.make(env_id)``, after importing ``env_module`` (which may register ``env_id``).
 
@@ -44,6 +69,7 @@ def make_env(env_id: str, env_module: str | None = None, *, atari: AtariSettings
         from esfast.atari import make_atari_env  # imports ale_py: only for Atari runs
 
         return make_atari_env(env_id, atari)
+    _route_mujoco_warnings()
     if env_module:
         try:
             importlib.import_module(env_module)

@@ -16,6 +16,7 @@ the master reconnects by itself with backoff and says ``HELLO`` again.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -79,11 +80,11 @@ class HostExit(Exception):
 Job = tuple[int, int, int, float, "int | None", int, Task]
 
 
-def _evaluator_main(conn: multiprocessing.connection.Connection, setup: WorkerSetup, theta_path: str, parent: int) -> None:
+def _evaluator_main(conn: multiprocessing.connection.Connection, setup: WorkerSetup, theta_path: str, parent: int, current: ctypes.c_longlong) -> None:
     """An evaluator process: runs jobs from the host until told to stop or the host is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     try:
-        _serve_jobs(conn, setup, theta_path)
+        _serve_jobs(conn, setup, theta_path, current)
     except (EOFError, OSError):  # the pipe broke: the host is gone
         if os.getppid() != parent:  # killed, so it could not clean up: do it for it
             Path(theta_path).unlink(missing_ok=True)
@@ -91,7 +92,9 @@ def _evaluator_main(conn: multiprocessing.connection.Connection, setup: WorkerSe
                 core.NoiseTable.remove_if_stale(setup.table_name)
 
 
-def _serve_jobs(conn: multiprocessing.connection.Connection, setup: WorkerSetup, theta_path: str) -> None:
+def _serve_jobs(conn: multiprocessing.connection.Connection, setup: WorkerSetup, theta_path: str, current: ctypes.c_longlong) -> None:
+    """Runs jobs in order; one of a generation older than the host's current one is skipped (its
+    result would be stale), so a task queued in the pipe never delays the next generation."""
     try:
         runner = EpisodeRunner(setup)
     except Exception as error:  # reported to the host, which cannot serve this run
@@ -103,6 +106,9 @@ def _serve_jobs(conn: multiprocessing.connection.Connection, setup: WorkerSetup,
         conn.send(("ready",))
         while (job := conn.recv()) is not None:
             epoch, generation, slot, sigma, limit, task_id, task = job
+            if generation < current.value:
+                conn.send(("skipped", epoch, generation, task_id, None))
+                continue
             row = np.asarray(slots[slot])
             theta = row[:num_params]
             spec = GenerationSpec(generation, sigma, row[num_params:num_params + obs_dim], row[num_params + obs_dim:], limit)
@@ -147,6 +153,8 @@ class WorkerHost:
         self.socket: zmq.Socket[bytes] | None = None
         self.poller = zmq.Poller()
         self.mp = multiprocessing.get_context("spawn")
+        # The generation of the θ last received, read by evaluators to skip jobs gone stale.
+        self.current: ctypes.c_longlong = self.mp.Value("q", -1, lock=False)
         self.epoch = 0
         self.setup: WorkerSetup | None = None
         self.table: core.NoiseTable | None = None
@@ -220,6 +228,7 @@ class WorkerHost:
             raise HostExit(2, f"cannot connect to {self.master!r}: {error.strerror} (expected e.g. tcp://HOST:5555)") from None
         self.poller.register(self.socket, zmq.POLLIN)
         self.epoch += 1  # results of tasks from earlier connections are dropped
+        self.current.value = -1  # a restarted master may count generations from an earlier checkpoint
         self.queue.clear()
         self.advertised = 0
         table = {"seed": self.table.seed, "size": len(self.table)} if self.table is not None else None
@@ -354,7 +363,8 @@ class WorkerHost:
         for variable in SINGLE_THREADED:  # read by numpy's BLAS when the evaluator imports it
             os.environ.setdefault(variable, "1")
         parent_end, child_end = self.mp.Pipe()
-        process = self.mp.Process(target=_evaluator_main, args=(child_end, local_setup, str(self.theta_path), os.getpid()), daemon=True)
+        process = self.mp.Process(target=_evaluator_main, args=(child_end, local_setup, str(self.theta_path), os.getpid(), self.current),
+                                  daemon=True)
         process.start()
         child_end.close()
         evaluator = _Evaluator(process, parent_end)
@@ -443,6 +453,7 @@ class WorkerHost:
         row[n + d:] = message.arrays[2]
         self.slot_specs[slot] = (generation, message["sigma"], message["timestep_limit"])
         self.generation = generation
+        self.current.value = generation
         # Tasks still waiting here belong to finished generations: their results would be stale.
         self.queue = deque(item for item in self.queue if item[0] == generation)
 
@@ -507,7 +518,7 @@ class WorkerHost:
         else:
             _, epoch, generation, task_id, payload = reply
             evaluator.jobs.popleft()
-            if epoch != self.epoch:
+            if epoch != self.epoch or kind == "skipped":
                 return
             if kind == "result":
                 results.setdefault(generation, []).append((task_id, payload))
