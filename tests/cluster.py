@@ -110,3 +110,32 @@ def records(out: Path) -> list[dict[str, Any]]:
 def final_theta(out: Path) -> np.ndarray:
     with np.load(out / "checkpoints" / "latest.npz") as data:
         return data["theta"].copy()
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid``, from /proc."""
+    found = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # the process has exited
+        return found
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that has just exited
+            continue
+        for child in map(int, children):
+            found += [child, *descendants(child)]
+    return found
+
+
+def evaluators(pid: int) -> list[int]:
+    """The evaluator processes below ``pid`` (a worker host, or ``esfast train`` and its worker host)."""
+    found = []
+    for child in descendants(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except FileNotFoundError:  # exited meanwhile
+            continue
+    return found

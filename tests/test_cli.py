@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cluster import evaluators
+
 from esfast.checkpoint import load_checkpoint
 
 TESTS = Path(__file__).resolve().parent
@@ -134,35 +136,6 @@ def test_play_missing_checkpoint(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no checkpoint at" in result.stderr
 
 
-def _descendants(pid: int) -> list[int]:
-    """All processes below ``pid``, from /proc."""
-    found = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:  # the process has exited
-        return found
-    for task in tasks:
-        try:
-            children = (task / "children").read_text().split()
-        except FileNotFoundError:  # a thread that has just exited
-            continue
-        for child in map(int, children):
-            found += [child, *_descendants(child)]
-    return found
-
-
-def _evaluators(pid: int) -> list[int]:
-    """The evaluator processes of the worker host that ``esfast train`` (pid) started."""
-    found = []
-    for child in _descendants(pid):
-        try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(child)
-        except FileNotFoundError:  # exited meanwhile
-            continue
-    return found
-
-
 def test_a_killed_evaluator_process_is_replaced_and_the_run_unchanged(tmp_path: Path) -> None:
     args = [*REACH[:-1], "2", "--generations", "6"]  # REACH ends with "--workers 1": use two evaluator processes
     straight = esfast("train", *args, "--out", str(tmp_path / "straight"))
@@ -178,9 +151,9 @@ def test_a_killed_evaluator_process_is_replaced_and_the_run_unchanged(tmp_path: 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not process.stdout.readline().startswith("gen     2"):
             pass
-        evaluators = _evaluators(process.pid)
-        assert len(evaluators) == 2
-        os.kill(evaluators[0], signal.SIGKILL)
+        running = evaluators(process.pid)
+        assert len(running) == 2
+        os.kill(running[0], signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import socket
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from cluster import CARTPOLE, SLOW_REACH, Cluster, final_theta, records
+from cluster import CARTPOLE, SLOW_REACH, Cluster, evaluators, final_theta, records
 
 from esfast.config import PolicySettings
 from esfast.evaluation import GenerationSpec, PairTask, WorkerSetup
@@ -267,3 +268,24 @@ def test_the_master_heart_beats_between_generations_and_replaces_reconnected_hos
         first.close()
         if again is not None:
             again.close()
+
+
+def test_a_stalled_host_does_not_stall_the_generation(cluster: Cluster, tmp_path: Path) -> None:
+    """A host that keeps heart-beating but whose evaluator hangs: its tasks are copied to an idle
+    host once outstanding long enough, the first result wins, the late one is dropped."""
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "5", out=out)
+    stalled = cluster.worker()
+    cluster.worker()
+    master.wait_for("gen     1")
+    (evaluator,) = evaluators(stalled.popen.pid)
+    os.kill(evaluator, signal.SIGSTOP)
+    try:
+        master.wait_for("gen     3")
+    finally:
+        os.kill(evaluator, signal.SIGCONT)
+    assert master.wait() == 0, master.output
+    log = records(out)
+    assert [r["generation"] for r in log] == [1, 2, 3, 4, 5]
+    assert sum(r["tasks_duplicated"] for r in log) > 0 and sum(r["hosts_lost"] for r in log) == 0
+    assert "silent" not in master.output
