@@ -126,7 +126,7 @@ class Master:
         self.last_stats: dict[str, Any] = {}
         self.scheduler: GenerationScheduler[Task, PairResult | EvalResult] | None = None
         self.theta_frames: list[Any] = []
-        self.task_seconds: list[float] = []
+        self.task_seconds = (0.0, 0)  # this generation's accepted results: total time from assignment, count
         self.last_heartbeat = 0.0
         # Between generations (update, checkpoint) a thread owns the socket: it heart-beats and
         # queues what arrives, so hosts never see a silent master. See _serve_between.
@@ -151,7 +151,7 @@ class Master:
         tasks: list[Task] = [*pairs, *evals]
         self.scheduler = scheduler = GenerationScheduler(spec.generation, tasks)
         self.stats = MasterStats()
-        self.task_seconds = []
+        self.task_seconds = (0.0, 0)
         # θ is copied once: queued frames then never see the trainer's in-place update.
         fields = {"generation": spec.generation, "sigma": float(spec.sigma), "timestep_limit": spec.timestep_limit}
         self.theta_frames = encode(Message("THETA", fields, (theta.copy(), spec.obs_mean, spec.obs_std)))
@@ -384,7 +384,8 @@ class Master:
         for task_id, result in results:
             assigned = scheduler.holders.get(task_id, {}).get(host.key)
             if scheduler.complete(host.key, generation, task_id, result) is Outcome.ACCEPTED and assigned is not None:
-                self.task_seconds.append(now - assigned)
+                total, count = self.task_seconds
+                self.task_seconds = (total + now - assigned, count + 1)
 
     # Dispatch and liveness ------------------------------------------------------------------
 
@@ -392,7 +393,8 @@ class Master:
         scheduler = self.scheduler
         if scheduler is None:
             return
-        mean = sum(self.task_seconds) / len(self.task_seconds) if self.task_seconds else 0.0
+        total, count = self.task_seconds
+        mean = total / count if count else 0.0
         copy_after = max(TAIL_COPY_MIN_SECONDS, TAIL_COPY_FACTOR * mean)
         for host in list(self.hosts.values()):
             if host.credit <= 0 or scheduler.done:
