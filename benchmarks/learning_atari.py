@@ -27,7 +27,7 @@ import numpy as np
 from esfast.cli import resolve_config
 from esfast.config import Config, apply_overrides
 from esfast.rollout import make_env
-from esfast.training import Trainer, format_progress, resolved_config
+from esfast.training import Trainer, resolved_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from png_plot import line_plot  # noqa: E402
@@ -54,22 +54,6 @@ def random_returns(config: Config, episodes: int, seed: int) -> list[float]:
     return returns
 
 
-def train(config: Config, out: Path, minutes: float) -> None:
-    """Trains until ``minutes`` of wall time have passed (the generation under way is finished)."""
-    trainer = Trainer(config, out)
-    deadline = time.monotonic() + 60 * minutes
-    try:
-        with open(out / "log.jsonl", "a") as log:
-            while time.monotonic() < deadline and not trainer.done():
-                record = trainer.step()
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                print(format_progress(record), flush=True)
-        trainer.save()
-    finally:
-        trainer.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="freeway", help="shipped config name or file (default: freeway)")
@@ -92,7 +76,7 @@ def main() -> None:
     print(f"random policy on {config.env_id}: mean {np.mean(random):.1f}, best {np.max(random):.1f} over {len(random)} episodes "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
     if not args.from_run:
-        train(config, args.out, args.minutes)
+        Trainer(config, args.out).train(seconds=60 * args.minutes)
 
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     steps = np.array([r["timesteps_total"] for r in records], dtype=np.float64)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from esfast.cli import resolve_config
-from esfast.training import Trainer, format_progress
+from esfast.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from png_plot import line_plot  # noqa: E402
@@ -49,16 +49,7 @@ def train(out: Path, timesteps: int, seed: int) -> None:
     config = resolve_config("halfcheetah")
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, timesteps=timesteps, generations=None, seed=seed))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    trainer = Trainer(config, out)
-    try:
-        with open(out / "log.jsonl", "a") as log:
-            while not trainer.done():
-                record = trainer.step()
-                log.write(json.dumps(record) + "\n")
-                print(format_progress(record), flush=True)
-        trainer.save()
-    finally:
-        trainer.close()
+    Trainer(config, out).train()
 
 
 def main() -> None:

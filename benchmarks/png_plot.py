@@ -86,6 +86,8 @@ def line_plot(
     ys = np.concatenate([s[1] for s in series] + [np.array([h[0] for h in hlines])] + [np.array([m[1] for m in markers])])
     x_lo, x_hi = 0.0, float(xs.max()) * 1.02
     y_lo, y_hi = float(min(ys.min(), 0)), float(ys.max()) * 1.08
+    if y_hi <= y_lo:  # a flat series at or below zero: give the axis some height
+        y_hi = y_lo + 1.0
 
     def px(x: float) -> float:
         return left + (x - x_lo) / (x_hi - x_lo) * (width - left - right)

@@ -137,3 +137,13 @@ def test_pong_runs_in_process_and_through_a_worker_host_alike(tmp_path: Path) ->
     resumed = train(apply_overrides(config, ["run.generations=3"]), tmp_path / "here", resume=True)
     straight = train(apply_overrides(config, ["run.generations=3"]), tmp_path / "straight")
     np.testing.assert_array_equal(resumed.theta, straight.theta)
+
+
+def test_a_wall_clock_budget_stops_after_the_generation_under_way(tmp_path: Path) -> None:
+    trainer = Trainer(reach_config("run.generations=1000"), tmp_path, evaluator=SerialEvaluator)
+    trainer.train(seconds=0.0)
+    assert trainer.generation == 0  # the deadline had passed before the first generation
+    trainer = Trainer(reach_config("run.generations=1000"), tmp_path / "b", evaluator=SerialEvaluator)
+    trainer.train(seconds=0.3)
+    assert 1 <= trainer.generation < 1000
+    assert len((tmp_path / "b" / "log.jsonl").read_text().splitlines()) == trainer.generation

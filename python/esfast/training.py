@@ -273,17 +273,21 @@ class Trainer:
             run.timesteps is not None and self.timesteps_total >= run.timesteps
         )
 
-    def train(self) -> None:
+    def train(self, *, seconds: float | None = None) -> None:
         """Runs generations until the budget is spent; Ctrl-C checkpoints and re-raises.
 
         Progress goes to the ``esfast.training`` logger, one line per generation.
+
+        Args:
+            seconds: also stop after the generation under way when this much wall time has passed.
         """
+        deadline = None if seconds is None else time.monotonic() + seconds
         snapshot_freq = self.config.es.snapshot_freq
         log_path = self.out_dir / "log.jsonl"
         interrupted = False
         try:
             with open(log_path, "a") as log:
-                while not self.done():
+                while not self.done() and (deadline is None or time.monotonic() < deadline):
                     record = self.step()
                     log.write(json.dumps(record) + "\n")
                     log.flush()
