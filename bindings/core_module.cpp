@@ -22,6 +22,7 @@
 namespace py = pybind11;
 using esfast::NoiseTable;
 
+void bind_atari_screen(py::module_& m);  // atari_screen.cpp
 void bind_mlp_forward(py::module_& m);  // mlp_forward.cpp
 using namespace esfast::bindings;
 
@@ -140,6 +141,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "esfast's compiled kernels. Use esfast.core, which wraps and documents them.";
     py::register_exception_translator(&translate_system_error);
     m.attr("SHARED_LAYOUT_VERSION") = esfast::kSharedLayoutVersion;
+    bind_atari_screen(m);
     bind_mlp_forward(m);
 
     py::class_<NoiseTable>(m, "NoiseTable")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from gymnasium.utils import seeding
 
+from esfast import _core
 from esfast.atari import (
     AreaResize,
     AtariEnvError,
@@ -125,6 +126,85 @@ def test_area_resize_known_values() -> None:
         AreaResize((210, 160), (0, 84))
     with pytest.raises(ValueError, match="too large for exact float32 sums"):
         AreaResize((1000, 1000), (999, 999))
+
+
+def test_area_resize_pools_two_frames_and_checks_its_arrays() -> None:
+    rng = np.random.default_rng(3)
+    a, b = (rng.integers(0, 256, (210, 160), dtype=np.uint8) for _ in range(2))
+    resize = AreaResize((210, 160), (84, 84))
+    np.testing.assert_array_equal(resize(a, other=b), resize(np.maximum(a, b)))
+    np.testing.assert_array_equal(resize(a, other=b), _reference_resize(np.maximum(a, b), 84, 84))
+    out = np.empty((84, 84), np.uint8)
+    with pytest.raises(TypeError, match="image must have dtype uint8, got float32"):
+        resize(a.astype(np.float32), out)
+    with pytest.raises(ValueError, match=r"image must have shape \(210, 160\), got \(160, 210\)"):
+        resize(a.T.copy(), out)
+    with pytest.raises(ValueError, match="image must be C-contiguous"):
+        resize(np.asfortranarray(a), out)
+    with pytest.raises(ValueError, match=r"out must have shape \(84, 84\)"):
+        resize(a, np.empty((84, 83), np.uint8))
+    with pytest.raises(ValueError, match="out must be writeable"):
+        out.flags.writeable = False
+        resize(a, out)
+    with pytest.raises(TypeError, match="other must be a numpy array"):
+        resize(a, other=[1, 2])
+    image = np.zeros(210 * 160 + 84 * 84, np.uint8)
+    with pytest.raises(ValueError, match="out must not overlap"):
+        resize(image[: 210 * 160].reshape(210, 160), image[210 * 160 - 10 : 210 * 160 - 10 + 84 * 84].reshape(84, 84))
+
+
+def test_palette_to_gray_is_a_table_lookup_that_reports_unknown_indices() -> None:
+    rng = np.random.default_rng(5)
+    indices = rng.integers(0, 256, (210, 160), dtype=np.uint8)  # every vector lane and the scalar tail
+    table = rng.integers(0, 256, 256, dtype=np.uint8)
+    known = np.ones(256, np.uint8)
+    gray = np.empty_like(indices)
+    assert _core.palette_to_gray(indices, table, known, gray)
+    np.testing.assert_array_equal(gray, table[indices])
+    for position in ((0, 0), (209, 159), (100, 3)):  # in a vector block and in the tail
+        known[:] = 1
+        known[indices[position]] = 0
+        assert not _core.palette_to_gray(indices, table, known, gray)
+    odd = indices.ravel()[:37]  # shorter than one vector
+    known[:] = 1
+    out = np.empty_like(odd)
+    assert _core.palette_to_gray(odd, table, known, out)
+    np.testing.assert_array_equal(out, table[odd])
+    with pytest.raises(ValueError, match=r"table must have shape \(256,\)"):
+        _core.palette_to_gray(indices, table[:255], known, gray)
+    with pytest.raises(ValueError, match="out must have shape"):
+        _core.palette_to_gray(indices, table, known, gray[:-1])
+    with pytest.raises(TypeError, match="indices must have dtype uint8"):
+        _core.palette_to_gray(indices.astype(np.int32), table, known, gray)
+
+
+def test_steps_on_the_emulator_directly_equal_steps_through_the_wrappers() -> None:
+    """The fast path (ale.act, palette-index screens) against the same chain stepped through env.step."""
+
+    class Passthrough(gym.Wrapper):  # any wrapper esfast does not know sends steps through env.step
+        pass
+
+    settings = AtariSettings(terminal_on_life_loss=True)
+    fast = make_atari_env("ALE/Breakout-v5", settings)
+    base = make_atari_env("ALE/Breakout-v5", settings)
+    slow = StandardPreprocessing(Passthrough(base.env), noop_max=settings.noop_max, terminal_on_life_loss=True)
+    assert fast._action_set is not None and slow._action_set is None
+    actions = np.random.default_rng(6).integers(0, 4, 3000)
+    for seed in (1, 2):
+        ours = [fast.reset(seed=seed)]
+        theirs = [slow.reset(seed=seed)]
+        for action in actions:
+            ours.append(fast.step(int(action)))
+            theirs.append(slow.step(int(action)))
+            if ours[-1][2] or ours[-1][3]:
+                break
+        assert len(ours) == len(theirs) > 10
+        for step, (a, b) in enumerate(zip(ours, theirs)):
+            np.testing.assert_array_equal(a[0], b[0], err_msg=f"step {step}")
+            assert a[1:] == b[1:], step  # reward, flags and info (lives, frame numbers) alike
+    assert fast._gray_known.sum() >= 2  # the table was learned from ALE's own grayscale
+    fast.close()
+    slow.close()
 
 
 def _reference_play(
