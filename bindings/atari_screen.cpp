@@ -98,6 +98,7 @@ private:
 }  // namespace
 
 void bind_atari_screen(py::module_& m) {
+    m.attr("PALETTE_TO_GRAY_VECTORIZED") = esfast::palette_to_gray_vectorized();
     py::class_<AreaResize>(m, "AreaResize")
         .def(py::init<py::handle, py::handle>(), py::arg("source"), py::arg("target"))
         .def("__call__", &AreaResize::call, py::arg("image"), py::arg("out"), py::arg("other") = py::none())

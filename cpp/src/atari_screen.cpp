@@ -1,5 +1,7 @@
 #include "esfast/atari_screen.hpp"
 
+#include "esfast/dispatch.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -150,11 +152,20 @@ std::uint64_t axis_denominator(std::size_t source, std::size_t target) {
 
 }  // namespace
 
+bool palette_to_gray_vectorized() {
+#ifdef ESFAST_X86_DISPATCH
+    static const bool vbmi =
+        avx512_allowed() && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
+    return vbmi;
+#else
+    return false;
+#endif
+}
+
 bool palette_to_gray(const std::uint8_t* indices, std::size_t n, const std::uint8_t* table, const std::uint8_t* known,
                      std::uint8_t* gray) {
 #ifdef ESFAST_X86_DISPATCH
-    static const bool vbmi = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
-    if (vbmi) return palette_to_gray_vbmi(indices, n, table, known, gray);
+    if (palette_to_gray_vectorized()) return palette_to_gray_vbmi(indices, n, table, known, gray);
 #endif
     return palette_to_gray_scalar(indices, n, table, known, gray);
 }

@@ -1,15 +1,19 @@
 #include "esfast/mlp.hpp"
 
+#include "esfast/dispatch.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 // The hot loops are built twice, for AVX2 and for the baseline x86-64 (SSE2), and the dynamic
 // loader picks the clone for the CPU at hand: the wheel stays portable without -march=native.
-// Both clones do the same float operations in the same order (no FMA contraction: see
-// CMakeLists.txt), so their results are identical.
+// dense() has a third path for AVX-512 CPUs (wider column blocks), chosen at run time (see
+// dispatch.hpp). All paths do the same float operations in the same order for every output (no
+// FMA contraction: see CMakeLists.txt), so their results are identical.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define ESFAST_CLONES __attribute__((target_clones("avx2", "default")))
+#define ESFAST_AVX512 1
 #else
 #define ESFAST_CLONES
 #endif
@@ -20,28 +24,71 @@ namespace {
 
 // 8 floats, one AVX register (two SSE ones); aligned(4) allows unaligned loads and stores.
 typedef float f8 __attribute__((vector_size(32), aligned(4)));
+// 16 floats, one AVX-512 register.
+typedef float f16 __attribute__((vector_size(64), aligned(4)));
 
-/** y[j0 .. j0 + 8V) for one block of columns: V vector accumulators, summed over i in order. */
-template <int V>
+/** y[j0 .. j0 + lanes * V) for one block of columns: V vector accumulators of `Vec`, summed over
+ *  i in order. Every column sees the same operations whatever the vector width. */
+template <typename Vec, int V>
 ESFAST_INLINE void dense_block(const float* x, std::size_t inputs, const float* w, const float* b,
                                std::size_t outputs, std::size_t j0, float* y) {
-    f8 acc[V];
-    for (int v = 0; v < V; ++v) acc[v] = f8{} + 0.0f;
+    constexpr int lanes = sizeof(Vec) / sizeof(float);
+    Vec acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = Vec{} + 0.0f;
     const float* row = w + j0;
     for (std::size_t i = 0; i < inputs; ++i, row += outputs) {
         const float xi = x[i];
         for (int v = 0; v < V; ++v) {
-            f8 wv;
-            std::memcpy(&wv, row + 8 * v, sizeof wv);
+            Vec wv;
+            std::memcpy(&wv, row + lanes * v, sizeof wv);
             acc[v] += xi * wv;
         }
     }
     for (int v = 0; v < V; ++v) {
-        f8 bv;
-        std::memcpy(&bv, b + j0 + 8 * v, sizeof bv);
-        const f8 out = acc[v] + bv;
-        std::memcpy(y + j0 + 8 * v, &out, sizeof out);
+        Vec bv;
+        std::memcpy(&bv, b + j0 + lanes * v, sizeof bv);
+        const Vec out = acc[v] + bv;
+        std::memcpy(y + j0 + lanes * v, &out, sizeof out);
     }
+}
+
+/** The last columns, one at a time, in the same order as the blocks. */
+ESFAST_INLINE void dense_columns(const float* x, std::size_t inputs, const float* w, const float* b,
+                                 std::size_t outputs, std::size_t j, float* y) {
+    for (; j < outputs; ++j) {
+        float acc = 0.0f;
+        const float* col = w + j;
+        for (std::size_t i = 0; i < inputs; ++i) acc += x[i] * col[i * outputs];
+        y[j] = acc + b[j];
+    }
+}
+
+#ifdef ESFAST_AVX512
+/** dense() with AVX-512's 32 registers: up to 256 columns per pass over the rows, so each row of w
+ *  is read once, front to back (a 256-wide layer streams its weights in one sequential pass: on
+ *  the 256x256 Humanoid policy the forward pass takes ~40% less time than in 64-column blocks). */
+__attribute__((target("avx512f"))) void dense_avx512(const float* x, std::size_t inputs, const float* w,
+                                                     const float* b, std::size_t outputs, float* y) {
+    std::size_t j = 0;
+    for (; j + 256 <= outputs; j += 256) dense_block<f16, 16>(x, inputs, w, b, outputs, j, y);
+    if (j + 128 <= outputs) { dense_block<f16, 8>(x, inputs, w, b, outputs, j, y); j += 128; }
+    if (j + 64 <= outputs) { dense_block<f16, 4>(x, inputs, w, b, outputs, j, y); j += 64; }
+    if (j + 32 <= outputs) { dense_block<f16, 2>(x, inputs, w, b, outputs, j, y); j += 32; }
+    if (j + 16 <= outputs) { dense_block<f16, 1>(x, inputs, w, b, outputs, j, y); j += 16; }
+    if (j + 8 <= outputs) { dense_block<f8, 1>(x, inputs, w, b, outputs, j, y); j += 8; }
+    dense_columns(x, inputs, w, b, outputs, j, y);
+}
+#endif
+
+ESFAST_CLONES
+void dense_avx2(const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs, float* y) {
+    std::size_t j = 0;
+    // 8 accumulators (64 columns) keep both AVX2 adders busy despite the add latency.
+    for (; j + 64 <= outputs; j += 64) dense_block<f8, 8>(x, inputs, w, b, outputs, j, y);
+    if (j + 32 <= outputs) { dense_block<f8, 4>(x, inputs, w, b, outputs, j, y); j += 32; }
+    if (j + 16 <= outputs) { dense_block<f8, 2>(x, inputs, w, b, outputs, j, y); j += 16; }
+    if (j + 8 <= outputs) { dense_block<f8, 1>(x, inputs, w, b, outputs, j, y); j += 8; }
+    dense_columns(x, inputs, w, b, outputs, j, y);
 }
 
 /** Eigen's generic_fast_tanh_float: odd numerator of degree 13 over even denominator of degree 6.
@@ -76,20 +123,12 @@ float tanh_approx(float x) {
     return result;
 }
 
-ESFAST_CLONES
 void dense(const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs, float* y) {
-    std::size_t j = 0;
-    // 8 accumulators (64 columns) keep both AVX2 adders busy despite the add latency.
-    for (; j + 64 <= outputs; j += 64) dense_block<8>(x, inputs, w, b, outputs, j, y);
-    if (j + 32 <= outputs) { dense_block<4>(x, inputs, w, b, outputs, j, y); j += 32; }
-    if (j + 16 <= outputs) { dense_block<2>(x, inputs, w, b, outputs, j, y); j += 16; }
-    if (j + 8 <= outputs) { dense_block<1>(x, inputs, w, b, outputs, j, y); j += 8; }
-    for (; j < outputs; ++j) {  // the last columns, one at a time, in the same order
-        float acc = 0.0f;
-        const float* col = w + j;
-        for (std::size_t i = 0; i < inputs; ++i) acc += x[i] * col[i * outputs];
-        y[j] = acc + b[j];
-    }
+#ifdef ESFAST_AVX512
+    static const bool avx512 = avx512_allowed() && __builtin_cpu_supports("avx512f");
+    if (avx512) return dense_avx512(x, inputs, w, b, outputs, y);
+#endif
+    dense_avx2(x, inputs, w, b, outputs, y);
 }
 
 ESFAST_CLONES

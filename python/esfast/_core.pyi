@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 SHARED_LAYOUT_VERSION: int
+PALETTE_TO_GRAY_VECTORIZED: bool
 
 class NoiseTable:
     @staticmethod

@@ -198,7 +198,9 @@ class StandardPreprocessing(gym.Wrapper):
     (``ale.act``, ``game_over``, ``game_truncated``, as ale-py's ``step`` does, and the info of the
     last frame only): 12 us a step less than four ``env.step`` calls. The screens are read as
     palette indices (``ale.getScreen``, 0.8 us) and turned to grayscale through a table
-    (:func:`palette_to_gray`) rather than by ``ale.getScreenGrayscale`` (13 us a screen). ALE's
+    (``esfast._core.palette_to_gray``, 1 us with AVX-512 VBMI; on CPUs without it, where the table
+    lookup is slower, ALE's own ``ale.getScreenGrayscale`` is used) rather than by
+    ``ale.getScreenGrayscale`` (13 us a screen). ALE's
     grayscale is a lookup of the palette index, so the table is learned from ALE itself: a screen
     with an index not seen before is read again with ``getScreenGrayscale`` and its pairs enter
     the table; the output is ALE's grayscale exactly, from the first screen on.
@@ -266,6 +268,9 @@ class StandardPreprocessing(gym.Wrapper):
     def _read_screen(self, slot: int) -> None:
         """The current screen's grayscale into ``self._screens[slot]``."""
         ale, indices, screen = self._ale, self._indices[slot], self._screens[slot]
+        if not _core.PALETTE_TO_GRAY_VECTORIZED:  # the scalar lookup is slower than ALE's own
+            ale.getScreenGrayscale(screen)
+            return
         ale.getScreen(indices)
         if not _core.palette_to_gray(indices, self._gray_table, self._gray_known, screen):
             ale.getScreenGrayscale(screen)  # a palette index not seen yet: ALE's own conversion, learned

@@ -6,7 +6,7 @@
  *
  * Arithmetic: every output sums its products in one fixed order, ((x0*w0 + x1*w1) + ...) + b,
  * with no fused multiply-adds (the kernels build with -ffp-contract=off), so the SIMD and the
- * scalar code paths (AVX2 where the CPU has it, SSE2 otherwise) give bit-identical results.
+ * scalar code paths (AVX-512 or AVX2 where the CPU has it, SSE2 otherwise) give bit-identical results.
  * tanh is a rational approximation (tanh_approx), not libm's.
  */
 
