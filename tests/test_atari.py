@@ -114,6 +114,18 @@ def test_area_resize_equals_a_plain_reference(size: tuple[int, int]) -> None:
         np.testing.assert_array_equal(ours, _reference_resize(image, *size))  # exact: integer arithmetic
 
 
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [((7, 5), (3, 11)), ((13, 17), (13, 17)), ((1, 1), (4, 3)), ((300, 2), (1, 1)), ((17, 19), (5, 1))],
+    ids=["mixed", "identity", "upscale", "wide-row-sums", "one-column"],
+)
+def test_area_resize_other_shapes(source: tuple[int, int], target: tuple[int, int]) -> None:
+    """Other geometries, including row weights too large for the 16-bit row sums (300 rows -> 1)."""
+    rng = np.random.default_rng(sum(source))
+    for image in (rng.integers(0, 256, source, dtype=np.uint8), np.full(source, 255, np.uint8)):
+        np.testing.assert_array_equal(AreaResize(source, target)(image), _reference_resize(image, *target))
+
+
 def test_area_resize_known_values() -> None:
     image = np.arange(210 * 160, dtype=np.int64).reshape(210, 160) % 256
     halves = AreaResize((210, 160), (105, 80))(image.astype(np.uint8))
