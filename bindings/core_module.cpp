@@ -23,6 +23,7 @@ namespace py = pybind11;
 using esfast::NoiseTable;
 
 void bind_mlp_forward(py::module_& m);  // mlp_forward.cpp
+void bind_conv_forward(py::module_& m);  // conv_forward.cpp
 using namespace esfast::bindings;
 
 namespace {
@@ -141,6 +142,7 @@ PYBIND11_MODULE(_core, m) {
     py::register_exception_translator(&translate_system_error);
     m.attr("SHARED_LAYOUT_VERSION") = esfast::kSharedLayoutVersion;
     bind_mlp_forward(m);
+    bind_conv_forward(m);
 
     py::class_<NoiseTable>(m, "NoiseTable")
         .def_static(
