@@ -24,6 +24,7 @@ using esfast::NoiseTable;
 
 void bind_atari_screen(py::module_& m);  // atari_screen.cpp
 void bind_mlp_forward(py::module_& m);  // mlp_forward.cpp
+void bind_conv_forward(py::module_& m);  // conv_forward.cpp
 using namespace esfast::bindings;
 
 namespace {
@@ -143,6 +144,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("SHARED_LAYOUT_VERSION") = esfast::kSharedLayoutVersion;
     bind_atari_screen(m);
     bind_mlp_forward(m);
+    bind_conv_forward(m);
 
     py::class_<NoiseTable>(m, "NoiseTable")
         .def_static(

@@ -1,11 +1,12 @@
-"""The Atari network with virtual batch normalization, against a plain float64 numpy reference."""
+"""The Atari network with virtual batch normalization (esfast.conv_policy over the C++ kernel),
+against a plain float64 numpy reference and against a float32 replica of the kernel's arithmetic."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import numpy_reference as ref
 import pytest
-from numpy.lib.stride_tricks import sliding_window_view
 
 from esfast.config import PolicySettings
 from esfast.conv_policy import VBN_EPS, ConvPolicy
@@ -49,66 +50,15 @@ def random_theta(policy: ConvPolicy, seed: int) -> np.ndarray:
     return theta
 
 
-# ---- the reference: the documented parameter layout, unpacked here on its own, and im2col convolutions
-
-
-def unpack(theta: np.ndarray, shape: tuple[int, ...], hidden: tuple[int, ...], actions: int) -> list[dict[str, np.ndarray]]:
-    layers, start = [], 0
-    channels, height, width = shape
-
-    def take(*shape: int) -> np.ndarray:
-        nonlocal start
-        count = int(np.prod(shape))
-        part = theta[start : start + count].astype(np.float64).reshape(shape)
-        start += count
-        return part
-
-    for filters, kernel, stride in ((16, 8, 4), (32, 4, 2)):
-        layers.append({"w": take(filters, channels, kernel, kernel), "gamma": take(filters), "beta": take(filters), "stride": np.array(stride)})
-        channels, height, width = filters, (height - kernel) // stride + 1, (width - kernel) // stride + 1
-    inputs = channels * height * width
-    for outputs in hidden:
-        layers.append({"w": take(inputs, outputs), "gamma": take(outputs), "beta": take(outputs)})
-        inputs = outputs
-    layers.append({"w": take(inputs, actions), "b": take(actions)})
-    assert start == theta.size
-    return layers
-
-
-def conv_im2col(x: np.ndarray, weight: np.ndarray, stride: int) -> np.ndarray:
-    """(N, C, H, W) * (F, C, k, k) -> (N, F, oh, ow), float64, no padding."""
-    k = weight.shape[-1]
-    patches = sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N, C, oh, ow, k, k
-    n, c, oh, ow = patches.shape[:4]
-    cols = patches.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * k * k)
-    return (cols @ weight.reshape(weight.shape[0], -1).T).reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
-
-
 def reference(theta: np.ndarray, batch: np.ndarray, observations: np.ndarray, hidden: tuple[int, ...] = (256,)):
-    """Statistics on ``batch`` (batch norm at every hidden layer) and logits of ``observations`` under them."""
-    layers = unpack(theta, batch.shape[1:], hidden, ACTIONS)
-    ref = batch.astype(np.float64) / 255.0
-    obs = observations.astype(np.float64) / 255.0
-    statistics = []
-    for layer in layers[:2]:
-        pre_ref = conv_im2col(ref, layer["w"], int(layer["stride"]))
-        pre_obs = conv_im2col(obs, layer["w"], int(layer["stride"]))
-        mean, var = pre_ref.mean(axis=(0, 2, 3)), pre_ref.var(axis=(0, 2, 3))
-        statistics.append((mean, var))
+    """Statistics on ``batch`` (float64 batch norm at every hidden layer) and logits of ``observations`` under them."""
+    return ref.conv_network_reference(theta, batch, observations, hidden, ACTIONS)
 
-        def norm(z: np.ndarray) -> np.ndarray:
-            scaled = (z - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + VBN_EPS)
-            return np.maximum(layer["gamma"][None, :, None, None] * scaled + layer["beta"][None, :, None, None], 0)
 
-        ref, obs = norm(pre_ref), norm(pre_obs)
-    ref, obs = ref.reshape(len(ref), -1), obs.reshape(len(obs), -1)
-    for layer in layers[2:-1]:
-        pre_ref, pre_obs = ref @ layer["w"], obs @ layer["w"]
-        mean, var = pre_ref.mean(axis=0), pre_ref.var(axis=0)
-        statistics.append((mean, var))
-        ref = np.maximum(layer["gamma"] * (pre_ref - mean) / np.sqrt(var + VBN_EPS) + layer["beta"], 0)
-        obs = np.maximum(layer["gamma"] * (pre_obs - mean) / np.sqrt(var + VBN_EPS) + layer["beta"], 0)
-    return statistics, obs @ layers[-1]["w"] + layers[-1]["b"]
+def clear_argmax(logits: np.ndarray, tolerance: float) -> bool:
+    """Whether the largest logit beats the second by more than ``tolerance``."""
+    top = np.sort(logits)[-2:]
+    return bool(top[1] - top[0] > tolerance)
 
 
 # ---- tests
@@ -176,6 +126,118 @@ def test_small_observations_that_still_fit() -> None:
         for (mean, _), (ref_mean, ref_var) in zip(actor.statistics, expected_stats):
             np.testing.assert_allclose(mean, ref_mean, atol=2e-5 * (np.sqrt(ref_var.max()) + np.abs(ref_mean).max()))
         np.testing.assert_allclose(actor.logits(batch[1]), expected_logits[1], rtol=1e-4, atol=1e-4 * np.abs(expected_logits).max())
+
+
+@pytest.mark.parametrize(
+    ("shape", "hidden"),
+    [((4, 84, 84), (256,)), ((4, 84, 84), (64, 32)), ((2, 36, 44), (256,)), ((3, 84, 84), (48, 16, 8)), ((1, 45, 31), (32,))],
+)
+def test_statistics_and_logits_equal_the_kernels_arithmetic_exactly(shape: tuple[int, ...], hidden: tuple[int, ...]) -> None:
+    """The float32 replica in numpy_reference repeats the kernel's operations in its documented
+    order, the first dense layer with every input (the kernel skips the zeros): equal bits."""
+    batch = frames(8, seed=21, shape=shape)
+    policy = ConvPolicy(*spaces(shape), PolicySettings(type="AtariPolicy", hidden_dims=hidden, nonlin_type="relu"), batch)
+    theta = random_theta(policy, seed=22)
+    actor = policy.actor(theta)
+    observations = frames(4, seed=23, shape=shape)
+    mean, var, logits, dense_inputs = ref.conv_network_exact(theta, batch, observations, hidden, ACTIONS)
+    assert 0.2 < np.mean(dense_inputs == 0) < 0.8  # the kernel has zeros to skip, and values to sum
+    np.testing.assert_array_equal(np.concatenate([m for m, _ in actor.statistics]), mean)
+    np.testing.assert_array_equal(np.concatenate([v for _, v in actor.statistics]), var)
+    for observation, expected in zip(observations, logits):
+        np.testing.assert_array_equal(actor.logits(observation), expected)
+        assert actor(observation) == int(np.argmax(expected))
+    assert len({float(x) for x in logits.ravel()}) > ACTIONS  # not a constant network
+    assert VBN_EPS == ref.VBN_EPS
+
+
+@pytest.mark.parametrize(("shape", "hidden"), [((2, 36, 44), (256,)), ((3, 84, 84), (64, 32)), ((1, 84, 84), (256,))])
+def test_other_shapes_and_channels_against_the_float64_reference(shape: tuple[int, ...], hidden: tuple[int, ...]) -> None:
+    batch = frames(12, seed=31, shape=shape)
+    policy = ConvPolicy(*spaces(shape), PolicySettings(type="AtariPolicy", hidden_dims=hidden, nonlin_type="relu"), batch)
+    theta = random_theta(policy, seed=32)
+    actor = policy.actor(theta)
+    observations = frames(6, seed=33, shape=shape)
+    expected_stats, expected_logits = ref.conv_network_reference(theta, batch, observations, hidden, ACTIONS)
+    assert len(actor.statistics) == 2 + len(hidden)
+    for (mean, var), (ref_mean, ref_var) in zip(actor.statistics, expected_stats):
+        assert mean.dtype == var.dtype == np.float64 and mean.shape == var.shape == ref_mean.shape
+        scale = np.sqrt(ref_var.max()) + np.abs(ref_mean).max()
+        np.testing.assert_allclose(mean, ref_mean, rtol=0, atol=2e-5 * scale)
+        np.testing.assert_allclose(var, ref_var, rtol=1e-4, atol=1e-5 * scale**2)
+    for observation, ref_logits in zip(observations, expected_logits):
+        tolerance = 1e-4 * np.abs(ref_logits).max()
+        np.testing.assert_allclose(actor.logits(observation), ref_logits, rtol=1e-4, atol=tolerance)
+        if clear_argmax(ref_logits, 10 * tolerance):
+            assert actor(observation) == int(np.argmax(ref_logits))
+
+
+def test_same_inputs_give_identical_bits() -> None:
+    policy = make_policy()
+    theta = random_theta(policy, seed=41)
+    actor, twin = policy.actor(theta), policy.actor(theta.copy())
+    first = [(m.copy(), v.copy()) for m, v in actor.statistics]
+    actor.refresh()
+    for (mean, var), (again_mean, again_var), (twin_mean, twin_var) in zip(first, actor.statistics, twin.statistics):
+        np.testing.assert_array_equal(mean, again_mean)
+        np.testing.assert_array_equal(var, again_var)
+        np.testing.assert_array_equal(mean, twin_mean)
+        np.testing.assert_array_equal(var, twin_var)
+    for observation in frames(4, seed=42):
+        logits = actor.logits(observation)
+        np.testing.assert_array_equal(actor.logits(observation), logits)
+        np.testing.assert_array_equal(twin.logits(observation), logits)
+
+
+def test_theta_is_read_at_refresh_only() -> None:
+    policy = make_policy()
+    buffer = random_theta(policy, seed=43)
+    actor = policy.actor(buffer)
+    observation = frames(1, seed=44)[0]
+    before = actor.logits(observation)
+    buffer[:] = random_theta(policy, seed=45)
+    np.testing.assert_array_equal(actor.logits(observation), before)  # the folded weights are a snapshot
+    actor.refresh()
+    assert not np.array_equal(actor.logits(observation), before)
+
+
+def test_a_strided_theta_is_read_at_each_refresh() -> None:
+    policy = make_policy()
+    storage = np.zeros((policy.num_params, 2), np.float32)
+    strided = storage[:, 0]
+    strided[:] = random_theta(policy, seed=50)
+    actor = policy.actor(strided)
+    observation = frames(1, seed=51)[0]
+    np.testing.assert_array_equal(actor.logits(observation), policy.actor(strided.copy()).logits(observation))
+    strided[:] = random_theta(policy, seed=52)
+    actor.refresh()
+    np.testing.assert_array_equal(actor.logits(observation), policy.actor(strided.copy()).logits(observation))
+
+
+def test_observation_is_checked() -> None:
+    policy = make_policy()
+    actor = policy.actor(random_theta(policy, seed=46))
+    observation = frames(1, seed=47)[0]
+    with pytest.raises(TypeError, match="observation must have dtype uint8, got float32"):
+        actor(observation.astype(np.float32))
+    with pytest.raises(ValueError, match=r"observation must have shape \(4, 84, 84\), got \(4, 84, 83\)"):
+        actor(observation[:, :, :83])
+    with pytest.raises(ValueError, match=r"observation must have shape \(4, 84, 84\), got \(1, 4, 84, 84\)"):
+        actor.logits(observation[None])
+    with pytest.raises(TypeError, match="observation must be a numpy array of dtype uint8, got list"):
+        actor(observation.tolist())
+    transposed = np.ascontiguousarray(observation.transpose(0, 2, 1)).transpose(0, 2, 1)  # same values, not C-contiguous
+    assert not transposed.flags.c_contiguous
+    np.testing.assert_array_equal(actor.logits(transposed), actor.logits(observation))
+
+
+def test_a_nan_logit_is_the_argmax_as_in_numpy() -> None:
+    policy = make_policy()
+    theta = random_theta(policy, seed=48)
+    theta[policy.dense[-1].beta.start + 3] = np.nan
+    actor = policy.actor(theta)
+    logits = actor.logits(frames(1, seed=49)[0])
+    assert np.isnan(logits[3]) and actor(frames(1, seed=49)[0]) == int(np.argmax(logits)) == 3
 
 
 def test_action_is_deterministic_for_fixed_theta() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from esfast import core
 from esfast.core import (
+    ConvForward,
+    ConvNetwork,
     MLPForward,
     NoiseTable,
     centered_ranks,

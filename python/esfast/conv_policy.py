@@ -1,4 +1,4 @@
-"""The paper's convolutional Atari policy, with virtual batch normalization, in numpy.
+"""The paper's convolutional Atari policy, with virtual batch normalization, over the C++ kernel.
 
 Network (Mnih et al. 2016, the A3C network, as used by Salimans et al. 2017), on ``uint8``
 observations of shape ``(C, H, W)`` scaled to [0, 1]::
@@ -23,15 +23,21 @@ Parameter layout (one flat float32 vector), layer by layer:
 Normalized layers have no bias of their own (VBN's beta takes its place). Inputs of the first fully
 connected layer are the last conv layer's output flattened in (channel, row, column) order.
 
-Convolutions: kernel k is a multiple m of stride s here (8 = 2 x 4, 4 = 2 x 2), so the input is cut
-into s x s blocks once (one strided copy, no overlapping patches), one matmul applies all m x m
-kernel offsets to every block, and the conv output is the sum of m x m shifted copies of that
-product. This is im2col without its k*k/s*s-fold duplication of the input (measured: the strided
-im2col copy cost more than the matmul). The sum is taken on the whole block grid
-``(bh, bw) = (oh + m - 1, ow + m - 1)`` flattened to one dimension, so each shift is one contiguous
-add; positions in the last m - 1 rows or columns of the grid are then meaningless and never read
-(a shift never reaches past the example's own grid from a valid position). The tests check all of
-this against a plain ``sliding_window_view`` im2col reference.
+Computation: both the refresh and the step are one call each into esfast's C++ kernel
+(:class:`esfast.core.ConvNetwork`, :class:`esfast.core.ConvForward`; ``cpp/src/conv.cpp`` and
+``conv_network.cpp``), with the GIL released. Convolutions are matrix products over gathered
+inputs (im2col without the copy): register blocks of up to 12 output positions x 16 filters, the
+inputs broadcast, conv outputs kept channel-last; the observation is converted to float once per
+step and 1/255 is folded into the first layer's weights. The first fully connected layer reads only
+the rows of its weights whose input is nonzero after the relu (about half), which is exact. The
+refresh runs the reference batch (kept as ``uint8``) through the same kernels, the dense layers as
+one blocked matrix product over the batch, and computes the statistics in float64 as numpy would
+(the variance from the float32-rounded mean). Every output sums in one fixed order with no fused
+multiply-add, so results are identical on every machine and code path (AVX-512, AVX2, SSE2);
+they differ from a float64 reference by float32 rounding. The tests check all of this against a
+plain float64 numpy reference with ``sliding_window_view`` im2col and, bit for bit, against a
+float32 replica of the kernel's operations (``tests/numpy_reference.py``); ``docs/atari.md`` has
+the measured speed.
 """
 
 from __future__ import annotations
@@ -43,12 +49,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from esfast.config import PolicySettings
+from esfast.core import ConvForward, ConvNetwork
 from esfast.policies import PolicyError
 
 __all__ = ["CONV_LAYERS", "ConvActor", "ConvLayer", "ConvPolicy", "VBN_EPS"]
 
-VBN_EPS = 1e-5
-PIXEL_SCALE = 1.0 / 255.0
+VBN_EPS = 1e-5  # the kernel's epsilon (kVbnEpsilon in cpp/include/esfast/conv_network.hpp)
 HIDDEN_INIT_STD = 1.0
 OUTPUT_INIT_STD = 0.01
 
@@ -71,30 +77,13 @@ class _Conv:
 
     channels: int  # input channels
     filters: int
+    kernel: int
     stride: int
-    offsets: int  # m = kernel // stride
     out_h: int
     out_w: int
     weight: slice
     gamma: slice
     beta: slice
-
-    @property
-    def kernel(self) -> int:
-        return self.offsets * self.stride
-
-    @property
-    def blocks_h(self) -> int:
-        return self.out_h + self.offsets - 1
-
-    @property
-    def blocks_w(self) -> int:
-        return self.out_w + self.offsets - 1
-
-    @property
-    def block_rows(self) -> int:
-        """Rows of the block matrix: one per (channel, row in block, column in block)."""
-        return self.channels * self.stride * self.stride
 
 
 @dataclass(frozen=True)
@@ -106,58 +95,11 @@ class _Dense:
     beta: slice
 
 
-def _blocks_view(x: NDArray, conv: _Conv, channel_first: bool) -> NDArray:
-    """Strided view of ``x`` as ``(C, s, s, N, blocks_h, blocks_w)``; x is (N, C, H, W) or (C, N, H, W)."""
-    s, bh, bw = conv.stride, conv.blocks_h, conv.blocks_w
-    cropped = x[..., : bh * s, : bw * s]
-    if channel_first:  # (C, N, H, W)
-        return cropped.reshape(cropped.shape[0], cropped.shape[1], bh, s, bw, s).transpose(0, 3, 5, 1, 2, 4)
-    return cropped.reshape(cropped.shape[0], cropped.shape[1], bh, s, bw, s).transpose(1, 3, 5, 0, 2, 4)
-
-
-def _big_weight(weight: NDArray[np.float32], conv: _Conv) -> NDArray[np.float32]:
-    """``(F, C, k, k)`` -> ``(m*m*F, C*s*s)``: rows (dy, dx, filter), columns (channel, row, column in block)."""
-    m, s = conv.offsets, conv.stride
-    six = weight.reshape(conv.filters, conv.channels, m, s, m, s).transpose(2, 4, 0, 1, 3, 5)
-    return np.ascontiguousarray(six.reshape(m * m * conv.filters, conv.block_rows))
-
-
-def _shift_views(z: NDArray[np.float32], conv: _Conv, out: NDArray[np.float32]) -> tuple[list[NDArray[np.float32]], NDArray[np.float32]]:
-    """The m*m shifted parts of the block product ``z (m*m*F, N*bh*bw)`` and the part of ``out`` they sum into."""
-    m, bw = conv.offsets, conv.blocks_w
-    flat = z.reshape(m * m, -1)
-    span = flat.shape[1] - (m - 1) * (bw + 1)
-    parts = [flat[dy * m + dx, dy * bw + dx : dy * bw + dx + span] for dy in range(m) for dx in range(m)]
-    return parts, out[:span]
-
-
-def _sum_parts(parts: list[NDArray[np.float32]], target: NDArray[np.float32]) -> None:
-    if len(parts) == 1:
-        np.copyto(target, parts[0])
-        return
-    np.add(parts[0], parts[1], out=target)
-    for part in parts[2:]:
-        np.add(target, part, out=target)
-
-
-def _shift_sum(z: NDArray[np.float32], conv: _Conv, out: NDArray[np.float32]) -> None:
-    """Conv output on the block grid, ``out`` (F*N*bh*bw,), from the block product ``z (m*m*F, N*bh*bw)``.
-
-    Valid where ``out.reshape(F, N, bh, bw)[:, :, :oh, :ow]``; the rest is left as it was.
-    """
-    _sum_parts(*_shift_views(z, conv, out))
-
-
-def _valid(grid: NDArray[np.float32], conv: _Conv, batch: int) -> NDArray[np.float32]:
-    """The valid part ``(F, N, oh, ow)`` of a conv output on the block grid."""
-    return grid.reshape(conv.filters, batch, conv.blocks_h, conv.blocks_w)[:, :, : conv.out_h, : conv.out_w]
-
-
 class ConvPolicy:
     """The paper's Atari network with virtual batch normalization over a flat parameter vector.
 
-    Not thread-safe: actors of one policy share its scratch buffers while they compute their
-    normalization (:meth:`ConvActor.refresh`); run them from one thread (one policy per process).
+    Actors of one policy share the kernel's refresh scratch memory under a lock, so they may
+    refresh from several threads (one at a time); a step allocates nothing.
 
     Args:
         observation_space: ``Box`` of ``uint8``, shape ``(channels, height, width)`` (what
@@ -166,7 +108,7 @@ class ConvPolicy:
         settings: ``hidden_dims`` are the sizes of the fully connected layers after the convolutions
             (the paper: ``(256,)``); ``nonlin_type`` must be ``"relu"``.
         reference_batch: ``uint8`` array ``(N, channels, height, width)``, N >= 2, the observations
-            the normalization statistics are computed on (copied here, as float32 blocks).
+            the normalization statistics are computed on (copied into the kernel).
 
     Raises:
         PolicyError: an observation shape that does not fit the network, non-discrete actions, a
@@ -211,7 +153,7 @@ class ConvPolicy:
             gamma = slice(weight.stop, weight.stop + layer.filters)
             beta = slice(gamma.stop, gamma.stop + layer.filters)
             start = beta.stop
-            self.convs.append(_Conv(channels, layer.filters, layer.stride, layer.kernel // layer.stride, out_h, out_w, weight, gamma, beta))
+            self.convs.append(_Conv(channels, layer.filters, layer.kernel, layer.stride, out_h, out_w, weight, gamma, beta))
             channels, height, width = layer.filters, out_h, out_w
         self.dense: list[_Dense] = []
         inputs = channels * height * width
@@ -232,11 +174,13 @@ class ConvPolicy:
                 f" got {batch.dtype} {batch.shape}"
             )
         self.reference_size = int(batch.shape[0])
-        first = self.convs[0]
-        blocks = np.empty((first.channels, first.stride, first.stride, self.reference_size, first.blocks_h, first.blocks_w), np.float32)
-        np.copyto(blocks, _blocks_view(batch, first, channel_first=False), casting="unsafe")
-        self._reference_blocks = blocks.reshape(first.block_rows, -1)
-        self._scratch: dict[str, NDArray[np.float32]] = {}
+        self.network = ConvNetwork(
+            self.obs_shape,
+            [(layer.filters, layer.kernel, layer.stride) for layer in CONV_LAYERS],
+            settings.hidden_dims,
+            self.act_dim,
+            batch,
+        )
 
     def initial_theta(self, rng: np.random.Generator) -> NDArray[np.float32]:
         """Initial parameters: each filter or unit's weights a Gaussian vector of norm 1 (0.01 for the
@@ -250,7 +194,7 @@ class ConvPolicy:
         """
         theta = np.zeros(self.num_params, dtype=np.float32)
         for conv in self.convs:
-            weight = rng.standard_normal((conv.filters, conv.block_rows * conv.offsets**2))
+            weight = rng.standard_normal((conv.filters, conv.channels * conv.kernel**2))
             weight *= HIDDEN_INIT_STD / np.linalg.norm(weight, axis=1, keepdims=True)
             theta[conv.weight] = weight.ravel()
             theta[conv.gamma] = 1.0
@@ -285,24 +229,12 @@ class ConvPolicy:
             )
         return ConvActor(self, theta)
 
-    def _buffer(self, name: str, shape: tuple[int, ...]) -> NDArray[np.float32]:
-        buffer = self._scratch.get(name)
-        if buffer is None or buffer.shape != shape:
-            buffer = self._scratch[name] = np.empty(shape, dtype=np.float32)
-        return buffer
-
-
-def _stats(pre: NDArray[np.float32], axes: tuple[int, ...]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    mean = pre.mean(axis=axes, dtype=np.float64)
-    centered = pre - mean.reshape([-1 if axis not in axes else 1 for axis in range(pre.ndim)]).astype(np.float32)
-    var = np.square(centered, dtype=np.float64).mean(axis=axes)
-    return mean, var
-
 
 class ConvActor:
     """Maps one observation to one action under fixed parameters and frozen VBN statistics.
 
-    Holds its own buffers; a step allocates nothing beyond numpy's temporaries of ``argmax``.
+    A thin holder of the kernel's :class:`esfast.core.ConvForward` for ``theta``: a step is one
+    call, which allocates nothing.
 
     Attributes:
         statistics: per normalized layer, ``(mean, var)`` of its pre-activations on the reference
@@ -312,35 +244,10 @@ class ConvActor:
     def __init__(self, policy: ConvPolicy, theta: NDArray[np.float32]) -> None:
         self.policy = policy
         self.theta = theta
-        convs, dense = policy.convs, policy.dense
+        # The kernel reads θ in place, in one contiguous block; a strided θ is copied at each refresh.
+        self._contiguous = theta if theta.flags.c_contiguous else np.empty(theta.shape, np.float32)
+        self.forward = ConvForward(policy.network, self._contiguous)
         self.statistics: list[tuple[NDArray[np.float64], NDArray[np.float64]]] = []
-        # Frozen, folded parameters (refreshed from theta).
-        self.conv_weights = [np.empty((c.offsets**2 * c.filters, c.block_rows), np.float32) for c in convs]
-        self.conv_biases = [np.empty((c.filters, 1), np.float32) for c in convs]
-        self.dense_weights = [np.empty((d.inputs, d.outputs), np.float32) for d in dense[:-1]]
-        self.dense_biases = [np.empty(d.outputs, np.float32) for d in dense[:-1]]
-        last = dense[-1]
-        self.out_weight = theta[last.weight].reshape(last.inputs, last.outputs)
-        self.out_bias = theta[last.beta]
-        # Step buffers (batch of one).
-        self.blocks = [np.empty((c.block_rows, c.blocks_h * c.blocks_w), np.float32) for c in convs]
-        self.block_views = [
-            b.reshape(c.channels, c.stride, c.stride, 1, c.blocks_h, c.blocks_w) for b, c in zip(self.blocks, convs)
-        ]
-        self.products = [np.empty((c.offsets**2 * c.filters, c.blocks_h * c.blocks_w), np.float32) for c in convs]
-        self.grids = [np.zeros(c.filters * c.blocks_h * c.blocks_w, np.float32) for c in convs]
-        self.grid_rows = [g.reshape(c.filters, -1) for g, c in zip(self.grids, convs)]
-        self.valid = [_valid(g, c, 1) for g, c in zip(self.grids, convs)]
-        self.dense_outs = [np.empty(d.outputs, np.float32) for d in dense]
-        self.flat = np.empty(convs[-1].filters * convs[-1].out_h * convs[-1].out_w, np.float32)
-        self.flat_view = self.flat.reshape(convs[-1].filters, 1, convs[-1].out_h, convs[-1].out_w)
-        # Views over those buffers, made once (making them per step cost a few us of Python).
-        self.observation_buffer = np.empty((1, *policy.obs_shape), np.uint8)
-        self.observation_blocks = _blocks_view(self.observation_buffer, convs[0], channel_first=False)
-        self.shift_parts = [_shift_views(z, c, g) for z, c, g in zip(self.products, convs, self.grids)]
-        self.next_sources = [_blocks_view(v, c, channel_first=True) for v, c in zip(self.valid, convs[1:])]
-        self.relu_outs = [*self.block_views[1:], self.flat_view]  # relu writes straight into the next layer's input
-        self.relu_ins = [*self.next_sources, self.valid[-1]]
         self.refresh()
 
     def refresh(self) -> None:
@@ -348,85 +255,29 @@ class ConvActor:
 
         Runs the reference batch through the network (batch statistics at every normalized layer),
         then folds ``gamma / sqrt(var + eps)`` into the weights and ``beta - mean * that`` into the
-        biases.
+        biases; the output layer's weights and bias are copied too (the actor reads ``theta`` here
+        only).
         """
-        policy, theta = self.policy, self.theta
-        batch = policy.reference_size
-        self.statistics = []
-        x = policy._reference_blocks
-        for index, conv in enumerate(policy.convs):
-            weight = theta[conv.weight].reshape(conv.filters, conv.channels, conv.kernel, conv.kernel)
-            big = _big_weight(weight, conv)
-            if index == 0:
-                big *= np.float32(PIXEL_SCALE)
-            product = policy._buffer(f"z{index}", (big.shape[0], x.shape[1]))
-            np.matmul(big, x, out=product)
-            grid = policy._buffer(f"grid{index}", (conv.filters * batch * conv.blocks_h * conv.blocks_w,))
-            _shift_sum(product, conv, grid)
-            pre = _valid(grid, conv, batch)
-            mean, var = _stats(pre, (1, 2, 3))
-            self.statistics.append((mean, var))
-            scale = (theta[conv.gamma] / np.sqrt(var + VBN_EPS)).astype(np.float32)
-            shift = (theta[conv.beta] - mean * scale).astype(np.float32)
-            np.multiply(big.reshape(conv.offsets**2, conv.filters, -1), scale[None, :, None], out=self.conv_weights[index].reshape(conv.offsets**2, conv.filters, -1))
-            self.conv_biases[index][:, 0] = shift
-            pre *= scale[:, None, None, None]
-            pre += shift[:, None, None, None]
-            np.maximum(pre, 0, out=pre)
-            if index + 1 < len(policy.convs):
-                following = policy.convs[index + 1]
-                x = policy._buffer(f"blocks{index + 1}", (following.block_rows, batch * following.blocks_h * following.blocks_w))
-                np.copyto(x.reshape(following.channels, following.stride, following.stride, batch, following.blocks_h, following.blocks_w),
-                          _blocks_view(pre, following, channel_first=True))
-        h = np.ascontiguousarray(pre.transpose(1, 0, 2, 3)).reshape(batch, -1)
-        for index, dense in enumerate(policy.dense[:-1]):
-            weight = theta[dense.weight].reshape(dense.inputs, dense.outputs)
-            out = policy._buffer(f"dense{index}", (batch, dense.outputs))
-            np.matmul(h, weight, out=out)
-            mean, var = _stats(out, (0,))
-            self.statistics.append((mean, var))
-            gamma = theta[dense.gamma] if dense.gamma is not None else 1.0  # hidden layers always have one
-            scale = (gamma / np.sqrt(var + VBN_EPS)).astype(np.float32)
-            shift = (theta[dense.beta] - mean * scale).astype(np.float32)
-            np.multiply(weight, scale[None, :], out=self.dense_weights[index])
-            self.dense_biases[index][:] = shift
-            out *= scale
-            out += shift
-            np.maximum(out, 0, out=out)
-            h = out
+        if self._contiguous is not self.theta:
+            np.copyto(self._contiguous, self.theta)
+        mean, var = self.forward.refresh()
+        widths = [conv.filters for conv in self.policy.convs] + [dense.outputs for dense in self.policy.dense[:-1]]
+        bounds = np.cumsum([0, *widths])
+        self.statistics = [(mean[start:stop], var[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
 
     def __call__(self, observation: NDArray[np.uint8], noise: NDArray[np.float32] | None = None) -> int:
         """The action (argmax of the outputs) for one observation.
 
         Args:
-            observation: ``uint8`` array of the policy's observation shape; not checked here (the
-                hot path): the environment's observation space was checked when the policy was made.
+            observation: ``uint8`` array of the policy's observation shape (checked by the kernel:
+                TypeError or ValueError otherwise).
             noise: ignored (actions are discrete); accepted for :func:`esfast.rollout.run_episode`.
 
         Returns:
             The action index.
         """
-        convs = self.policy.convs
-        np.copyto(self.observation_buffer, observation)  # a memcpy into a buffer whose block view is made once
-        np.copyto(self.block_views[0], self.observation_blocks, casting="unsafe")
-        for index in range(len(convs)):
-            np.matmul(self.conv_weights[index], self.blocks[index], out=self.products[index])
-            _sum_parts(*self.shift_parts[index])
-            rows = self.grid_rows[index]
-            np.add(rows, self.conv_biases[index], out=rows)
-            np.maximum(self.relu_ins[index], 0, out=self.relu_outs[index])
-        h = self.flat
-        for weight, bias, out in zip(self.dense_weights, self.dense_biases, self.dense_outs):
-            np.matmul(h, weight, out=out)
-            np.add(out, bias, out=out)
-            np.maximum(out, 0, out=out)
-            h = out
-        logits = self.dense_outs[-1]
-        np.matmul(h, self.out_weight, out=logits)
-        np.add(logits, self.out_bias, out=logits)
-        return int(logits.argmax())
+        return self.forward(observation)
 
     def logits(self, observation: NDArray[np.uint8]) -> NDArray[np.float32]:
-        """The output layer's values for ``observation`` (a copy), as used by :meth:`__call__`."""
-        self(observation)
-        return self.dense_outs[-1].copy()
+        """The output layer's values for ``observation`` (a new array), as used by :meth:`__call__`."""
+        return self.forward.logits(observation)

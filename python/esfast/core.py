@@ -1,4 +1,5 @@
-"""The compiled core: noise tables, seeded perturbations, return shaping and gradient sums.
+"""The compiled core: noise tables, seeded perturbations, return shaping, gradient sums and the
+policies' forward passes.
 
 Every function here is a thin, documented wrapper over ``esfast._core``; argument checking
 happens in the compiled module, which raises ``TypeError`` or ``ValueError`` naming the argument
@@ -7,7 +8,8 @@ preallocated ``out`` array (float32, C-contiguous, right length) to avoid alloca
 
 Determinism: sample ``i`` of a noise table depends only on ``(seed, i)``, bit for bit, on any
 machine, for any thread count (see ``docs/determinism.md``). ``sample_offsets`` depends only on
-its arguments. ``weighted_noise_sum`` is bit-identical for any thread count.
+its arguments. ``weighted_noise_sum`` is bit-identical for any thread count. ``ConvForward``'s
+statistics and outputs are bit-identical on any machine and code path.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "ConvForward",
+    "ConvNetwork",
     "MLPForward",
     "NoiseTable",
     "centered_ranks",
@@ -437,3 +441,124 @@ def tanh_approx(x: NDArray[np.float32]) -> NDArray[np.float32]:
         A new float32 array of shape (n,).
     """
     return _core.tanh_approx(x)
+
+
+class ConvNetwork:
+    """The geometry and reference batch of a convolutional policy with virtual batch normalization.
+
+    Layers: ``conv_layers`` (each followed by VBN and relu), one dense layer per entry of
+    ``hidden_dims`` (each followed by VBN and relu), then a dense output layer of ``actions``
+    units with a bias; parameter layout as in :mod:`esfast.conv_policy`. The reference batch is
+    copied. :class:`ConvForward` objects made from one network share its refresh scratch memory
+    (about the batch size times the conv outputs, in float32), under a lock.
+
+    Args:
+        observation_shape: ``(channels, height, width)`` of a ``uint8`` observation.
+        conv_layers: ``(filters, kernel, stride)`` per conv layer, at least one; each kernel must
+            fit its input.
+        hidden_dims: widths of the hidden dense layers, at least one.
+        actions: number of outputs.
+        reference_batch: ``uint8`` array of shape ``(n, *observation_shape)``, n >= 1.
+
+    Raises:
+        TypeError, ValueError: arguments of the wrong type, dtype, shape or size.
+    """
+
+    __slots__ = ("_impl",)
+
+    def __init__(
+        self,
+        observation_shape: Sequence[int],
+        conv_layers: Sequence[Sequence[int]],
+        hidden_dims: Sequence[int],
+        actions: int,
+        reference_batch: NDArray[np.uint8],
+    ) -> None:
+        self._impl = _core.ConvNetwork(observation_shape, conv_layers, hidden_dims, actions, reference_batch)
+
+    @property
+    def num_params(self) -> int:
+        """Length of the parameter vector."""
+        return int(self._impl.num_params)
+
+    @property
+    def normalized_units(self) -> int:
+        """Units with VBN statistics: all conv filters, then all hidden widths."""
+        return int(self._impl.normalized_units)
+
+    @property
+    def actions(self) -> int:
+        """Number of outputs."""
+        return int(self._impl.actions)
+
+    @property
+    def reference_size(self) -> int:
+        """Observations in the reference batch."""
+        return int(self._impl.reference_size)
+
+
+class ConvForward:
+    """One parameter vector of a :class:`ConvNetwork`: VBN folded into the weights, then steps.
+
+    :meth:`refresh` runs the reference batch through the network under θ, computes each
+    normalized unit's mean and population variance of its pre-activations (float64; conv
+    layers: over examples and positions), and folds ``gamma / sqrt(var + 1e-5)`` into the
+    weights and ``beta - mean * scale`` into a bias. A call then maps one observation to the
+    argmax of the outputs with those frozen weights.
+
+    θ is held by reference and read at each :meth:`refresh` only: after writing new values into
+    it, refresh before the next step. The folded weights are a snapshot.
+
+    Arithmetic (see ``cpp/include/esfast/conv_network.hpp``): every output sums its products in
+    one fixed order in float32, with no fused multiply-add, so the result is the same bit for
+    bit on every machine and ``code_path``; it differs from a numpy/BLAS computation by float
+    rounding only. The first dense layer skips the inputs that are zero after the relu, which
+    changes no bit of its sums.
+
+    Calls on one object are serialized by a lock; the GIL is released while the kernel runs.
+
+    Args:
+        network: the network.
+        theta: float32 array of shape (num_params,), C-contiguous.
+        code_path: ``"auto"`` (the fastest this CPU supports), or ``"avx512"``, ``"avx2"``,
+            ``"baseline"`` to force one (for tests: all give identical results).
+
+    Raises:
+        TypeError, ValueError: arguments of the wrong type, dtype, shape or size; a code path
+            this CPU does not support.
+    """
+
+    __slots__ = ("_impl",)
+
+    def __init__(self, network: ConvNetwork, theta: NDArray[np.float32], *, code_path: str = "auto") -> None:
+        if not isinstance(network, ConvNetwork):
+            raise TypeError(f"network must be an esfast.core.ConvNetwork, got {type(network).__name__}")
+        self._impl = _core.ConvForward(network._impl, theta, code_path)
+
+    @property
+    def code_path(self) -> str:
+        """The code path the kernels run: ``"avx512"``, ``"avx2"`` or ``"baseline"``."""
+        return str(self._impl.code_path)
+
+    def refresh(self) -> NDArray[np.float64]:
+        """Recomputes the VBN statistics from θ's current contents and folds them into the weights.
+
+        Returns:
+            A new float64 array of shape (2, normalized_units): means, then variances.
+        """
+        return self._impl.refresh()
+
+    def __call__(self, observation: NDArray[np.uint8]) -> int:
+        """The action for one observation: the first index of the largest output (a NaN wins).
+
+        Args:
+            observation: ``uint8`` array of the network's observation shape.
+
+        Raises:
+            TypeError, ValueError: not a ``uint8`` array of that shape.
+        """
+        return self._impl(observation)
+
+    def logits(self, observation: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """The output layer's values for one observation, as a new float32 array of shape (actions,)."""
+        return self._impl.logits(observation)
