@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace esfast::bindings {
 
@@ -53,30 +54,52 @@ inline double to_finite(py::handle obj, const char* name) {
 
 inline std::string dtype_name(const py::array& a) { return std::string(py::str(a.dtype())); }
 
+/** "(2, 3)", "(4,)": an array's shape as numpy prints it. */
+inline std::string shape_text(const py::array& a) {
+    std::string shape = "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) shape += (d ? ", " : "") + std::to_string(a.shape(d));
+    return shape + (a.ndim() == 1 ? ",)" : ")");
+}
+
+/** Whether `a` holds T: an equivalent dtype, not necessarily the same object (an unpickled array
+ *  carries its own dtype instance). */
+template <typename T>
+bool holds(const py::array& a) {
+    return py::isinstance<py::array_t<T>>(a);
+}
+
+/** A C-contiguous numpy array of exactly dtype T and exactly `shape`, a -1 entry meaning any
+ *  length there. TypeError for a non-array or another dtype, ValueError for the rest. */
+template <typename T>
+py::array_t<T> exact_array(py::handle obj, const char* name, const std::vector<std::int64_t>& shape, bool writeable) {
+    const std::string want = std::string(py::str(py::dtype::of<T>()));
+    if (!py::isinstance<py::array>(obj)) {
+        throw py::type_error(std::string(name) + " must be a numpy array of dtype " + want + ", got " + type_name(obj));
+    }
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (!holds<T>(a)) throw py::type_error(std::string(name) + " must have dtype " + want + ", got " + dtype_name(a));
+    bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
+    for (py::ssize_t d = 0; same && d < a.ndim(); ++d) {
+        const std::int64_t length = shape[static_cast<std::size_t>(d)];
+        same = length < 0 || a.shape(d) == length;
+    }
+    if (!same) {
+        std::string expected = "(";
+        for (std::size_t d = 0; d < shape.size(); ++d) {
+            expected += (d ? ", " : "") + (shape[d] < 0 ? std::string("n") : std::to_string(shape[d]));
+        }
+        expected += shape.size() == 1 ? ",)" : ")";
+        throw py::value_error(std::string(name) + " must have shape " + expected + ", got " + shape_text(a));
+    }
+    if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
+    if (writeable && !a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
+    return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
 /** A 1-D C-contiguous numpy array of exactly dtype T and length `length` (any length if -1). */
 template <typename T>
 py::array_t<T> exact_vector(py::handle obj, const char* name, std::int64_t length, bool writeable) {
-    if (!py::isinstance<py::array>(obj)) {
-        throw py::type_error(std::string(name) + " must be a numpy array of dtype " +
-                             std::string(py::str(py::dtype::of<T>())) + ", got " + type_name(obj));
-    }
-    auto a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<T>())) {
-        throw py::type_error(std::string(name) + " must have dtype " +
-                             std::string(py::str(py::dtype::of<T>())) + ", got " + dtype_name(a));
-    }
-    if (a.ndim() != 1 || (length >= 0 && a.shape(0) != length)) {
-        std::string shape = "(";
-        for (py::ssize_t d = 0; d < a.ndim(); ++d) shape += (d ? ", " : "") + std::to_string(a.shape(d));
-        shape += a.ndim() == 1 ? ",)" : ")";
-        throw py::value_error(std::string(name) + " must have shape (" +
-                              (length >= 0 ? std::to_string(length) : std::string("n")) + ",), got " + shape);
-    }
-    if (!(a.flags() & py::array::c_style)) {
-        throw py::value_error(std::string(name) + " must be C-contiguous");
-    }
-    if (writeable && !a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
-    return py::reinterpret_borrow<py::array_t<T>>(a);
+    return exact_array<T>(obj, name, {length}, writeable);
 }
 
 /** Real-valued array-like (bool, int or float dtype), converted to a C-contiguous float64 copy. */

@@ -29,12 +29,6 @@ const std::pair<const char*, esfast::CodePath> kCodePaths[] = {{"auto", esfast::
                                                                 {"avx2", esfast::CodePath::avx2},
                                                                 {"baseline", esfast::CodePath::baseline}};
 
-std::string shape_text(const py::array& a) {
-    std::string shape = "(";
-    for (py::ssize_t d = 0; d < a.ndim(); ++d) shape += (d ? ", " : "") + std::to_string(a.shape(d));
-    return shape + (a.ndim() == 1 ? ",)" : ")");
-}
-
 std::vector<std::uint64_t> int_sequence(py::handle obj, const char* name, const char* each, std::uint64_t high) {
     if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj)) {
         throw py::type_error(std::string(name) + " must be a sequence of ints, got " + type_name(obj));
@@ -51,8 +45,7 @@ py::array uint8_array(py::handle obj, const char* name, const std::vector<std::s
         throw py::type_error(std::string(name) + " must be a numpy array of dtype uint8, got " + type_name(obj));
     }
     auto a = py::reinterpret_borrow<py::array>(obj);
-    // An equivalent dtype, not the same object: an unpickled array carries its own dtype instance.
-    if (!py::isinstance<py::array_t<std::uint8_t>>(a)) {
+    if (!holds<std::uint8_t>(a)) {
         throw py::type_error(std::string(name) + " must have dtype uint8, got " + dtype_name(a));
     }
     bool fits = a.ndim() == static_cast<py::ssize_t>(shape.size());

@@ -82,8 +82,8 @@ public:
         // float64 and float32 observations are read as they are; anything else is converted.
         py::array obs = py::array::ensure(observation);
         if (!obs) throw py::error_already_set();
-        const bool is_double = obs.dtype().is(py::dtype::of<double>());
-        if (!(is_double || obs.dtype().is(py::dtype::of<float>())) || !(obs.flags() & py::array::c_style)) {
+        const bool is_double = holds<double>(obs);
+        if (!(is_double || holds<float>(obs)) || !(obs.flags() & py::array::c_style)) {
             const char kind = obs.dtype().kind();
             if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
                 throw py::type_error("observation must hold real numbers, got dtype " + dtype_name(obs));
@@ -91,10 +91,8 @@ public:
             return call(py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(obs), noise);
         }
         if (obs.ndim() != 1 || static_cast<std::size_t>(obs.shape(0)) != sizes_.front()) {
-            std::string shape = "(";
-            for (py::ssize_t d = 0; d < obs.ndim(); ++d) shape += (d ? ", " : "") + std::to_string(obs.shape(d));
-            shape += obs.ndim() == 1 ? ",)" : ")";
-            throw py::value_error("observation must have shape (" + std::to_string(sizes_.front()) + ",), got " + shape);
+            throw py::value_error("observation must have shape (" + std::to_string(sizes_.front()) + ",), got " +
+                                  shape_text(obs));
         }
         py::array_t<float> out(static_cast<py::ssize_t>(outputs_));
         float* y = out.mutable_data();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from fractions import Fraction
@@ -205,6 +206,29 @@ def test_palette_lookup_paths_give_identical_bytes() -> None:
         for extra in ({}, {"ESFAST_NO_AVX512": "1"})
     ]
     assert runs[0] == runs[1] and runs[0].startswith("True")
+
+
+def test_unpickled_arrays_are_accepted_and_shifted_overlaps_refused() -> None:
+    """An unpickled array carries its own dtype object: the bindings compare dtypes, not identities."""
+    image = pickle.loads(pickle.dumps(np.full((210, 160), 9, np.uint8)))
+    out = pickle.loads(pickle.dumps(np.zeros((84, 84), np.uint8)))
+    assert (AreaResize((210, 160), (84, 84))(image, out) == 9).all()
+    table = pickle.loads(pickle.dumps(np.arange(256, dtype=np.uint8)[::-1].copy()))
+    buffer = np.arange(200, dtype=np.uint8)
+    assert _core.palette_to_gray(buffer, table, np.ones(256, np.uint8), buffer)  # in place: allowed
+    np.testing.assert_array_equal(buffer, 255 - np.arange(200))
+    with pytest.raises(ValueError, match="out must be indices itself or not overlap it"):
+        _core.palette_to_gray(buffer[:100], table, np.ones(256, np.uint8), buffer[1:101])
+
+
+def test_step_before_reset_is_refused_on_the_direct_path() -> None:
+    env = make_atari_env(PONG, AtariSettings(noop_max=0))  # no StartStateReset, which resets when made
+    assert env._action_set is not None
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(0)
+    env.reset(seed=0)
+    env.step(0)
+    env.close()
 
 
 def test_steps_on_the_emulator_directly_equal_steps_through_the_wrappers() -> None:

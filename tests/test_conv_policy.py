@@ -305,3 +305,18 @@ def test_other_bad_input_is_one_line() -> None:
         with pytest.raises(PolicyError) as info:
             make()
         assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_an_unpickled_parameter_vector_works() -> None:
+    """A θ that went through pickle (its own dtype object) is accepted, with the same action."""
+    import pickle
+
+    policy = make_policy()
+    theta = random_theta(policy, seed=3)
+    observation = frames(1, seed=4)[0]
+    assert policy.actor(pickle.loads(pickle.dumps(theta)))(observation) == policy.actor(theta)(observation)
+
+
+def test_a_network_the_kernel_cannot_build_is_a_policy_error() -> None:
+    with pytest.raises(PolicyError, match="the Atari network cannot be built"):
+        make_policy(hidden=(2**21,))

@@ -174,3 +174,13 @@ def test_avx512_and_avx2_paths_give_identical_bits() -> None:
         env = {**os.environ, **extra}
         runs.append(subprocess.run([sys.executable, "-c", code, here], env=env, check=True, capture_output=True, text=True).stdout)
     assert runs[0] == runs[1] and len(runs[0]) == 2 * 4 * (17 + 9 + 6)
+
+
+def test_unpickled_arrays_are_accepted() -> None:
+    import pickle
+
+    forward, theta, mean, inv_std, normalized, rng = make((5, 4, 3))
+    again = MLPForward(pickle.loads(pickle.dumps(theta)), (5, 4, 3), hidden_activation="tanh", obs_mean=mean,
+                       obs_inv_std=inv_std, obs_clip=5.0, normalized=np.empty(5, F32))
+    obs = pickle.loads(pickle.dumps(rng.standard_normal(5)))
+    np.testing.assert_array_equal(again(obs), forward(obs))

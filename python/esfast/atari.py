@@ -242,12 +242,13 @@ class StandardPreprocessing(gym.Wrapper):
         self.stack = stack
         self._ale = env.unwrapped.ale
         height, width = self._ale.getScreenDims()
-        self._indices = np.zeros((2, height, width), dtype=np.uint8)  # palette indices: [last frame, the one before]
+        self._indices = np.zeros((height, width), dtype=np.uint8)  # a screen's palette indices
         self._screens = np.zeros((2, height, width), dtype=np.uint8)  # their grayscale
         self._gray_table = np.zeros(256, dtype=np.uint8)  # palette index -> ALE's grayscale, as learned
         self._gray_known = np.zeros(256, dtype=np.uint8)
         self._resize = AreaResize((height, width), (screen_size, screen_size))
         self._action_set = self._direct_action_set(env)
+        self._needs_reset = True  # the direct path skips OrderEnforcing: keep its check here
         self._stacked = np.zeros((stack, screen_size, screen_size), dtype=np.uint8)
         self._lives = 0
         self.observation_space = gym.spaces.Box(0, 255, self._stacked.shape, np.uint8)
@@ -267,7 +268,7 @@ class StandardPreprocessing(gym.Wrapper):
 
     def _read_screen(self, slot: int) -> None:
         """The current screen's grayscale into ``self._screens[slot]``."""
-        ale, indices, screen = self._ale, self._indices[slot], self._screens[slot]
+        ale, indices, screen = self._ale, self._indices, self._screens[slot]
         if not _core.PALETTE_TO_GRAY_VECTORIZED:  # the scalar lookup is slower than ALE's own
             ale.getScreenGrayscale(screen)
             return
@@ -287,6 +288,7 @@ class StandardPreprocessing(gym.Wrapper):
             if terminated or truncated:
                 _, info = self.env.reset(seed=seed, options=options)
         self._lives = self._ale.lives()
+        self._needs_reset = False
         self._read_screen(0)
         stacked = np.empty_like(self._stacked)
         self._resize(self._screens[0], out=stacked[-1])
@@ -302,6 +304,8 @@ class StandardPreprocessing(gym.Wrapper):
         info: dict = {}
         pool = last > 0
         direct = self._action_set is not None
+        if direct and self._needs_reset:
+            raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
         code = self._action_set[action] if direct else None  # type: ignore[index]
         for frame in range(self.frame_skip):
             if direct:

@@ -28,11 +28,12 @@ Computation: both the refresh and the step are one call each into esfast's C++ k
 ``conv_network.cpp``), with the GIL released. Convolutions are matrix products over gathered
 inputs (im2col without the copy): register blocks of up to 12 output positions x 16 filters, the
 inputs broadcast, conv outputs kept channel-last; the observation is converted to float once per
-step and 1/255 is folded into the first layer's weights. The first fully connected layer reads only
-the rows of its weights whose input is nonzero after the relu (about half), which is exact. The
+step and 1/255 is folded into the first layer's weights. The fully connected layers read only
+the rows of their weights whose input is nonzero after the relu (about half), which is exact for
+finite weights. The
 refresh runs the reference batch (kept as ``uint8``) through the same kernels, the dense layers as
-one blocked matrix product over the batch, and computes the statistics in float64 as numpy would
-(the variance from the float32-rounded mean). Every output sums in one fixed order with no fused
+one blocked matrix product over the batch, and computes the statistics in float64, summed in
+(example, position) order (the variance from the float32-rounded mean, as the numpy version did). Every output sums in one fixed order with no fused
 multiply-add, so results are identical on every machine and code path (AVX-512, AVX2, SSE2);
 they differ from a float64 reference by float32 rounding. The tests check all of this against a
 plain float64 numpy reference with ``sliding_window_view`` im2col and, bit for bit, against a
@@ -174,13 +175,17 @@ class ConvPolicy:
                 f" got {batch.dtype} {batch.shape}"
             )
         self.reference_size = int(batch.shape[0])
-        self.network = ConvNetwork(
-            self.obs_shape,
-            [(layer.filters, layer.kernel, layer.stride) for layer in CONV_LAYERS],
-            settings.hidden_dims,
-            self.act_dim,
-            batch,
-        )
+        try:
+            self.network = ConvNetwork(
+                self.obs_shape,
+                [(layer.filters, layer.kernel, layer.stride) for layer in CONV_LAYERS],
+                settings.hidden_dims,
+                self.act_dim,
+                batch,
+            )
+        except (TypeError, ValueError) as error:  # e.g. a layer too wide for the kernel's limits
+            raise PolicyError(f"the Atari network cannot be built: {error}") from None
+        assert self.network.num_params == self.num_params, "the documented layout and the kernel's disagree"
 
     def initial_theta(self, rng: np.random.Generator) -> NDArray[np.float32]:
         """Initial parameters: each filter or unit's weights a Gaussian vector of norm 1 (0.01 for the

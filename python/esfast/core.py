@@ -374,7 +374,7 @@ class MLPForward:
     them in place (``np.copyto``) takes effect at the next call.
 
     Arithmetic: each output sums its products in input order in float32 and adds the bias last,
-    with no fused multiply-add, so AVX2 and baseline CPUs give bit-identical results; tanh is a
+    with no fused multiply-add, so AVX-512, AVX2 and baseline CPUs give bit-identical results; tanh is a
     rational approximation whose absolute error is below 1e-6 (:func:`tanh_approx`). Results
     differ from numpy's BLAS ``x @ W + b`` and ``np.tanh`` by float rounding only.
 
@@ -512,8 +512,8 @@ class ConvForward:
     Arithmetic (see ``cpp/include/esfast/conv_network.hpp``): every output sums its products in
     one fixed order in float32, with no fused multiply-add, so the result is the same bit for
     bit on every machine and ``code_path``; it differs from a numpy/BLAS computation by float
-    rounding only. The first dense layer skips the inputs that are zero after the relu, which
-    changes no bit of its sums.
+    rounding only. The dense layers skip the inputs that are zero after the relu, which changes
+    no bit of their sums as long as the weights are finite.
 
     Calls on one object are serialized by a lock; the GIL is released while the kernel runs.
 

@@ -21,7 +21,7 @@ namespace esfast {
  * not, gray's contents are unspecified (a table learned from the emulator's own grayscale screens
  * may not cover every palette entry yet).
  * Preconditions: table and known hold 256 bytes; indices and gray hold n bytes (they may be the
- * same buffer). Thread-safe. O(n).
+ * same buffer, but must not overlap otherwise). Thread-safe. O(n).
  */
 bool palette_to_gray(const std::uint8_t* indices, std::size_t n, const std::uint8_t* table, const std::uint8_t* known,
                      std::uint8_t* gray);
@@ -63,11 +63,6 @@ public:
      * Not thread-safe (one scratch row per object). O(in_h * in_w + out_h * out_w).
      */
     void operator()(const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out);
-
-    std::size_t in_h() const { return rows_.inputs; }
-    std::size_t in_w() const { return cols_.inputs; }
-    std::size_t out_h() const { return rows_.outputs; }
-    std::size_t out_w() const { return cols_.outputs; }
 
 private:
     /** One axis: output j sums weights[j * taps + t] * input[first[j] + t] for t < taps. */
