@@ -72,12 +72,14 @@ bool holds(const py::array& a) {
  *  length there. TypeError for a non-array or another dtype, ValueError for the rest. */
 template <typename T>
 py::array_t<T> exact_array(py::handle obj, const char* name, const std::vector<std::int64_t>& shape, bool writeable) {
-    const std::string want = std::string(py::str(py::dtype::of<T>()));
+    // The messages are built only on failure: str(dtype) costs microseconds, and some callers
+    // check arrays on every environment step.
+    const auto want = [] { return std::string(py::str(py::dtype::of<T>())); };
     if (!py::isinstance<py::array>(obj)) {
-        throw py::type_error(std::string(name) + " must be a numpy array of dtype " + want + ", got " + type_name(obj));
+        throw py::type_error(std::string(name) + " must be a numpy array of dtype " + want() + ", got " + type_name(obj));
     }
     auto a = py::reinterpret_borrow<py::array>(obj);
-    if (!holds<T>(a)) throw py::type_error(std::string(name) + " must have dtype " + want + ", got " + dtype_name(a));
+    if (!holds<T>(a)) throw py::type_error(std::string(name) + " must have dtype " + want() + ", got " + dtype_name(a));
     bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
     for (py::ssize_t d = 0; same && d < a.ndim(); ++d) {
         const std::int64_t length = shape[static_cast<std::size_t>(d)];
