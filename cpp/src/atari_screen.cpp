@@ -7,14 +7,9 @@
 #include <cstring>
 #include <numeric>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define ESFAST_X86_DISPATCH 1
+#if ESFAST_X86_PATHS
 #include <immintrin.h>
-#define ESFAST_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ESFAST_CLONES
 #endif
-#define ESFAST_INLINE inline __attribute__((always_inline))
 
 namespace esfast {
 namespace {
@@ -30,7 +25,7 @@ bool palette_to_gray_scalar(const std::uint8_t* indices, std::size_t n, const st
     return all != 0;
 }
 
-#ifdef ESFAST_X86_DISPATCH
+#if ESFAST_X86_PATHS
 /** 64 pixels a step: two 128-byte table lookups (vpermi2b), picked by the index's top bit. */
 __attribute__((target("avx512f,avx512bw,avx512vbmi"))) bool palette_to_gray_vbmi(
     const std::uint8_t* indices, std::size_t n, const std::uint8_t* table, const std::uint8_t* known,
@@ -153,7 +148,7 @@ std::uint64_t axis_denominator(std::size_t source, std::size_t target) {
 }  // namespace
 
 bool palette_to_gray_vectorized() {
-#ifdef ESFAST_X86_DISPATCH
+#if ESFAST_X86_PATHS
     static const bool vbmi =
         avx512_allowed() && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
     return vbmi;
@@ -164,7 +159,7 @@ bool palette_to_gray_vectorized() {
 
 bool palette_to_gray(const std::uint8_t* indices, std::size_t n, const std::uint8_t* table, const std::uint8_t* known,
                      std::uint8_t* gray) {
-#ifdef ESFAST_X86_DISPATCH
+#if ESFAST_X86_PATHS
     if (palette_to_gray_vectorized()) return palette_to_gray_vbmi(indices, n, table, known, gray);
 #endif
     return palette_to_gray_scalar(indices, n, table, known, gray);

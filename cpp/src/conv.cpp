@@ -15,14 +15,6 @@
 // tests can run every path on one machine and compare the results bit for bit. No path changes a
 // result: the operations, and their order for every output, are the same; -ffp-contract=off
 // (CMakeLists.txt) forbids fused multiply-adds in all of them.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define ESFAST_X86_PATHS 1
-#define ESFAST_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
-#define ESFAST_TARGET_AVX2 __attribute__((target("avx2")))
-#else
-#define ESFAST_X86_PATHS 0
-#endif
-#define ESFAST_INLINE inline __attribute__((always_inline))
 
 namespace esfast {
 namespace {

@@ -11,13 +11,6 @@
 // dense() has a third path for AVX-512 CPUs (wider column blocks), chosen at run time (see
 // dispatch.hpp). All paths do the same float operations in the same order for every output (no
 // FMA contraction: see CMakeLists.txt), so their results are identical.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define ESFAST_CLONES __attribute__((target_clones("avx2", "default")))
-#define ESFAST_AVX512 1
-#else
-#define ESFAST_CLONES
-#endif
-#define ESFAST_INLINE inline __attribute__((always_inline))
 
 namespace esfast {
 namespace {
@@ -63,11 +56,11 @@ ESFAST_INLINE void dense_columns(const float* x, std::size_t inputs, const float
     }
 }
 
-#ifdef ESFAST_AVX512
+#if ESFAST_X86_PATHS
 /** dense() with AVX-512's 32 registers: up to 256 columns per pass over the rows, so each row of w
  *  is read once, front to back (a 256-wide layer streams its weights in one sequential pass: on
  *  the 256x256 Humanoid policy the forward pass takes ~40% less time than in 64-column blocks). */
-__attribute__((target("avx512f"))) void dense_avx512(const float* x, std::size_t inputs, const float* w,
+ESFAST_TARGET_AVX512 void dense_avx512(const float* x, std::size_t inputs, const float* w,
                                                      const float* b, std::size_t outputs, float* y) {
     std::size_t j = 0;
     for (; j + 256 <= outputs; j += 256) dense_block<f16, 16>(x, inputs, w, b, outputs, j, y);
@@ -124,8 +117,8 @@ float tanh_approx(float x) {
 }
 
 void dense(const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs, float* y) {
-#ifdef ESFAST_AVX512
-    static const bool avx512 = avx512_allowed() && __builtin_cpu_supports("avx512f");
+#if ESFAST_X86_PATHS
+    static const bool avx512 = avx512_allowed() && __builtin_cpu_supports("x86-64-v4");
     if (avx512) return dense_avx512(x, inputs, w, b, outputs, y);
 #endif
     dense_avx2(x, inputs, w, b, outputs, y);
