@@ -93,6 +93,8 @@ def reference_episode(env, actor, seed: int, timestep_limit: int | None, noise_s
         ("Pendulum-v1", {}, 21, 0.1),
         ("CartPole-v1", {}, None, 0.0),
         ("CartPole-v1", {"max_episode_steps": 9}, None, 0.0),
+        ("Humanoid-v5", {}, None, 0.1),  # stepped with its lean step (esfast.mujoco_steps)
+        ("Humanoid-v5", {"terminate_when_unhealthy": False, "max_episode_steps": 60}, None, 0.1),
     ],
 )
 def test_episode_equals_plain_loop(env_id, make_kwargs, timestep_limit, noise_std) -> None:

@@ -19,6 +19,7 @@ from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from numpy.typing import NDArray
 
 from esfast.config import AtariSettings
+from esfast.mujoco_steps import lean_step
 from esfast.policies import Actor
 
 
@@ -110,6 +111,8 @@ def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
     ``max_episode_steps`` is returned, for the caller to enforce), ``OrderEnforcing``, and
     ``PassiveEnvChecker`` once it has made its one-time checks. Any other wrapper (or a subclass
     of these) is stepped as it is, with everything inside it. Saves 0.5-2.6 µs a step (CartPole).
+    When all of them are peeled, an environment with a lean step (:mod:`esfast.mujoco_steps`,
+    gymnasium's Humanoid) is stepped with that. Call it after each reset.
     """
     max_steps: int | None = None
     inner = env
@@ -123,7 +126,7 @@ def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
         elif kind is PassiveEnvChecker and all(getattr(inner, flag, False) for flag in _CHECKER_FLAGS):
             pass
         else:
-            return inner.step, max_steps
+            return lean_step(inner) or inner.step, max_steps
         inner = inner.env
 
 
