@@ -4,10 +4,12 @@ For each environment, in the same run and the same process:
 - bare loop: ``env.step(env.action_space.sample())`` with resets, the cheapest way to drive it;
 - esfast: ``run_episode`` with the shipped config's policy (observation normalization, the MLP,
   action noise), as training runs it;
-- replay: a bare loop stepping the same seeds with the actions esfast's policy chose, recorded
-  beforehand. The physics' cost depends on the actions (a MuJoCo humanoid driven by a policy
-  falls differently from one driven by uniform random torques), so the ratio against the replay
-  isolates esfast's own per-step cost from that difference;
+- replay: a bare loop (``env.step``) stepping the same seeds with the actions esfast's policy
+  chose, recorded beforehand. The physics' cost depends on the actions (a MuJoCo humanoid driven
+  by a policy falls differently from one driven by uniform random torques), so the ratio against
+  the replay separates esfast's own per-step cost from that difference. It can exceed 100%:
+  esfast steps below gymnasium's bookkeeping wrappers, and Humanoid with a lean step
+  (``esfast.mujoco_steps``);
 - policy alone: the forward pass on random observations, to show its share of a step.
 
 Usage: python benchmarks/bench_rollout.py [--steps N]

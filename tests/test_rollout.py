@@ -93,7 +93,7 @@ def reference_episode(env, actor, seed: int, timestep_limit: int | None, noise_s
         ("Pendulum-v1", {}, 21, 0.1),
         ("CartPole-v1", {}, None, 0.0),
         ("CartPole-v1", {"max_episode_steps": 9}, None, 0.0),
-        ("Humanoid-v5", {}, None, 0.1),  # stepped with its lean step (esfast.mujoco_steps)
+        ("Humanoid-v5", {}, None, 0.1),  # lean steps (esfast.mujoco_steps) once the checker has checked
         ("Humanoid-v5", {"terminate_when_unhealthy": False, "max_episode_steps": 60}, None, 0.1),
     ],
 )

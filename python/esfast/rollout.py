@@ -98,9 +98,13 @@ class Episode:
         return self.length if self.obs_sum is not None else 0
 
 
-# PassiveEnvChecker's "one-time checks done" flags (gymnasium 1.x); a version without them is
-# never peeled.
-_CHECKER_FLAGS = ("checked_step", "checked_data_reuse")
+def _checks_done(checker: PassiveEnvChecker) -> bool:
+    """Whether a ``PassiveEnvChecker`` has made its one-time step checks (it then only passes steps on).
+
+    gymnasium 1.0-1.3 have one flag for them, ``checked_step``; 1.4 adds ``checked_data_reuse``,
+    set at the second step. A checker without ``checked_step`` is never peeled.
+    """
+    return getattr(checker, "checked_step", False) is True and getattr(checker, "checked_data_reuse", True) is True
 
 
 def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
@@ -123,7 +127,7 @@ def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
             max_steps = limit if max_steps is None else min(max_steps, limit)
         elif kind is OrderEnforcing:
             pass
-        elif kind is PassiveEnvChecker and all(getattr(inner, flag, False) for flag in _CHECKER_FLAGS):
+        elif kind is PassiveEnvChecker and _checks_done(inner):
             pass
         else:
             return lean_step(inner) or inner.step, max_steps
