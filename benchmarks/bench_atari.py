@@ -4,9 +4,9 @@ In the same run and process, interleaved, best of ``--repeats`` rounds:
 
 - bare: ``gym.make("ALE/<Game>-v5")`` as it comes (frame skip 4 inside ale-py, RGB observation,
   no preprocessing) stepped with ``env.action_space.sample()``, reset at episode end;
-- preprocessing: esfast's environment (:func:`esfast.atari.make_atari_env`: no-op starts, frame
+- preprocessing: esfast's environment (:func:`esfast.envs.atari.make_atari_env`: no-op starts, frame
   skip with max-pooling, grayscale, area resize, frame stack) stepped with random actions, no policy;
-- esfast: :func:`esfast.rollout.run_episode` with the conv policy's actor (virtual batch norm
+- esfast: :func:`esfast.envs.rollout.run_episode` with the conv policy's actor (virtual batch norm
   refreshed from a 128-observation reference batch before each episode, as training does).
 
 Frames are emulator frames: 4 per agent step for all three (frame skip 4); the no-op frames of a
@@ -30,10 +30,10 @@ import time  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-from esfast.atari import AreaResize, collect_reference_batch, make_atari_env  # noqa: E402
+from esfast.envs.atari import AreaResize, collect_reference_batch, make_atari_env  # noqa: E402
 from esfast.config import AtariSettings, PolicySettings  # noqa: E402
-from esfast.conv_policy import ConvActor, ConvPolicy  # noqa: E402
-from esfast.rollout import run_episode  # noqa: E402
+from esfast.policies.conv import ConvActor, ConvPolicy  # noqa: E402
+from esfast.envs.rollout import run_episode  # noqa: E402
 
 FRAME_SKIP = 4
 

@@ -1,9 +1,9 @@
-"""Master capacity: the real :class:`esfast.master.Master` against simulated worker hosts on loopback.
+"""Master capacity: the real :class:`esfast.distributed.master.Master` against simulated worker hosts on loopback.
 
 The benchmark process owns a real ``Master`` (bound to ``tcp://127.0.0.1:0``) and calls
 ``master.evaluate(theta, spec, pairs, evals)`` exactly as the trainer does. ``--hosts`` simulated
 worker hosts run in separate processes. Each speaks the protocol with a raw pyzmq ``DEALER``
-socket and esfast.protocol's codec: ``HELLO`` (no table), waits for ``WELCOME``, sends
+socket and esfast.distributed.protocol's codec: ``HELLO`` (no table), waits for ``WELCOME``, sends
 ``READY`` with its credit (``--credit``, default 36: an 18-core host with the worker's prefetch
 of 2 tasks per evaluator), then answers every ``TASKS`` message at once with one ``RESULT``
 holding a result for each of its tasks (no environment runs) and giving the credit back in its
@@ -62,9 +62,9 @@ import numpy as np
 import zmq
 
 from esfast.config import PolicySettings
-from esfast.evaluation import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup
-from esfast.master import Master
-from esfast.protocol import HEARTBEAT_INTERVAL, Message, decode, encode, result_message
+from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup
+from esfast.distributed.master import Master
+from esfast.distributed.protocol import HEARTBEAT_INTERVAL, Message, decode, encode, result_message
 
 TARGET_EPISODES_PER_SECOND = 100_000
 EPISODE_LENGTH = 1000  # what a simulated episode reports as its length
@@ -82,7 +82,7 @@ def pair_returns(pair: int) -> tuple[float, float]:
 def _result_objects(tasks: list[dict[str, Any]], obs: tuple[np.ndarray, np.ndarray]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """The result objects (and arrays) of a RESULT answering ``tasks``, built without dataclasses.
 
-    Wire-identical to ``esfast.protocol.result_message`` (checked in :func:`check_result_builder`),
+    Wire-identical to ``esfast.distributed.protocol.result_message`` (checked in :func:`check_result_builder`),
     but cheaper, so the simulated hosts take less of the CPU the master shares with them.
     """
     objects: list[dict[str, Any]] = []
@@ -102,7 +102,7 @@ def _result_objects(tasks: list[dict[str, Any]], obs: tuple[np.ndarray, np.ndarr
 
 
 def check_result_builder(obs_dim: int) -> None:
-    """Asserts that the simulated hosts' RESULT frames equal esfast.protocol.result_message's."""
+    """Asserts that the simulated hosts' RESULT frames equal esfast.distributed.protocol.result_message's."""
     obs = (np.full(obs_dim, 1.0, dtype="<f8"), np.full(obs_dim, 2.0, dtype="<f8"))
     wire = [{"task": 0, "kind": "pair", "pair": 0, "offset": 5, "episode_seed": 7, "record_obs": False},
             {"task": 1, "kind": "pair", "pair": 1, "offset": 9, "episode_seed": 8, "record_obs": True},

@@ -9,7 +9,7 @@ For each environment, in the same run and the same process:
   by a policy falls differently from one driven by uniform random torques), so the ratio against
   the replay separates esfast's own per-step cost from that difference. It can exceed 100%:
   esfast steps below gymnasium's bookkeeping wrappers, and Humanoid with a lean step
-  (``esfast.mujoco_steps``);
+  (``esfast.envs.mujoco_steps``);
 - policy alone: the forward pass on random observations, to show its share of a step.
 
 Usage: python benchmarks/bench_rollout.py [--steps N]
@@ -24,8 +24,9 @@ import time
 import numpy as np
 
 from esfast.cli import resolve_config
-from esfast.policies import Actor, MLPPolicy
-from esfast.rollout import make_env, run_episode
+from esfast.policies import MLPActor, MLPPolicy
+from esfast.envs import make_env
+from esfast.envs.rollout import run_episode
 from esfast.seeding import Purpose, derive_rng
 
 # (environment, shipped config, hidden sizes or None for the config's own). The extra Humanoid row
@@ -61,7 +62,7 @@ def replay_loop(env_id: str, episodes: list[tuple[int, list[np.ndarray]]]) -> fl
     return rate
 
 
-def record_actions(env_id: str, actor: Actor, noise_std: float, steps: int) -> list[tuple[int, list[np.ndarray]]]:
+def record_actions(env_id: str, actor: MLPActor, noise_std: float, steps: int) -> list[tuple[int, list[np.ndarray]]]:
     """The actions esfast's actor takes in the episodes that esfast_loop runs (same seeds)."""
     env = make_env(env_id)
     episodes, done, seed = [], 0, 0

@@ -1,7 +1,7 @@
 """Scaling: time per generation on 1 to 32 worker processes whose episodes sleep.
 
-The real path end to end: the benchmark process owns a real :class:`esfast.master.Master` on
-``tcp://127.0.0.1:0`` and starts real worker hosts, ``python -m esfast.worker --master ENDPOINT
+The real path end to end: the benchmark process owns a real :class:`esfast.distributed.master.Master` on
+``tcp://127.0.0.1:0`` and starts real worker hosts, ``python -m esfast.distributed.host --master ENDPOINT
 --procs 1 --quiet``, each with one evaluator process. Episodes run in
 ``EsfastBench/Sleep-v0`` (``benchmarks/sleep_env.py``, the run's ``env_module``; the workers
 find it through ``PYTHONPATH``): every step sleeps, so an episode costs a fixed wall time and
@@ -59,7 +59,7 @@ def configure_sleep_env(step_ms: float, steps: int) -> None:
 
 
 def start_worker(endpoint: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "esfast.worker", "--master", endpoint, "--procs", "1", "--quiet", "--parent", str(os.getpid())]
+    command = [sys.executable, "-m", "esfast.distributed.host", "--master", endpoint, "--procs", "1", "--quiet", "--parent", str(os.getpid())]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
 
@@ -99,10 +99,11 @@ def run(args: argparse.Namespace) -> None:
     from esfast import core
     from esfast.config import PolicySettings
     from esfast.es import population_offsets
-    from esfast.evaluation import EpisodeRunner, GenerationSpec, PairTask, WorkerSetup
-    from esfast.master import Master
+    from esfast.runner import EpisodeRunner
+    from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
+    from esfast.distributed.master import Master
     from esfast.policies import MLPPolicy
-    from esfast.rollout import make_env
+    from esfast.envs import make_env
     from esfast.seeding import Purpose, derive_seed
 
     cores = len(os.sched_getaffinity(0))

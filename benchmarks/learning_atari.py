@@ -26,7 +26,7 @@ import numpy as np
 
 from esfast.cli import resolve_config
 from esfast.config import Config, apply_overrides
-from esfast.rollout import make_env
+from esfast.envs import make_env
 from esfast.training import Trainer, resolved_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -95,7 +95,7 @@ class Cluster:
         return self.start("master", [sys.executable, "-c", MASTER, *args, "--bind", self.address, "--out", str(out)])
 
     def worker(self, procs: int = 1, address: str | None = None) -> Process:
-        return self.start("worker", [sys.executable, "-m", "esfast.worker", "--master", address or self.address, "--procs", str(procs)])
+        return self.start("worker", [sys.executable, "-m", "esfast.distributed.host", "--master", address or self.address, "--procs", str(procs)])
 
     def stop(self) -> None:
         for process in reversed(self.processes):

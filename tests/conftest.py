@@ -15,7 +15,7 @@ for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import pytest  # noqa: E402
 from cluster import Cluster  # noqa: E402 - imports numpy
 
-from esfast.segments import process_alive, segment_owner  # noqa: E402
+from esfast.distributed.shm import process_alive, segment_owner  # noqa: E402
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "esfast-test-"

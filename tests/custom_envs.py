@@ -9,6 +9,11 @@ computing), so that distributed tests can stop a process in the middle of a gene
 
 ``EsfastTest/LongEpisode-v0``: the same task in one step of 3 s, so that a pair of episodes lasts
 longer than the liveness of a silent peer (5 s).
+
+``EsfastTest/Overflow-v0``: the same task; from the sixth episode of an environment on, it is seen
+through observations of 1e200 times the target, whose squares overflow float64, so the
+observation statistics of a run in one process become non-finite in its second generation
+(of four pair episodes and one evaluation episode).
 """
 
 from __future__ import annotations
@@ -51,7 +56,27 @@ class LongEpisodeEnv(ReachEnv):
         return observation, reward, False, True, info
 
 
+class OverflowEnv(ReachEnv):
+    def __init__(self) -> None:
+        super().__init__()
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
+        self.episodes = 0
+
+    def _scale(self) -> float:
+        return 1e200 if self.episodes > 5 else 1.0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        self.episodes += 1
+        observation, info = super().reset(seed=seed, options=options)
+        return observation.astype(np.float64) * self._scale(), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        observation, reward, terminated, truncated, info = super().step(action)
+        return observation.astype(np.float64) * self._scale(), reward, terminated, truncated, info
+
+
 if "EsfastTest/Reach-v0" not in gym.registry:
     gym.register("EsfastTest/Reach-v0", entry_point=ReachEnv)
     gym.register("EsfastTest/SlowReach-v0", entry_point=SlowReachEnv)
     gym.register("EsfastTest/LongEpisode-v0", entry_point=LongEpisodeEnv)
+    gym.register("EsfastTest/Overflow-v0", entry_point=OverflowEnv)

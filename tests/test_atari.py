@@ -16,7 +16,7 @@ import pytest
 from gymnasium.utils import seeding
 
 from esfast import _core
-from esfast.atari import (
+from esfast.envs.atari import (
     AreaResize,
     AtariEnvError,
     StandardPreprocessing,
@@ -26,9 +26,10 @@ from esfast.atari import (
     make_atari_env,
 )
 from esfast.config import AtariSettings, ConfigError, PolicySettings
-from esfast.conv_policy import ConvPolicy
+from esfast.policies.conv import ConvPolicy
 from esfast.cli import resolve_config
-from esfast.rollout import EnvError, run_episode
+from esfast.envs.rollout import run_episode
+from esfast.errors import EnvError
 
 PONG = "ALE/Pong-v5"
 
@@ -358,7 +359,7 @@ def test_terminal_on_life_loss_ends_the_episode_at_the_first_lost_life() -> None
 
 def test_preprocessing_needs_no_opencv() -> None:
     code = (
-        "import sys, esfast.atari as a; env = a.make_atari_env('ALE/Pong-v5'); env.reset(seed=0); env.step(0);"
+        "import sys, esfast.envs.atari as a; env = a.make_atari_env('ALE/Pong-v5'); env.reset(seed=0); env.step(0);"
         " assert 'cv2' not in sys.modules, 'cv2 imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -171,3 +171,61 @@ def test_unwritable_run_directory(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     result = esfast("train", "--env", "CartPole-v1", "--generations", "1", "--out", str(blocker / "run"))
     assert result.returncode == 2 and "Not a directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_values_before_any_work_are_one_line(tmp_path: Path) -> None:
+    cases = [
+        (["train", "--env", "", "--out", str(tmp_path / "a")], "env_id must be a non-empty string"),
+        (["train", *REACH, "--set", "ac_noise_std=Infinity", "--out", str(tmp_path / "b")], "policy.args.ac_noise_std"),
+        (["train", *REACH, "--seed", "-5", "--out", str(tmp_path / "c")], "--seed must be in [0, 2**63)"),
+        (["play", str(tmp_path / "none.npz"), "--seed", "-5"], "--seed must be in [0, 2**63)"),
+    ]
+    for args, message in cases:
+        result = esfast(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, args
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_bind_address_with_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
+    code = "import sys; from esfast.cli import master_main; sys.exit(master_main())"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code, *REACH[:-2], "--bind", "tcp://127.0.0.1:99999", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert result.returncode == 2 and "--bind 'tcp://127.0.0.1:99999': the port must be 0 to 65535" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_damaged_checkpoint_is_one_line_for_play_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert esfast("train", *REACH, "--generations", "1", "--out", str(out)).returncode == 0
+    latest = out / "checkpoints" / "latest.npz"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    for args in (["play", str(latest)], ["train", "--resume", str(out)]):
+        result = esfast(*args)
+        assert result.returncode == 2 and "checkpoint" in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_two_runs_in_one_directory_are_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    slow = ["--env", "EsfastTest/SlowReach-v0", *REACH[2:]]
+    first = subprocess.Popen([sys.executable, "-m", "esfast.cli", "train", *slow, "--generations", "50", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert first.stdout is not None and "run directory" in first.stdout.readline()
+        while not first.stdout.readline().startswith("gen     1"):  # a generation checkpointed and logged
+            pass
+        second = esfast("train", "--resume", str(out), "--generations", "60")
+        assert second.returncode == 2 and f"is in use by process {first.pid}" in second.stderr, second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(60)
+        if first.stdout is not None:
+            first.stdout.close()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in records] == list(range(1, len(records) + 1))
+    resumed = esfast("train", "--resume", str(out), "--generations", str(len(records) + 1))  # the lock went with the process
+    assert resumed.returncode == 0, resumed.stderr

@@ -1,4 +1,4 @@
-"""The Atari network with virtual batch normalization (esfast.conv_policy over the C++ kernel),
+"""The Atari network with virtual batch normalization (esfast.policies.conv over the C++ kernel),
 against a plain float64 numpy reference and against a float32 replica of the kernel's arithmetic."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy_reference as ref
 import pytest
 
 from esfast.config import PolicySettings
-from esfast.conv_policy import VBN_EPS, ConvPolicy
+from esfast.policies.conv import VBN_EPS, ConvPolicy
 from esfast.policies import PolicyError
 
 SETTINGS = PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu", ac_noise_std=0.0)

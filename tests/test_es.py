@@ -119,3 +119,56 @@ def test_bad_returns_and_state() -> None:
     other = OpenES(11, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0)
     with pytest.raises(ValueError, match="theta of shape"):
         es.load_state_dict(other.state_dict())
+
+
+def _state(es: OpenES, **changes: object) -> dict[str, object]:
+    state = es.state_dict()
+    state.update(changes)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"theta": None}, "state lacks 'theta'"),
+        ({"generation": None}, "state lacks 'generation'"),
+        ({"optimizer_m": None, "optimizer_v": None}, "state lacks 'optimizer_m', 'optimizer_v'"),
+        ({"optimizer_t": None}, "state lacks 'optimizer_t'"),
+        ({"table_seed": None}, "state lacks 'table_seed'"),
+        ({"theta": np.full(10, np.nan)}, "state holds theta with NaN or infinite values"),
+        ({"theta": np.full(10, 1e300)}, "state holds theta with NaN or infinite values"),
+        ({"theta": np.array(["a"] * 10)}, "state holds theta of dtype <U1, not an array of numbers"),
+        ({"theta": [[1.0], [1.0, 2.0]]}, "state holds theta that is not an array of numbers"),
+        ({"generation": -5}, "state holds generation = -5, which must be an integer in [0, 2**53]"),
+        ({"generation": 2**62}, "state holds generation = 4611686018427387904, which must be an integer in [0, 2**53]"),
+        ({"generation": 1.5}, "state holds generation = 1.5"),
+        ({"generation": True}, "state holds generation = True"),
+        ({"optimizer": "sgd"}, "state is for optimizer 'sgd', this ES uses 'adam'"),
+        ({"table_size": 99}, "state was made with a different noise table"),
+        ({"table_seed": "x"}, "state holds table_seed = 'x'"),
+        ({"optimizer_m": np.zeros(9, dtype=np.float32)}, "state holds optimizer_m of shape (9,), this ES's adam optimizer has (10,)"),
+        ({"optimizer_v": np.zeros((10, 1), dtype=np.float32)}, "state holds optimizer_v of shape (10, 1)"),
+        ({"optimizer_v": np.full(10, -1.0)}, "state holds optimizer_v with negative values (Adam's second moments are >= 0)"),
+        ({"optimizer_m": np.full(10, np.inf)}, "state holds optimizer_m with NaN or infinite values"),
+        ({"optimizer_t": -1}, "state holds optimizer_t = -1"),
+    ],
+)
+def test_load_state_dict_checks_everything_before_changing_anything(change: dict[str, object], message: str) -> None:
+    es = OpenES(10, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0)
+    donor = OpenES(10, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0, table=es.table)
+    donor.tell(np.arange(4.0).reshape(2, 2))
+    state = {k: v for k, v in _state(donor, **change).items() if v is not None}
+    before = (es.theta.copy(), es.generation, es.optimizer.t, es.optimizer.m.copy(), es.optimizer.v.copy())
+    with pytest.raises(ValueError) as info:
+        es.load_state_dict(state)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    np.testing.assert_array_equal(es.theta, before[0])
+    assert (es.generation, es.optimizer.t) == (before[1], before[2])
+    np.testing.assert_array_equal(es.optimizer.m, before[3])
+    np.testing.assert_array_equal(es.optimizer.v, before[4])
+
+
+def test_sgd_momentum_may_be_negative() -> None:
+    es = OpenES(10, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0, optimizer="sgd")
+    es.load_state_dict(_state(es, optimizer_v=np.full(10, -0.5, dtype=np.float32), generation=np.int64(3), optimizer_t=np.array(3)))
+    assert es.generation == 3 and es.optimizer.t == 3 and (es.optimizer.v == -0.5).all()

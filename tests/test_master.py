@@ -18,9 +18,9 @@ import zmq
 from cluster import CARTPOLE, SLOW_REACH, Cluster, evaluators, final_theta, records
 
 from esfast.config import PolicySettings
-from esfast.evaluation import GenerationSpec, PairTask, WorkerSetup
-from esfast.master import Master
-from esfast.protocol import Message, decode, encode
+from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
+from esfast.distributed.master import Master
+from esfast.distributed.protocol import PROTOCOL_VERSION, Message, decode, encode
 
 
 def test_master_and_two_workers_train_cartpole_to_475(cluster: Cluster, tmp_path: Path) -> None:
@@ -112,26 +112,26 @@ def test_garbage_is_dropped_and_training_continues(cluster: Cluster, tmp_path: P
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(cluster.address)
     rng = np.random.default_rng(0)
+    hoarder = context.socket(zmq.DEALER)
     try:
         for _ in range(50):
             dealer.send_multipart([rng.bytes(int(rng.integers(0, 200))) for _ in range(int(rng.integers(1, 4)))])
-        dealer.send_multipart([json.dumps({"v": 1, "type": "RESULT", "generation": 2, "results": [{"task": 10**9}]}).encode()])
+        dealer.send_multipart([json.dumps({"v": PROTOCOL_VERSION, "type": "RESULT", "generation": 2, "results": [{"task": 10**9}]}).encode()])
         dealer.send_multipart(encode(Message("HELLO", {"host": "evil", "pid": 1, "procs": 0, "table": None})))
         with socket.create_connection(("127.0.0.1", cluster.port)) as raw:  # not even ZeroMQ
             raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + rng.bytes(1000))
         assert dealer.poll(10_000) and decode(dealer.recv_multipart()).type == "REFUSE"  # procs 0
-        # A host that asks for the whole queue and then never answers: clipped, then lost.
-        hoarder = context.socket(zmq.DEALER)
+        # A host that asks for the whole queue and then never answers (nor reads): clipped, then lost.
         hoarder.setsockopt(zmq.LINGER, 0)
         hoarder.connect(cluster.address)
         hoarder.send_multipart(encode(Message("HELLO", {"host": "hoarder", "pid": 2, "procs": 1, "table": None})))
         assert hoarder.poll(10_000) and decode(hoarder.recv_multipart()).type == "WELCOME"
         hoarder.send_multipart(encode(Message("READY", {"credit": 10**6})))
-        hoarder.close()
+        assert master.wait() == 0, master.output
     finally:
         dealer.close()
+        hoarder.close()
         context.term()
-    assert master.wait() == 0, master.output
     log = records(out)
     assert [r["generation"] for r in log] == [1, 2, 3, 4]
     assert sum(r["messages_dropped"] for r in log) > 0 and "dropped a message" in master.output
@@ -167,13 +167,13 @@ def _hello(address: str, header: dict[str, object]) -> Message:
 def test_workers_of_another_version_or_table_are_refused(cluster: Cluster, tmp_path: Path) -> None:
     master = cluster.master(*SLOW_REACH, out=tmp_path / "run")
     master.wait_for("master listening at")
-    answer = _hello(cluster.address, {"v": 2, "type": "HELLO", "host": "old", "pid": 1, "procs": 1})
-    assert answer.type == "REFUSE" and "protocol version 2" in answer["reason"]
-    hello = {"v": 1, "type": "HELLO", "host": "other", "pid": 1, "procs": 1, "table": {"seed": 99, "size": 1000}}
+    answer = _hello(cluster.address, {"v": 99, "type": "HELLO", "host": "old", "pid": 1, "procs": 1})
+    assert answer.type == "REFUSE" and "protocol version 99" in answer["reason"]
+    hello = {"v": PROTOCOL_VERSION, "type": "HELLO", "host": "other", "pid": 1, "procs": 1, "table": {"seed": 99, "size": 1000}}
     answer = _hello(cluster.address, hello)
     assert answer.type == "REFUSE" and "noise table with seed 99" in answer["reason"]
     master.wait_for("refused a worker host: the worker holds a noise table with seed 99")
-    assert "refused a worker host: the worker speaks protocol version 2" in master.output
+    assert "refused a worker host: the worker speaks protocol version 99" in master.output
 
 
 def test_ctrl_c_on_the_master_checkpoints_and_stops_the_workers(cluster: Cluster, tmp_path: Path) -> None:
@@ -258,7 +258,7 @@ def test_the_master_heart_beats_between_generations_and_replaces_reconnected_hos
         assert types.count("HEARTBEAT") >= 3, types
         again = _FakeHost(master.endpoint, "fake")  # the same process (fake:7) on a new connection
         thread = again.serve(1)
-        with caplog.at_level(logging.INFO, logger="esfast.master"):
+        with caplog.at_level(logging.INFO, logger="esfast.distributed.master"):
             pairs, _ = master.evaluate(np.ones(30, np.float32), dataclasses.replace(spec, generation=1), [PairTask(0, 6, 2, False)], [])
         thread.join(20)
         assert pairs[0].returns == (1.0, 2.0) and len(master.hosts) == 1

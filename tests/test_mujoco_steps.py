@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 
-from esfast import mujoco_steps
-from esfast.mujoco_steps import lean_step
-from esfast.rollout import _stepper, make_env
+from esfast.envs import mujoco_steps
+from esfast.envs.mujoco_steps import lean_step
+from esfast.envs import make_env
+from esfast.envs.rollout import _stepper
 
 
 def compare_with_env_step(episodes: int, steps: int, scale: float, **options: object) -> int:

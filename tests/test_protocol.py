@@ -1,14 +1,18 @@
-"""The wire codec: round trips, zero-copy arrays, and every malformed message refused cleanly."""
+"""The wire codec: round trips, zero-copy arrays, every malformed message refused cleanly, and the
+run description that travels to worker hosts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from esfast.evaluation import EvalResult, EvalTask, PairResult, PairTask
-from esfast.protocol import (
+from esfast.config import AtariSettings, PolicySettings
+from esfast.distributed.protocol import (
     MAX_HEADER_BYTES,
     MESSAGE_TYPES,
     PROTOCOL_VERSION,
@@ -19,9 +23,14 @@ from esfast.protocol import (
     peek,
     result_message,
     results_from_message,
+    setup_from_wire,
+    setup_to_wire,
     task_from_wire,
     task_to_wire,
 )
+from esfast.tasks import EvalResult, EvalTask, PairResult, PairTask, WorkerSetup, reference_digest
+
+VERSION = b'{"v": %d, ' % PROTOCOL_VERSION  # the start of a header of this version
 
 SAMPLES = {
     "HELLO": {"host": "node-1", "pid": 42, "procs": 8, "table": {"seed": 0, "size": 1000}},
@@ -29,6 +38,7 @@ SAMPLES = {
     "RESULT": {"generation": 7, "results": [{"task": 1, "returns": [1.5, -2.0], "lengths": [10, 12], "obs_count": 0, "obs_arrays": None}], "credit": 2},
     "HEARTBEAT": {},
     "FAILED": {"generation": 7, "task": 3, "error": "ValueError: bad action"},
+    "WANT_THETA": {"generation": 3},
     "BYE": {},
     "WELCOME": {"worker": "w1", "run": {"env_id": "CartPole-v1", "table_size": 1000, "table_seed": 3}},
     "REFUSE": {"reason": "protocol version 2, expected 1"},
@@ -64,7 +74,7 @@ def test_arrays_travel_as_raw_frames() -> None:
 
 def test_decoded_arrays_do_not_copy() -> None:
     payload = bytearray(np.arange(4, dtype=np.float32).tobytes())
-    header = json.dumps({"v": 1, "type": "THETA", "generation": 0, "sigma": 1.0, "timestep_limit": 5,
+    header = json.dumps({"v": PROTOCOL_VERSION, "type": "THETA", "generation": 0, "sigma": 1.0, "timestep_limit": 5,
                          "arrays": [{"dtype": "<f4", "shape": [4]}]}).encode()
     array = decode([header, memoryview(payload)]).arrays[0]
     payload[0:4] = np.float32(9).tobytes()
@@ -72,7 +82,7 @@ def test_decoded_arrays_do_not_copy() -> None:
 
 
 def header(**fields: object) -> bytes:
-    return json.dumps({"v": 1, **fields}).encode()
+    return json.dumps({"v": PROTOCOL_VERSION, **fields}).encode()
 
 
 @pytest.mark.parametrize(
@@ -82,14 +92,14 @@ def header(**fields: object) -> bytes:
         ([b"\xff\xfe"], "not UTF-8 JSON"),
         ([b"{not json"], "not UTF-8 JSON"),
         ([b"[1, 2]"], "not a JSON object"),
-        ([b'{"v": 2, "type": "READY", "credit": 1}'], "protocol version 2, expected 1"),
+        ([b'{"v": 99, "type": "READY", "credit": 1}'], f"protocol version 99, expected {PROTOCOL_VERSION}"),
         ([b'{"type": "READY", "credit": 1}'], "protocol version None"),
         ([header(type="PICKLE")], "unknown message type 'PICKLE'"),
         ([header(type="READY")], "READY lacks field 'credit'"),
         ([header(type="READY", credit="3")], "READY field 'credit' has type str"),
         ([header(type="READY", credit=True)], "READY field 'credit' has type bool"),
         ([header(type="READY", credit=1, extra=2)], "READY has unknown fields"),
-        ([b'{"v": 1, "type": "THETA", "generation": 1, "sigma": NaN, "timestep_limit": null}'], "non-JSON number NaN"),
+        ([VERSION + b'"type": "THETA", "generation": 1, "sigma": NaN, "timestep_limit": null}'], "non-JSON number NaN"),
         ([header(type="HEARTBEAT"), b"stray"], "describes 0 arrays, message has 1"),
         ([header(type="HEARTBEAT", arrays=[{"dtype": "<f4", "shape": [2]}]), b"12345678", b"x"], "describes 1 arrays"),
         ([header(type="HEARTBEAT", arrays=[{"dtype": "|O", "shape": [1]}]), b"12345678"], "dtype '|O' not allowed"),
@@ -98,8 +108,8 @@ def header(**fields: object) -> bytes:
         ([header(type="HEARTBEAT", arrays="x")], "'arrays' must be a list"),
         ([header(type="HEARTBEAT", arrays=[{"dtype": "<f4"}]), b""], "description must be"),
         ([b"{" * 100_000], "exceeds"),
-        ([b'{"v": 1, "type": "READY", "credit": ' + b"9" * 5000 + b"}"], "integer of 5000 digits"),
-        ([b'{"v": 1, "type": "WELCOME", "worker": "w", "run": {"x": 1e400}}'], "not a finite double"),
+        ([VERSION + b'"type": "READY", "credit": ' + b"9" * 5000 + b"}"], "integer of 5000 digits"),
+        ([VERSION + b'"type": "WELCOME", "worker": "w", "run": {"x": 1e400}}'], "not a finite double"),
         ([header(type="HEARTBEAT", arrays=[{"dtype": "<f4", "shape": [0, 2**40]}]), b""], "larger than"),
         ([header(type="HEARTBEAT", arrays=[{"dtype": "<f4", "shape": [0, 2**31, 2**31]}]), b""], "larger than"),
     ],
@@ -115,7 +125,7 @@ def test_random_bytes_never_escape_as_other_errors() -> None:
     for _ in range(2000):
         frames = [rng.bytes(int(rng.integers(0, 64))) for _ in range(int(rng.integers(1, 4)))]
         if rng.random() < 0.5:
-            frames[0] = b'{"v": 1, "type": "' + rng.choice(list(MESSAGE_TYPES)).encode() + b'"' + frames[0][:20] + b"}"
+            frames[0] = VERSION + b'"type": "' + rng.choice(list(MESSAGE_TYPES)).encode() + b'"' + frames[0][:20] + b"}"
         try:
             decode(frames)
         except ProtocolError:
@@ -211,3 +221,58 @@ def test_non_finite_observation_sums_are_refused() -> None:
     message = decode([bytes(f) for f in encode(result_message(1, [(0, PairResult(0, (1.0, 2.0), (3, 3), *sums, 6))]))])
     with pytest.raises(ProtocolError, match="must be finite"):
         results_from_message(message, TASKS, obs_dim=3)
+
+
+def test_the_protocol_imports_without_gymnasium_or_mujoco() -> None:
+    code = "import sys, esfast.distributed.protocol; print(sorted(m for m in ('gymnasium', 'mujoco', 'ale_py') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.strip() == "[]"
+
+
+# The run description (WELCOME's "run") ---------------------------------------------------------
+
+MLP = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(8,)), 58, 4, 1000, 3, "esfast-x", "node-1")
+
+
+def _through_the_wire(setup: WorkerSetup) -> WorkerSetup:
+    run, arrays = setup_to_wire(setup)
+    message = decode([bytes(f) for f in encode(Message("WELCOME", {"worker": "w1", "run": run}, arrays))])
+    return setup_from_wire(message["run"], message.arrays)
+
+
+def test_an_mlp_run_round_trips() -> None:
+    assert _through_the_wire(MLP) == MLP
+
+
+def test_an_atari_run_carries_its_reference_batch() -> None:
+    batch = np.random.default_rng(0).integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
+    setup = dataclasses.replace(MLP, env_id="ALE/Pong-v5", policy=PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu"),
+                                obs_dim=0, atari=AtariSettings(noop_max=5), reference_digest=reference_digest(batch), reference_batch=batch)
+    received = _through_the_wire(setup)
+    assert received == setup and received.atari == AtariSettings(noop_max=5)
+    assert received.reference_batch is not None
+    np.testing.assert_array_equal(received.reference_batch, batch)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_params": 0}, "'num_params' must be an integer >= 1"),
+        ({"obs_dim": -1}, "'obs_dim' must be an integer >= 0"),
+        ({"table_name": 5}, "'table_name' must be a string or null"),
+        ({"policy": {"type": "Pickle"}}, "policy.type must be one of"),
+        ({"reference_digest": "0" * 32}, "reference batch is missing or does not match"),
+        ({"extra": 1}, "must have exactly the fields"),
+    ],
+)
+def test_a_malformed_run_is_refused(change: dict[str, object], message: str) -> None:
+    run, _ = setup_to_wire(MLP)
+    with pytest.raises(ValueError, match=message):
+        setup_from_wire({**run, **change})
+
+
+def test_a_reference_batch_that_does_not_match_its_digest_is_refused() -> None:
+    batch = np.zeros((2, 1, 20, 20), dtype=np.uint8)
+    run, _ = setup_to_wire(dataclasses.replace(MLP, reference_digest=reference_digest(batch), reference_batch=batch))
+    with pytest.raises(ValueError, match="does not match its digest"):
+        setup_from_wire(run, (np.ones_like(batch),))

@@ -10,7 +10,9 @@ import pytest
 
 from esfast.config import PolicySettings
 from esfast.policies import MLPPolicy
-from esfast.rollout import EnvError, make_env, run_episode
+from esfast.envs import make_env
+from esfast.envs.rollout import run_episode
+from esfast.errors import EnvError
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def reference_episode(env, actor, seed: int, timestep_limit: int | None, noise_s
         ("Pendulum-v1", {}, 21, 0.1),
         ("CartPole-v1", {}, None, 0.0),
         ("CartPole-v1", {"max_episode_steps": 9}, None, 0.0),
-        ("Humanoid-v5", {}, None, 0.1),  # lean steps (esfast.mujoco_steps) once the checker has checked
+        ("Humanoid-v5", {}, None, 0.1),  # lean steps (esfast.envs.mujoco_steps) once the checker has checked
         ("Humanoid-v5", {"terminate_when_unhealthy": False, "max_episode_steps": 60}, None, 0.1),
     ],
 )
@@ -134,7 +136,7 @@ def test_long_episode_noise_blocks() -> None:
 def test_stepper_peels_only_bookkeeping_wrappers() -> None:
     import gymnasium as gym
 
-    from esfast.rollout import _stepper
+    from esfast.envs.rollout import _stepper
 
     env = make_env("CartPole-v1", max_episode_steps=40)
     env.reset(seed=0)
@@ -152,7 +154,7 @@ def test_stepper_peels_only_bookkeeping_wrappers() -> None:
 
 def test_mujoco_warnings_go_to_logging_not_to_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level(logging.DEBUG, logger="esfast.rollout"):
+    with caplog.at_level(logging.DEBUG, logger="esfast.envs"):
         make_env("HalfCheetah-v5").close()  # gymnasium's model uses a deprecated MuJoCo attribute
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
     assert "MuJoCo: compiler attribute 'settotalmass' is deprecated" in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from esfast.scheduling import GenerationScheduler, Outcome
+from esfast.distributed.scheduling import GenerationScheduler, Outcome
 
 
 def scheduler(n: int = 5, **kwargs: bool) -> GenerationScheduler[str, float]:
@@ -114,3 +114,22 @@ def test_tail_copies_wait_until_tasks_are_old_enough() -> None:
     s.complete("b", 3, 0, 0.5)
     assert 0 not in s.holders  # only outstanding tasks are held
     assert s.complete("a", 3, 0, 0.7) is Outcome.DUPLICATE and s.results[0] == 0.5
+
+
+def test_tasks_that_never_reached_their_host_go_back_to_the_front() -> None:
+    scheduler = GenerationScheduler(0, list("abcd"))
+    assert [i for i, _ in scheduler.assign("w1", 3, 0.0)] == [0, 1, 2]
+    scheduler.release("w1", [1, 2])
+    assert list(scheduler.pending) == [1, 2, 3] and set(scheduler.holders) == {0}
+    assert [i for i, _ in scheduler.assign("w2", 2, 1.0)] == [1, 2]
+
+
+def test_a_released_copy_is_not_counted_and_the_original_holder_keeps_it() -> None:
+    scheduler = GenerationScheduler(0, list("ab"))
+    scheduler.assign("w1", 2, 0.0)
+    copies = scheduler.assign("w2", 1, 5.0, copy_after=1.0)
+    assert [i for i, _ in copies] == [0] and scheduler.stats.duplicated == 1
+    scheduler.release("w2", [0])
+    assert scheduler.stats.duplicated == 0 and not scheduler.pending and set(scheduler.holders[0]) == {"w1"}
+    scheduler.release("w2", [1])  # never held by w2: nothing changes
+    assert set(scheduler.holders[1]) == {"w1"}

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from esfast.checkpoint import CheckpointError, load_checkpoint
+from esfast.checkpoint import load_checkpoint
 from esfast.config import Config, apply_overrides, load_config
-from esfast.evaluation import SerialEvaluator
+from esfast.errors import CheckpointError, RunLockedError, TrainingDiverged
+from esfast.evaluators import SerialEvaluator
 from esfast.training import LOG_FIELDS, EvaluatorFactory, Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -22,10 +28,10 @@ def reach_config(*extra: str) -> Config:
     return apply_overrides(Config(), [*REACH, *extra])
 
 
-def train(config: Config, out: Path, *, resume: bool = False, evaluator: EvaluatorFactory = SerialEvaluator) -> Trainer:
-    """Trains in this process unless another evaluator is given."""
-    trainer = Trainer(config, out, resume=resume, evaluator=evaluator)
-    trainer.train()
+def train(config: Config, out: Path, *, resume: bool = False, evaluator: EvaluatorFactory | None = SerialEvaluator) -> Trainer:
+    """Trains in this process unless another evaluator is given; the trainer is closed."""
+    with Trainer(config, out, resume=resume, evaluator=evaluator) as trainer:
+        trainer.train()
     return trainer
 
 
@@ -34,13 +40,10 @@ def test_cartpole_reaches_475(tmp_path: Path) -> None:
         "env_id=CartPole-v1", "episodes_per_batch=40", "noise_stdev=0.1", "hidden_dims=[16]", "optimizer.args.stepsize=0.03",
         "run.eval_episodes=4", "run.generations=40", "snapshot_freq=0",
     ])
-    trainer = Trainer(config, tmp_path, evaluator=SerialEvaluator)
     best = -np.inf
-    try:
+    with Trainer(config, tmp_path, evaluator=SerialEvaluator) as trainer:
         while not trainer.done() and best < 475:
             best = max(best, trainer.step()["eval_return_mean"])
-    finally:
-        trainer.close()
     assert best >= 475, f"best evaluation return {best} after {trainer.generation} generations"
 
 
@@ -63,14 +66,11 @@ def test_run_directory(tmp_path: Path) -> None:
 
 
 def test_learns_reach(tmp_path: Path) -> None:
-    trainer = Trainer(reach_config("run.generations=60", "snapshot_freq=0", "optimizer.args.stepsize=0.03"), tmp_path,
-                      evaluator=SerialEvaluator)
-    try:
+    with Trainer(reach_config("run.generations=60", "snapshot_freq=0", "optimizer.args.stepsize=0.03"), tmp_path,
+                 evaluator=SerialEvaluator) as trainer:
         first = trainer.step()["eval_return_mean"]
         while not trainer.done():
             last = trainer.step()["eval_return_mean"]
-    finally:
-        trainer.close()
     assert first < -3 and last > 0.5 * first
 
 
@@ -140,10 +140,146 @@ def test_pong_runs_in_process_and_through_a_worker_host_alike(tmp_path: Path) ->
 
 
 def test_a_wall_clock_budget_stops_after_the_generation_under_way(tmp_path: Path) -> None:
-    trainer = Trainer(reach_config("run.generations=1000"), tmp_path, evaluator=SerialEvaluator)
-    trainer.train(seconds=0.0)
-    assert trainer.generation == 0  # the deadline had passed before the first generation
-    trainer = Trainer(reach_config("run.generations=1000"), tmp_path / "b", evaluator=SerialEvaluator)
-    trainer.train(seconds=0.3)
-    assert 1 <= trainer.generation < 1000
-    assert len((tmp_path / "b" / "log.jsonl").read_text().splitlines()) == trainer.generation
+    with Trainer(reach_config("run.generations=1000"), tmp_path, evaluator=SerialEvaluator) as trainer:
+        trainer.train(seconds=0.0)
+        assert trainer.generation == 0  # the deadline had passed before the first generation
+    with Trainer(reach_config("run.generations=1000"), tmp_path / "b", evaluator=SerialEvaluator) as trainer:
+        trainer.train(seconds=0.3)
+        assert 1 <= trainer.generation < 1000
+        assert len((tmp_path / "b" / "log.jsonl").read_text().splitlines()) == trainer.generation
+
+
+def test_train_can_be_called_again_to_go_on(tmp_path: Path) -> None:
+    straight = train(reach_config("run.generations=5"), tmp_path / "straight")
+    with Trainer(reach_config("run.generations=5"), tmp_path / "twice", evaluator=SerialEvaluator) as trainer:
+        trainer.train(seconds=0.0)
+        trainer.train(seconds=0.05)
+        trainer.train()
+        assert trainer.generation == 5
+    np.testing.assert_array_equal(trainer.theta, straight.theta)
+    assert trainer.table is None and trainer.evaluator is None  # closed by the with block
+    records = [json.loads(line) for line in (tmp_path / "twice" / "log.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in records] == [1, 2, 3, 4, 5]
+    with pytest.raises(RuntimeError, match="the trainer is closed"):
+        trainer.step()
+
+
+def test_training_off_the_main_thread(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            train(reach_config("run.generations=2"), tmp_path)
+        except BaseException as error:  # reported to the test below
+            errors.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    assert not errors and len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_ctrl_c_during_the_update_keeps_log_and_checkpoint_in_agreement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Trainer(reach_config("run.generations=6"), tmp_path, evaluator=SerialEvaluator) as trainer:
+        tell = trainer.es.tell
+
+        def interrupted_tell(returns: object) -> dict[str, float]:
+            if trainer.generation == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the update
+            return tell(returns)
+
+        monkeypatch.setattr(trainer.es, "tell", interrupted_tell)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+        assert trainer.generation == 3
+    state, _ = load_checkpoint(tmp_path / "checkpoints" / "latest.npz")
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert state["generation"] == 3 and [r["generation"] for r in records] == [1, 2, 3]
+    resumed = train(reach_config("run.generations=6"), tmp_path, resume=True)
+    np.testing.assert_array_equal(resumed.theta, train(reach_config("run.generations=6"), tmp_path / "straight").theta)
+
+
+def test_a_record_lost_after_its_checkpoint_is_restored_on_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Trainer(reach_config("run.generations=3"), tmp_path, evaluator=SerialEvaluator) as trainer:
+        append = trainer.run_dir.append
+
+        def crash_at_3(record: dict[str, object]) -> None:
+            if record["generation"] == 3:
+                raise OSError(28, "No space left on device")
+            append(record)
+
+        monkeypatch.setattr(trainer.run_dir, "append", crash_at_3)
+        with pytest.raises(OSError, match="No space left"):
+            trainer.train()
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+    with Trainer(reach_config("run.generations=3"), tmp_path, resume=True, evaluator=SerialEvaluator):
+        records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in records] == [1, 2, 3]
+
+
+def test_a_failed_save_leaves_the_log_at_the_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Trainer(reach_config("run.generations=4"), tmp_path, evaluator=SerialEvaluator) as trainer:
+        save = trainer.save
+
+        def fail_at_3(*, snapshot: bool = False) -> Path:
+            if trainer.generation == 3:
+                raise OSError(24, "Too many open files")
+            return save(snapshot=snapshot)
+
+        monkeypatch.setattr(trainer, "save", fail_at_3)
+        with pytest.raises(OSError, match="Too many open files"):
+            trainer.train()
+    state, _ = load_checkpoint(tmp_path / "checkpoints" / "latest.npz")
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert state["generation"] == 2 and [r["generation"] for r in records] == [1, 2]
+    resumed = train(reach_config("run.generations=4"), tmp_path, resume=True)
+    np.testing.assert_array_equal(resumed.theta, train(reach_config("run.generations=4"), tmp_path / "straight").theta)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in records] == [1, 2, 3, 4]
+
+
+def test_a_log_ahead_of_its_checkpoint_is_cut_back_on_resume(tmp_path: Path) -> None:
+    train(reach_config("run.generations=2"), tmp_path)
+    log = tmp_path / "log.jsonl"
+    with open(log, "a") as file:  # as a process killed between the log and the checkpoint would leave it
+        file.write(json.dumps({"generation": 3, "return_mean": 0.0}) + "\n" + '{"generation": 4, "ret')
+    train(reach_config("run.generations=3"), tmp_path, resume=True)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["generation"] for r in records] == [1, 2, 3] and "time_elapsed" in records[-1]
+
+
+def test_a_run_directory_is_locked_by_its_run(tmp_path: Path) -> None:
+    with Trainer(reach_config("run.generations=1"), tmp_path, evaluator=SerialEvaluator):
+        with pytest.raises(RunLockedError, match=f"is in use by process {os.getpid()}"):
+            Trainer(reach_config("run.generations=1"), tmp_path, evaluator=SerialEvaluator)
+    with Trainer(reach_config("run.generations=1"), tmp_path, evaluator=SerialEvaluator) as trainer:  # released
+        trainer.train()
+
+
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    code = "import sys, time; from esfast.run_directory import RunDirectory; RunDirectory(sys.argv[1]).lock(); print('locked', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"process {holder.pid}"):
+            Trainer(reach_config("run.generations=1"), tmp_path, evaluator=SerialEvaluator)
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    with Trainer(reach_config("run.generations=1"), tmp_path, evaluator=SerialEvaluator) as trainer:
+        trainer.train()
+    assert trainer.generation == 1
+
+
+def test_a_run_that_becomes_non_finite_stops_and_keeps_the_last_finite_checkpoint(tmp_path: Path) -> None:
+    config = apply_overrides(Config(), ["env_id=EsfastTest/Overflow-v0", "env_module=custom_envs", "episodes_per_batch=4",
+                                        "hidden_dims=[4]", "calc_obstat_prob=1.0", "run.eval_episodes=1", "run.generations=3",
+                                        "snapshot_freq=0"])
+    with Trainer(config, tmp_path, evaluator=SerialEvaluator) as trainer:
+        with pytest.raises(TrainingDiverged, match="observation statistics became non-finite in generation 2; .* generation 1$"):
+            trainer.train()
+    state, _ = load_checkpoint(tmp_path / "checkpoints" / "latest.npz")
+    assert state["generation"] == 1 and np.isfinite(state["theta"]).all() and np.isfinite(state["obstat_sumsq"]).all()
+    assert [json.loads(line)["generation"] for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [1]

@@ -2,7 +2,7 @@
 
 ``esfast train`` is a master on a loopback port plus one worker host on this machine;
 ``esfast-master`` is the same master on an address worker hosts of other machines connect to
-(``esfast-worker``, in :mod:`esfast.worker`). Errors a user can fix (bad config, unknown
+(``esfast-worker``, in :mod:`esfast.distributed.host`). Errors a user can fix (bad config, unknown
 environment, mismatched checkpoint, an address in use) end the command with one line on stderr
 and exit status 2; Ctrl-C (or SIGTERM) during training writes a checkpoint, tells the worker
 hosts to stop and exits with status 130.
@@ -19,20 +19,18 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from esfast.checkpoint import CheckpointError, load_checkpoint
-from esfast.config import Config, ConfigError, apply_overrides, load_config
-from esfast.evaluation import WorkerError
-from esfast.master import Master
-from esfast.policies import Actor, MLPPolicy, PolicyError, make_policy
-from esfast.rollout import EnvError, make_env, run_episode
+from esfast.checkpoint import load_checkpoint
+from esfast.config import Config, apply_overrides, load_config, validate
+from esfast.distributed.master import Master
+from esfast.distributed.protocol import check_endpoint
+from esfast.envs import make_env
+from esfast.envs.rollout import run_episode
+from esfast.errors import CheckpointError, ConfigError, EnvError, TrainingDiverged, UserError, WorkerError
+from esfast.policies import ObStat, make_policy
 from esfast.training import Trainer, resolved_config
-
-if TYPE_CHECKING:
-    from esfast.conv_policy import ConvActor
 
 logger = logging.getLogger("esfast")
 
@@ -40,7 +38,7 @@ DEFAULT_CONFIG = "halfcheetah"
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Errors whose message tells the user what to change; anything else is a bug and keeps its traceback.
 # OSError covers the machine's answers: no memory for the noise table, an unwritable run directory.
-USER_ERRORS = (ConfigError, EnvError, PolicyError, CheckpointError, OSError)
+USER_ERRORS = (UserError, OSError)
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -73,16 +71,15 @@ def _budget(config: Config, args: argparse.Namespace) -> Config:
         run = dataclasses.replace(run, timesteps=args.timesteps, generations=None)
     if args.workers is not None:
         run = dataclasses.replace(run, workers=args.workers)
-    return dataclasses.replace(config, run=run)
+    config = dataclasses.replace(config, run=run)
+    validate(config)
+    return config
 
 
 def _describe(trainer: Trainer) -> str:
     policy = trainer.policy
     config = trainer.config
-    if isinstance(policy, MLPPolicy):
-        network = f"{'-'.join(map(str, [layer.inputs for layer in policy.layers] + [policy.layers[-1].outputs]))} {config.policy.nonlin_type}"
-    else:
-        network = f"conv 16x8x8/4 32x4x4/2 fc {'-'.join(map(str, config.policy.hidden_dims))}-{policy.act_dim} relu, VBN"
+    network = policy.describe()
     local = isinstance(trainer.evaluator, Master) and trainer.evaluator.local is not None
     where = f"{trainer.workers} worker{'s' if trainer.workers > 1 else ''}" if local else "remote worker hosts"
     return (
@@ -94,19 +91,21 @@ def _describe(trainer: Trainer) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """``esfast train`` and ``esfast-master`` (which has ``args.bind``)."""
     command = "esfast-master" if args.bind else "esfast train"
+    if args.bind:
+        check_endpoint(args.bind, bind=True)
     if args.resume:
         out_dir = Path(args.resume)
         if not (out_dir / "checkpoints" / "latest.npz").exists():
             raise CheckpointError(f"{out_dir} holds no checkpoints/latest.npz to resume from")
-        if args.config or args.env or args.set or args.seed is not None:
+        if args.config is not None or args.env is not None or args.set or args.seed is not None:
             raise ConfigError("--resume continues a run with its own config; only --generations, --timesteps and --workers may change")
         config = _budget(resolved_config(out_dir), args)
     else:
         config = resolve_config(args.config)
         overrides = list(args.set)
-        if args.env:
+        if args.env is not None:
             overrides.append(f"env_id={args.env}")
-        if args.env_module:
+        if args.env_module is not None:
             overrides.append(f"env_module={args.env_module}")
         if args.seed is not None:
             overrides.append(f"run.seed={args.seed}")
@@ -115,30 +114,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         if (out_dir / "checkpoints" / "latest.npz").exists():
             raise FileExistsError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
     bind = args.bind
-    trainer = Trainer(config, out_dir, resume=bool(args.resume), evaluator=(lambda setup, table: Master(bind, setup)) if bind else None)
-    logger.info(_describe(trainer))
-    if bind:
-        assert isinstance(trainer.evaluator, Master)
-        logger.info("master listening at %s; start worker hosts with: esfast-worker --master %s", trainer.evaluator.endpoint,
-                    trainer.evaluator.endpoint.replace("0.0.0.0", "HOST"))
-    if config.run.generations is None and config.run.timesteps is None:
-        logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
-    try:
-        trainer.train()
-    except WorkerError as error:
-        latest = out_dir / "checkpoints" / "latest.npz"
-        where = (f"the last checkpoint is {latest}\ncontinue with: {command} --resume {out_dir}" if latest.exists()
-                 else "no generation was completed, so there is no checkpoint yet")
-        print(f"{command}: error: {error} during generation {trainer.generation + 1}; {where}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted after generation {trainer.generation}; checkpoint {out_dir / 'checkpoints' / 'latest.npz'}\n"
-            f"continue with: {command} --resume {out_dir}",
-            file=sys.stderr,
-        )
-        return 130
-    logger.info("done: %d generations, %s timesteps; checkpoint %s", trainer.generation, f"{trainer.timesteps_total:,}", out_dir / "checkpoints" / "latest.npz")
+    latest = out_dir / "checkpoints" / "latest.npz"
+    with Trainer(config, out_dir, resume=bool(args.resume), evaluator=(lambda setup, table: Master(bind, setup)) if bind else None) as trainer:
+        logger.info(_describe(trainer))
+        if isinstance(trainer.evaluator, Master) and bind:
+            logger.info("master listening at %s; start worker hosts with: esfast-worker --master %s", trainer.evaluator.endpoint,
+                        trainer.evaluator.endpoint.replace("0.0.0.0", "HOST"))
+        if config.run.generations is None and config.run.timesteps is None:
+            logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
+        try:
+            trainer.train()
+        except WorkerError as error:
+            where = (f"the last checkpoint is {latest}\ncontinue with: {command} --resume {out_dir}" if latest.exists()
+                     else "no generation was completed, so there is no checkpoint yet")
+            print(f"{command}: error: {error} during generation {trainer.generation + 1}; {where}", file=sys.stderr)
+            return 1
+        except TrainingDiverged as error:
+            print(f"{command}: error: {error} ({latest})", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after generation {trainer.generation}; checkpoint {latest}\ncontinue with: {command} --resume {out_dir}",
+                  file=sys.stderr)
+            return 130
+        logger.info("done: %d generations, %s timesteps; checkpoint %s", trainer.generation, f"{trainer.timesteps_total:,}", latest)
     return 0
 
 
@@ -158,13 +156,11 @@ def cmd_play(args: argparse.Namespace) -> int:
     try:
         policy = make_policy(env.observation_space, env.action_space, config.policy, state.get("reference_batch"))
         theta = np.asarray(state["theta"], dtype=np.float32)
-        if isinstance(policy, MLPPolicy):
-            count = float(state["obstat_count"])
-            mean = np.asarray(state["obstat_sum"]) / count
-            std = np.sqrt(np.maximum(np.asarray(state["obstat_sumsq"]) / count - mean**2, 1e-2))
-            actor: Actor | ConvActor = policy.actor(theta, mean.astype(np.float32), std.astype(np.float32))
-        else:
-            actor = policy.actor(theta)
+        obstat = ObStat((policy.obs_stat_dim,))
+        if policy.obs_stat_dim:
+            obstat.load_state_dict({key: state.get(f"obstat_{key}") for key in ("sum", "sumsq", "count")})
+        actor = policy.actor(theta)
+        actor.prepare(obstat.mean, obstat.std)
         returns = []
         for episode in range(args.episodes):
             result = run_episode(env, actor, seed=args.seed + episode)
@@ -227,6 +223,10 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             print(f"{args.prog}: error: --{name} must be at least 1, got {value}", file=sys.stderr)
             return 2
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed < 2**63:
+        print(f"{args.prog}: error: --seed must be in [0, 2**63), got {seed}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # terminate like Ctrl-C: checkpoint, stop the workers
     try:

@@ -17,18 +17,25 @@ unchanged, and one more section, ``run``, for what esfast adds::
 Every key is optional; missing keys take the defaults below. Unknown keys are errors that name
 the closest known key. Old gym MuJoCo ids (``Humanoid-v1``) map to the current gymnasium
 version of the same task.
+
+Every value is checked for its type and range before anything starts (the bounds are the
+``MAX_*`` constants below; docs/configs.md says why each is where it is), so a bad value ends in
+one line naming the key, never in a hang, an overflow or a traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import json
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from esfast.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +51,32 @@ MUJOCO_TASKS = (
 )
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message says what to change."""
-
-
 # Smallest square input of the Atari network: conv 8x8 stride 4 must leave at least 4x4 for conv 4x4 stride 2.
 MIN_SCREEN_SIZE = 20
+
+# Bounds of the settings; docs/configs.md gives each one's reason. Every value is checked against
+# them before a process starts or a byte of the noise table is generated.
+MAX_COUNT = 2**53  # generations, timesteps, episode lengths: exact as doubles (JSON readers, the wire's MAX_COUNT)
+MAX_EPISODES_PER_BATCH = 2**24  # 2**23 antithetic pairs: tasks, offsets and returns of a generation stay in memory
+MAX_NOISE_TABLE_SIZE = 2**40  # samples; the noise table binding's limit
+MAX_WORKERS = 4096  # evaluator processes of a host, as the wire protocol allows (MAX_PROCS_PER_HOST)
+MAX_EVAL_EPISODES = MAX_EPISODES_PER_BATCH
+MAX_SEED = 2**63  # exclusive
+MIN_SCALE, MAX_SCALE = 1e-8, 1e3  # noise_stdev and stepsize
+MAX_COEFFICIENT = 1e3  # l2coeff and ac_noise_std
+MAX_HIDDEN_WIDTH = 2**16
+MAX_HIDDEN_LAYERS = 64
+MAX_HIDDEN_WEIGHTS = 2**30  # weights between consecutive hidden layers (4 GB of float32)
+MAX_BINS = 1024  # action bins per action dimension
+MAX_LIMIT_RATIO = 1e3  # adaptive episode cutoff: growth factor
+MAX_NOOP = 10_000
+MAX_FRAME_SKIP = 100
+MAX_SCREEN_SIZE = 512
+MAX_STACK = 64
+MAX_REFERENCE_BATCH_BYTES = 2**28  # the VBN batch goes to every worker host and into every checkpoint
+
+_NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"  # a plain decimal (no nan, inf, sign or underscores)
+_CUSTOM_BIN = r"\s*[-+]?" + _NUMBER + r"\s*"
 
 
 @dataclass(frozen=True)
@@ -136,21 +163,30 @@ class AtariSettings:
     reference_batch_size: int = 128
 
     def __post_init__(self) -> None:
-        checks = (
-            ("noop_max", _is_int(self.noop_max) and self.noop_max >= 0, "an integer >= 0"),
-            ("frame_skip", _is_int(self.frame_skip) and self.frame_skip >= 1, "an integer >= 1"),
+        checks = (  # (name, at least the low bound, what it must be, high bound)
+            ("noop_max", _is_int(self.noop_max) and self.noop_max >= 0, "an integer >= 0", MAX_NOOP),
+            ("frame_skip", _is_int(self.frame_skip) and self.frame_skip >= 1, "an integer >= 1", MAX_FRAME_SKIP),
             ("screen_size", _is_int(self.screen_size) and self.screen_size >= MIN_SCREEN_SIZE,
-             f"an integer >= {MIN_SCREEN_SIZE} (the network's smallest input)"),
-            ("stack", _is_int(self.stack) and self.stack >= 1, "an integer >= 1"),
-            ("terminal_on_life_loss", isinstance(self.terminal_on_life_loss, bool), "true or false"),
-            ("repeat_action_probability", _is_number(self.repeat_action_probability) and 0 <= self.repeat_action_probability <= 1,
-             "a number in [0, 1]"),
+             f"an integer >= {MIN_SCREEN_SIZE} (the network's smallest input)", MAX_SCREEN_SIZE),
+            ("stack", _is_int(self.stack) and self.stack >= 1, "an integer >= 1", MAX_STACK),
+            ("terminal_on_life_loss", isinstance(self.terminal_on_life_loss, bool), "true or false", None),
+            ("repeat_action_probability", _number_in(self.repeat_action_probability, 0, 1), "a number in [0, 1]", None),
             ("reference_batch_size", _is_int(self.reference_batch_size) and self.reference_batch_size >= 2,
-             "an integer >= 2 (statistics need at least two observations)"),
+             "an integer >= 2 (statistics need at least two observations)", None),  # high: the batch's bytes, below
         )
-        for name, ok, expected in checks:
+        for name, ok, expected, high in checks:
+            value = getattr(self, name)
             if not ok:
-                raise ConfigError(f"atari.{name} must be {expected}, got {getattr(self, name)!r}")
+                raise ConfigError(f"atari.{name} must be {expected}, got {_show(value)}")
+            if high is not None and value > high:
+                raise ConfigError(f"atari.{name} must be at most {high}, got {_show(value)}")
+        size = self.reference_batch_size * self.stack * self.screen_size**2
+        if size > MAX_REFERENCE_BATCH_BYTES:
+            raise ConfigError(
+                f"atari.reference_batch_size x stack x screen_size**2 must be at most {_bound(MAX_REFERENCE_BATCH_BYTES)} bytes"
+                f" (the batch goes to every worker host and into every checkpoint), got {self.reference_batch_size} x {self.stack}"
+                f" x {self.screen_size}**2 = {size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -253,7 +289,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     """Builds and validates a :class:`Config` from the JSON layout.
 
     Raises:
-        ConfigError: unknown keys (with the closest known one), wrong types or values.
+        ConfigError: unknown keys (with the closest known one), wrong types or values (one line
+            naming the key).
     """
     _check_keys(data, _TOP_KEYS, "")
     sections: dict[str, Any] = {}
@@ -267,21 +304,23 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     _check_keys(optimizer_args, ("stepsize", "momentum"), "optimizer.args.")
     policy = data.get("policy", {})
     _check_keys(policy, ("type", "args"), "policy.")
-    policy_args = dict(policy.get("args", {}))
+    policy_args = policy.get("args", {})
     _check_keys(policy_args, [n for n in _names(PolicySettings) if n != "type"], "policy.args.")
+    policy_args = dict(policy_args)
     if "hidden_dims" in policy_args and isinstance(policy_args["hidden_dims"], list):
         policy_args["hidden_dims"] = tuple(policy_args["hidden_dims"])
     policy_type = policy.get("type", PolicySettings.type)
     atari = None
     if "atari" in data:
         if policy_type != ATARI_POLICY:
-            raise ConfigError(f"config section 'atari' needs policy.type '{ATARI_POLICY}', got {policy_type!r}")
+            raise ConfigError(f"config section 'atari' needs policy.type '{ATARI_POLICY}', got {_show(policy_type)}")
         _check_keys(data["atari"], _names(AtariSettings), "atari.")
         atari = AtariSettings(**data["atari"])
     elif policy_type == ATARI_POLICY:
         atari = AtariSettings()
+    env_id = data.get("env_id", Config.env_id)
     config = Config(
-        env_id=map_env_id(data.get("env_id", Config.env_id)),
+        env_id=map_env_id(env_id) if isinstance(env_id, str) else env_id,
         env_module=data.get("env_module"),
         exp_prefix=data.get("exp_prefix", Config.exp_prefix),
         es=sections["config"],
@@ -291,7 +330,15 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         atari=atari,
     )
     validate(config)
+    if config.es.timesteps_per_batch and not _warned_timesteps_per_batch:
+        _warned_timesteps_per_batch.append(True)
+        logger.warning("config.timesteps_per_batch (%d) is not used: esfast runs exactly episodes_per_batch episodes a generation",
+                       config.es.timesteps_per_batch)
     return config
+
+
+# One warning a process about the paper configs' timesteps_per_batch, however often a config is read.
+_warned_timesteps_per_batch: list[bool] = []
 
 
 def _require(condition: bool, message: str) -> None:
@@ -307,49 +354,138 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _int_in(value: object, low: int, high: int) -> bool:
+    """An int (not a bool) in [low, high]."""
+    return _is_int(value) and low <= value <= high  # type: ignore[operator]
+
+
+def _number_in(value: object, low: float, high: float) -> bool:
+    """An int or float (not a bool) in [low, high]: NaN and the infinities never are, for finite bounds."""
+    return _is_number(value) and low <= value <= high  # type: ignore[operator]
+
+
+def _bound(value: float) -> str:
+    """A bound as messages show it: ``2**24`` for the large powers of two, else the number."""
+    if isinstance(value, int) and value > 2**16 and value & (value - 1) == 0:
+        return f"2**{value.bit_length() - 1}"
+    return re.sub(r"e([-+])0*([0-9])", r"e\1\2", f"{value:g}") if isinstance(value, float) else str(value)
+
+
+def _show(value: object, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to about ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _count(value: object, name: str, low: int, high: int, *, nullable: bool = False, note: str = "", why: str = "") -> None:
+    """Requires an integer in [low, high] (or null if ``nullable``); ``note`` explains the low end, ``why`` the high one."""
+    if nullable and value is None:
+        return
+    _require(_is_int(value) and value >= low,  # type: ignore[operator]
+             f"{name} must be an integer >= {low}{note}{' or null' if nullable else ''}, got {_show(value)}")
+    _require(value <= high, f"{name} must be at most {_bound(high)}{why}, got {_show(value)}")  # type: ignore[operator]
+
+
+def _check_cutoff_mode(mode: object) -> None:
+    name = "config.episode_cutoff_mode"
+    if _is_int(mode):
+        _count(mode, name, 1, MAX_COUNT, note=" (steps)")
+        return
+    if mode == "env_default":
+        return
+    match = re.fullmatch(rf"adaptive:([0-9]+),({_NUMBER}),({_NUMBER})", mode) if isinstance(mode, str) else None
+    _require(match is not None,
+             f"{name} must be 'env_default', a positive integer or 'adaptive:LIMIT,THRESHOLD,RATIO', got {_show(mode)}")
+    assert match is not None
+    limit, threshold, ratio = int(match.group(1)), float(match.group(2)), float(match.group(3))
+    _require(1 <= limit <= MAX_COUNT and 0 <= threshold <= 1 and 1 < ratio <= MAX_LIMIT_RATIO,
+             f"{name} 'adaptive:LIMIT,THRESHOLD,RATIO' needs LIMIT in [1, {_bound(MAX_COUNT)}], THRESHOLD in [0, 1] and"
+             f" RATIO in (1, {_bound(MAX_LIMIT_RATIO)}] (the factor the limit grows by), got {_show(mode)}")
+
+
+def _check_hidden_dims(dims: object) -> None:
+    name = "policy.args.hidden_dims"
+    _require(isinstance(dims, tuple) and len(dims) <= MAX_HIDDEN_LAYERS and all(_int_in(h, 1, MAX_HIDDEN_WIDTH) for h in dims),
+             f"{name} must be a list of positive integers, each <= {MAX_HIDDEN_WIDTH}, at most {MAX_HIDDEN_LAYERS} of them,"
+             f" got {_show(list(dims) if isinstance(dims, tuple) else dims)}")
+    assert isinstance(dims, tuple)
+    weights = sum(a * b for a, b in itertools.pairwise(dims))
+    _require(weights <= MAX_HIDDEN_WEIGHTS,
+             f"{name} gives {weights} weights between hidden layers, more than {_bound(MAX_HIDDEN_WEIGHTS)}, got {_show(list(dims))}")
+
+
+def _check_ac_bins(ac_bins: object) -> None:
+    ok = False
+    if isinstance(ac_bins, str) and ":" in ac_bins:
+        kind, _, arg = ac_bins.partition(":")
+        if kind == "continuous":
+            ok = arg == ""
+        elif kind == "uniform":
+            ok = re.fullmatch(r"[0-9]{1,9}", arg) is not None and 2 <= int(arg) <= MAX_BINS
+        elif kind == "custom":
+            values = arg.split(",")
+            ok = 2 <= len(values) <= MAX_BINS and all(
+                re.fullmatch(_CUSTOM_BIN, v) is not None and -1 <= float(v) <= 1 for v in values)
+    _require(ok, f"policy.args.ac_bins must be 'continuous:', 'uniform:N' (N in [2, {MAX_BINS}]) or 'custom:v1,v2,...'"
+                 f" (2 to {MAX_BINS} numbers in [-1, 1]), got {_show(ac_bins)}")
+
+
+def _is_name(value: object) -> bool:
+    """A non-empty string of printable characters without spaces."""
+    return isinstance(value, str) and value != "" and value.isprintable() and not any(c.isspace() for c in value)
+
+
 def validate(config: Config) -> None:
-    """Checks types and ranges of every setting.
+    """Checks the type and range of every setting (docs/configs.md lists the bounds).
 
     Raises:
-        ConfigError: naming the setting and what it must be.
+        ConfigError: one line naming the setting, what it must be and what it is.
     """
     es, opt, pol, run = config.es, config.optimizer, config.policy, config.run
-    _require(isinstance(config.env_id, str) and bool(config.env_id), "env_id must be a non-empty string")
-    _require(config.env_module is None or isinstance(config.env_module, str), "env_module must be a module name or null")
-    _require(_is_number(es.noise_stdev) and es.noise_stdev > 0, f"config.noise_stdev must be a positive number, got {es.noise_stdev!r}")
-    _require(_is_int(es.episodes_per_batch) and es.episodes_per_batch >= 2,
-             f"config.episodes_per_batch must be an integer >= 2 (two episodes per antithetic pair), got {es.episodes_per_batch!r}")
-    _require(_is_int(es.timesteps_per_batch) and es.timesteps_per_batch >= 0, "config.timesteps_per_batch must be an integer >= 0")
+    _require(_is_name(config.env_id), f"env_id must be a non-empty string without whitespace (a gymnasium id), got {_show(config.env_id)}")
+    _require(config.env_module is None or (isinstance(config.env_module, str) and all(
+        part.isidentifier() for part in config.env_module.split("."))),
+        f"env_module must be a module name (such as my_envs or package.envs) or null, got {_show(config.env_module)}")
+    _require(_is_name(config.exp_prefix) and len(config.exp_prefix) <= 200 and not any(c in config.exp_prefix for c in "/\\"),
+             f"exp_prefix must be a name of 1 to 200 characters without spaces or path separators, got {_show(config.exp_prefix)}")
+    _require(_number_in(es.noise_stdev, MIN_SCALE, MAX_SCALE),
+             f"config.noise_stdev must be a positive number in [{_bound(MIN_SCALE)}, {_bound(MAX_SCALE)}], got {_show(es.noise_stdev)}")
+    _count(es.episodes_per_batch, "config.episodes_per_batch", 2, MAX_EPISODES_PER_BATCH, note=" (two episodes per antithetic pair)")
+    _require(es.episodes_per_batch % 2 == 0, "config.episodes_per_batch must be even: episodes come in antithetic pairs"
+                                             f" (θ + σε, θ − σε), got {es.episodes_per_batch}")
+    _count(es.timesteps_per_batch, "config.timesteps_per_batch", 0, MAX_COUNT, note=" (read, but not used)")
     for name in ("calc_obstat_prob", "eval_prob"):
         value = getattr(es, name)
-        _require(_is_number(value) and 0 <= value <= 1, f"config.{name} must be a number in [0, 1], got {value!r}")
-    _require(_is_number(es.l2coeff) and es.l2coeff >= 0, f"config.l2coeff must be a number >= 0, got {es.l2coeff!r}")
-    _require(_is_int(es.snapshot_freq) and es.snapshot_freq >= 0, "config.snapshot_freq must be an integer >= 0 (0: only latest.npz)")
-    _require(es.return_proc_mode in RETURN_PROC_MODES,
-             f"config.return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {es.return_proc_mode!r}")
-    mode = es.episode_cutoff_mode
-    ok = (_is_int(mode) and mode > 0) or mode == "env_default" or (
-        isinstance(mode, str) and re.fullmatch(r"adaptive:\d+,[0-9.]+,[0-9.]+", mode) is not None)
-    _require(ok, f"config.episode_cutoff_mode must be 'env_default', a positive integer or 'adaptive:LIMIT,THRESHOLD,RATIO', got {mode!r}")
-    _require(opt.type in OPTIMIZERS, f"optimizer.type must be one of {', '.join(OPTIMIZERS)}, got {opt.type!r}")
-    _require(_is_number(opt.stepsize) and opt.stepsize > 0, f"optimizer.args.stepsize must be a positive number, got {opt.stepsize!r}")
-    _require(_is_number(opt.momentum) and 0 <= opt.momentum < 1, "optimizer.args.momentum must be in [0, 1)")
-    _require(pol.type in POLICY_TYPES, f"policy.type must be one of {', '.join(POLICY_TYPES)}, got {pol.type!r}")
-    _require(isinstance(pol.hidden_dims, tuple) and all(_is_int(h) and h > 0 for h in pol.hidden_dims),
-             f"policy.args.hidden_dims must be a list of positive integers, got {pol.hidden_dims!r}")
-    _require(pol.nonlin_type in NONLINEARITIES, f"policy.args.nonlin_type must be one of {', '.join(NONLINEARITIES)}, got {pol.nonlin_type!r}")
+        _require(_number_in(value, 0, 1), f"config.{name} must be a number in [0, 1], got {_show(value)}")
+    _require(_number_in(es.l2coeff, 0, MAX_COEFFICIENT),
+             f"config.l2coeff must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(es.l2coeff)}")
+    _count(es.snapshot_freq, "config.snapshot_freq", 0, MAX_COUNT, note=" (0: only latest.npz)")
+    _require(isinstance(es.return_proc_mode, str) and es.return_proc_mode in RETURN_PROC_MODES,
+             f"config.return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {_show(es.return_proc_mode)}")
+    _check_cutoff_mode(es.episode_cutoff_mode)
+    _require(isinstance(opt.type, str) and opt.type in OPTIMIZERS,
+             f"optimizer.type must be one of {', '.join(OPTIMIZERS)}, got {_show(opt.type)}")
+    _require(_number_in(opt.stepsize, MIN_SCALE, MAX_SCALE),
+             f"optimizer.args.stepsize must be a positive number in [{_bound(MIN_SCALE)}, {_bound(MAX_SCALE)}], got {_show(opt.stepsize)}")
+    _require(_number_in(opt.momentum, 0, 1) and opt.momentum < 1,
+             f"optimizer.args.momentum must be a number in [0, 1), got {_show(opt.momentum)}")
+    _require(isinstance(pol.type, str) and pol.type in POLICY_TYPES,
+             f"policy.type must be one of {', '.join(POLICY_TYPES)}, got {_show(pol.type)}")
+    _check_hidden_dims(pol.hidden_dims)
+    _require(isinstance(pol.nonlin_type, str) and pol.nonlin_type in NONLINEARITIES,
+             f"policy.args.nonlin_type must be one of {', '.join(NONLINEARITIES)}, got {_show(pol.nonlin_type)}")
     _require(pol.type != ATARI_POLICY or pol.nonlin_type == "relu",
-             f"policy.args.nonlin_type must be 'relu' for {ATARI_POLICY} (the paper's network), got {pol.nonlin_type!r}")
-    _require(pol.connection_type == "ff", f"policy.args.connection_type must be 'ff', got {pol.connection_type!r}")
-    _require(_is_number(pol.ac_noise_std) and pol.ac_noise_std >= 0, "policy.args.ac_noise_std must be a number >= 0")
-    _require(isinstance(pol.ac_bins, str) and re.fullmatch(r"continuous:|uniform:\d+|custom:[-+0-9.eE,\s]+", pol.ac_bins) is not None,
-             f"policy.args.ac_bins must be 'continuous:', 'uniform:N' or 'custom:v1,v2,...', got {pol.ac_bins!r}")
-    _require(_is_int(run.seed) and 0 <= run.seed < 2**63, f"run.seed must be an integer in [0, 2**63), got {run.seed!r}")
-    for name in ("generations", "timesteps", "workers", "eval_episodes"):
-        value = getattr(run, name)
-        low = 0 if name == "eval_episodes" else 1
-        _require(value is None or (_is_int(value) and value >= low), f"run.{name} must be an integer >= {low} or null, got {value!r}")
-    _require(_is_int(run.noise_table_size) and run.noise_table_size >= 1, "run.noise_table_size must be a positive integer")
+             f"policy.args.nonlin_type must be 'relu' for {ATARI_POLICY} (the paper's network), got {_show(pol.nonlin_type)}")
+    _require(pol.connection_type == "ff", f"policy.args.connection_type must be 'ff', got {_show(pol.connection_type)}")
+    _require(_number_in(pol.ac_noise_std, 0, MAX_COEFFICIENT),
+             f"policy.args.ac_noise_std must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(pol.ac_noise_std)}")
+    _check_ac_bins(pol.ac_bins)
+    _require(_int_in(run.seed, 0, MAX_SEED - 1), f"run.seed must be an integer in [0, 2**63), got {_show(run.seed)}")
+    _count(run.generations, "run.generations", 1, MAX_COUNT, nullable=True)
+    _count(run.timesteps, "run.timesteps", 1, MAX_COUNT, nullable=True)
+    _count(run.workers, "run.workers", 1, MAX_WORKERS, nullable=True, why=" (evaluator processes a worker host may announce)")
+    _count(run.eval_episodes, "run.eval_episodes", 0, MAX_EVAL_EPISODES, nullable=True, why=" (a batch's worth)")
+    _count(run.noise_table_size, "run.noise_table_size", 1, MAX_NOISE_TABLE_SIZE, why=" samples (the noise table's limit)")
 
 
 def load_config(path: str | Path) -> Config:
@@ -367,6 +503,8 @@ def load_config(path: str | Path) -> Config:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"config {path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+    except (ValueError, RecursionError) as error:  # an integer of thousands of digits, nesting deeper than Python's stack
+        raise ConfigError(f"config {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must hold a JSON object")
     return config_from_dict(data)
@@ -392,6 +530,9 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         ConfigError: malformed override, unknown or ambiguous key, or a bad resulting value.
     """
     data = config.to_dict()
+    # to_dict leaves momentum out of Adam configs (the paper's layout); it may still be set, e.g.
+    # together with optimizer.type=sgd.
+    data["optimizer"]["args"].setdefault("momentum", config.optimizer.momentum)
     leaves = _leaf_paths(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -405,8 +546,8 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         if len(matches) > 1:
             raise ConfigError(f"config key '{key}' is ambiguous: {', '.join(matches)}")
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
+            value = json.loads(raw)  # NaN and Infinity parse too: validate refuses them, naming the key
+        except (ValueError, RecursionError):  # not JSON (JSONDecodeError is a ValueError): a plain string
             value = raw
         node = data
         *parents, last = matches[0].split(".")

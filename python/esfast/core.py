@@ -448,7 +448,7 @@ class ConvNetwork:
 
     Layers: ``conv_layers`` (each followed by VBN and relu), one dense layer per entry of
     ``hidden_dims`` (each followed by VBN and relu), then a dense output layer of ``actions``
-    units with a bias; parameter layout as in :mod:`esfast.conv_policy`. The reference batch is
+    units with a bias; parameter layout as in :mod:`esfast.policies.conv`. The reference batch is
     copied. :class:`ConvForward` objects made from one network share its refresh scratch memory
     (about the batch size times the conv outputs, in float32), under a lock.
 

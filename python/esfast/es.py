@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from esfast import core
-from esfast.config import RETURN_PROC_MODES
-from esfast.optimizers import make_optimizer
+from esfast.config import MAX_COUNT, RETURN_PROC_MODES
+from esfast.optimizers import Adam, make_optimizer
 from esfast.seeding import Purpose, derive_rng, derive_seed
 
 if TYPE_CHECKING:
@@ -214,18 +214,68 @@ class OpenES:
         return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        """Restores :meth:`state_dict` output.
+        """Restores :meth:`state_dict` output, checked whole before anything changes.
+
+        The ES settings in ``state`` (``sigma``, ``pop_pairs``, ...) are not restored: they come
+        from the constructor, as a resumed run's config gives them.
 
         Raises:
-            ValueError: θ of another size, or a state from a different optimizer or noise table.
+            ValueError: one line: a missing key, θ of another size or not finite, a generation out of
+                [0, 2**53], a state from a different optimizer or noise table, or optimizer state of
+                the wrong shape, non-finite or negative where it cannot be.
         """
-        theta = np.asarray(state["theta"], dtype=np.float32)
+        optimizer_keys = {f"optimizer_{key}": value for key, value in self.optimizer.state_dict().items()}
+        missing = [key for key in ("theta", "generation", "optimizer", "table_size", "table_seed", *optimizer_keys) if key not in state]
+        if missing:
+            raise ValueError(f"state lacks {', '.join(repr(key) for key in missing)}")
+        theta = _float32_array(state["theta"], "theta")
         if theta.shape != (self.num_params,):
             raise ValueError(f"state holds theta of shape {theta.shape}, this ES has ({self.num_params},)")
+        if not np.isfinite(theta).all():
+            raise ValueError("state holds theta with NaN or infinite values")
+        generation = _integer(state["generation"], "generation", MAX_COUNT)
         if str(state["optimizer"]) != self.optimizer_name:
             raise ValueError(f"state is for optimizer {state['optimizer']!r}, this ES uses {self.optimizer_name!r}")
-        if int(state["table_size"]) != len(self.table) or int(state["table_seed"]) != self.table.seed:
+        if (_integer(state["table_size"], "table_size", 2**64 - 1) != len(self.table)
+                or _integer(state["table_seed"], "table_seed", 2**64 - 1) != self.table.seed):
             raise ValueError("state was made with a different noise table (size or seed)")
-        self.theta = theta.copy()
-        self.generation = int(state["generation"])
-        self.optimizer.load_state_dict({k[len("optimizer_"):]: v for k, v in state.items() if k.startswith("optimizer_")})
+        optimizer_state: dict[str, np.ndarray | int] = {}
+        for key, current in optimizer_keys.items():
+            name = key[len("optimizer_"):]
+            if not isinstance(current, np.ndarray):
+                optimizer_state[name] = _integer(state[key], key, MAX_COUNT)
+                continue
+            value = _float32_array(state[key], key)
+            if value.shape != current.shape:
+                raise ValueError(f"state holds {key} of shape {value.shape}, this ES's {self.optimizer_name} optimizer has {current.shape}")
+            if not np.isfinite(value).all():
+                raise ValueError(f"state holds {key} with NaN or infinite values")
+            if isinstance(self.optimizer, Adam) and name == "v" and (value < 0).any():
+                raise ValueError(f"state holds {key} with negative values (Adam's second moments are >= 0)")
+            optimizer_state[name] = value
+        self.theta = theta
+        self.generation = generation
+        self.optimizer.load_state_dict(optimizer_state)
+
+
+def _float32_array(value: object, key: str) -> NDArray[np.float32]:
+    """A float32 copy of ``value``, which must be an array of real numbers (values float32 cannot hold become inf)."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):  # e.g. ragged nested lists
+        raise ValueError(f"state holds {key} that is not an array of numbers") from None
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"state holds {key} of dtype {array.dtype}, not an array of numbers")
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32)
+
+
+def _integer(value: object, key: str, high: int) -> int:
+    """``value`` (an int, a numpy integer or a 0-d integer array, not a bool) in [0, high]."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) <= high:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        bound = "2**53" if high == MAX_COUNT else str(high)
+        raise ValueError(f"state holds {key} = {shown}, which must be an integer in [0, {bound}]")
+    return int(value)

@@ -27,15 +27,35 @@ class Purpose(enum.IntEnum):
     REFERENCE_BATCH = 5
 
 
+_PURPOSES = tuple(Purpose)
+
+
+def _check_natural(value: object, name: str) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"derive_seed: {name} must be an integer >= 0, got {value!r}")
+
+
 def derive_seed(seed: int, purpose: Purpose, *indices: int) -> int:
     """A 63-bit seed that depends only on the arguments.
 
+    The derivation is pinned by golden values in ``tests/test_seeding.py``: every determinism
+    promise (same seed, same run; resume; any number of workers) rests on it never changing.
+
     Args:
-        seed: the run's seed, >= 0.
+        seed: the run's seed, an integer >= 0.
         purpose: what the seed is for.
-        indices: e.g. (generation,) or (generation, pair).
+        indices: integers >= 0, e.g. (generation,) or (generation, pair).
+
+    Raises:
+        ValueError: a seed or index that is not an integer >= 0 (bools are not integers here), or
+            a purpose that is not a :class:`Purpose`.
     """
-    sequence = np.random.SeedSequence(entropy=seed, spawn_key=(int(purpose), *indices))
+    _check_natural(seed, "seed")
+    for i, index in enumerate(indices):
+        _check_natural(index, f"index {i}")
+    if isinstance(purpose, bool) or not isinstance(purpose, int) or purpose not in _PURPOSES:
+        raise ValueError(f"derive_seed: purpose must be a Purpose ({', '.join(p.name for p in Purpose)}), got {purpose!r}")
+    sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(purpose), *(int(index) for index in indices)))
     low, high = sequence.generate_state(2, dtype=np.uint32)
     return (int(high) << 31) ^ int(low)
 

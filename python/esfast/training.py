@@ -1,4 +1,4 @@
-"""The training loop: OpenES over policies evaluated by an :class:`~esfast.evaluation.Evaluator`.
+"""The training loop: OpenES over policies evaluated by an :class:`~esfast.evaluators.Evaluator`.
 
 Per generation the trainer asks OpenES for the population's offsets, builds one task per
 antithetic pair (episode seed and whether to record observations derived from (seed,
@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,20 +25,23 @@ import gymnasium as gym
 import numpy as np
 
 from esfast import core
-from esfast.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from esfast.checkpoint import load_checkpoint, save_checkpoint
 from esfast.config import Config, config_from_dict
+from esfast.distributed.master import local_cluster
+from esfast.distributed.shm import hostname, remove_stale_segments
+from esfast.envs import make_env
+from esfast.errors import CheckpointError, PolicyError, TrainingDiverged
 from esfast.es import OpenES
-from esfast.evaluation import EvalTask, Evaluator, GenerationSpec, PairTask, WorkerSetup, reference_digest
-from esfast.master import hostname, local_cluster
-from esfast.segments import remove_stale_segments
-from esfast.policies import ObStat, PolicyError, make_policy, obs_stat_dim
-from esfast.rollout import make_env
+from esfast.evaluators import Evaluator
+from esfast.policies import ObStat, make_policy
+from esfast.run_directory import RunDirectory
 from esfast.seeding import Purpose, derive_rng, derive_seed
+from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup, reference_digest
 
 logger = logging.getLogger(__name__)
 
 # Makes the evaluator of a run from its description and the trainer's (shared) noise table:
-# SerialEvaluator, local_cluster(procs), or a lambda around esfast.master.Master.
+# SerialEvaluator, local_cluster(procs), or a lambda around esfast.distributed.master.Master.
 EvaluatorFactory = Callable[[WorkerSetup, core.NoiseTable], Evaluator]
 
 # Fields every log.jsonl record has (more may follow).
@@ -49,7 +53,14 @@ LOG_FIELDS = (
 
 @contextlib.contextmanager
 def deferred_sigint() -> Iterator[None]:
-    """Holds back Ctrl-C (and SIGTERM) until the block ends, so an update is never left half done."""
+    """Holds back Ctrl-C (and SIGTERM) until the block ends, so an update is never left half done.
+
+    Signal handlers can be set on the main thread only; elsewhere (a trainer run from a thread)
+    the block runs as it is, and signals are the main thread's business.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     received: list[int] = []
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = [signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signals]
@@ -69,8 +80,11 @@ def default_workers() -> int:
 class Trainer:
     """Trains a policy with OpenES and writes the run directory.
 
-    Run directory: ``config.json``, ``log.jsonl`` (one object per generation) and
-    ``checkpoints/`` (``gen_NNNNN.npz`` every ``snapshot_freq`` generations and ``latest.npz``).
+    Run directory (:class:`~esfast.run_directory.RunDirectory`): ``config.json``, ``log.jsonl``
+    (one object per generation) and ``checkpoints/`` (``gen_NNNNN.npz`` every ``snapshot_freq``
+    generations and ``latest.npz``), locked while the trainer is open. The trainer holds the
+    noise table and the evaluator (worker processes) until :meth:`close`; it is a context
+    manager, and :meth:`train` may be called again to continue.
 
     Args:
         config: the run's configuration.
@@ -82,42 +96,53 @@ class Trainer:
 
     Raises:
         ConfigError, EnvError, PolicyError, CheckpointError: with a one-line message.
+        RunLockedError: another live process trains in ``out_dir``.
     """
 
     def __init__(self, config: Config, out_dir: str | Path, *, evaluator: EvaluatorFactory | None = None, resume: bool = False) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
-        env = make_env(config.env_id, config.env_module, atari=config.atari)
-        try:
-            self.reference_batch = self._reference_batch(env, resume) if config.atari is not None else None
-            self.policy = make_policy(env.observation_space, env.action_space, config.policy, self.reference_batch)
-        finally:
-            env.close()
-        self.obs_dim = obs_stat_dim(self.policy)
-        self.out_dir.mkdir(parents=True, exist_ok=True)  # fails early, before any resource is taken
-        workers = config.run.workers if config.run.workers is not None else default_workers()
-        self.workers = max(1, min(workers, config.pop_pairs))
-        # Shared, so that worker hosts on this machine map it instead of generating their own.
-        if removed := remove_stale_segments():
-            logger.info("removed %d shared-memory segment%s of killed esfast processes", removed, "" if removed == 1 else "s")
-        name = f"esfast-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, config.run.seed)
         self.evaluator: Evaluator | None = None
+        self.table: core.NoiseTable | None = None
+        self.interrupted = False
+        self.diverged = False
+        self.run_dir = RunDirectory(self.out_dir)  # fails early, before any resource is taken
+        self.run_dir.lock()
         try:
+            env = make_env(config.env_id, config.env_module, atari=config.atari)
+            try:
+                self.reference_batch = self._reference_batch(env, resume) if config.atari is not None else None
+                self.policy = make_policy(env.observation_space, env.action_space, config.policy, self.reference_batch)
+            finally:
+                env.close()
+            self.obs_dim = self.policy.obs_stat_dim
+            workers = config.run.workers if config.run.workers is not None else default_workers()
+            self.workers = max(1, min(workers, config.pop_pairs))
+            # Shared, so that worker hosts on this machine map it instead of generating their own.
+            if removed := remove_stale_segments():
+                logger.info("removed %d shared-memory segment%s of killed esfast processes", removed, "" if removed == 1 else "s")
+            name = f"esfast-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, config.run.seed)
             self._build(resume, evaluator or local_cluster(self.workers))
+            self.run_dir.config.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         except BaseException:
             self.close()
             raise
-        (self.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _reference_batch(self, env: gym.Env, resume: bool) -> np.ndarray:
         """The VBN reference batch: the checkpoint's when resuming, else collected with random actions."""
         if resume:
-            state, _ = load_checkpoint(self.out_dir / "checkpoints" / "latest.npz")
+            state, _ = load_checkpoint(self.run_dir.latest)
             if "reference_batch" not in state:
                 raise CheckpointError(f"{self.out_dir} holds a checkpoint without the Atari network's reference batch")
             return np.ascontiguousarray(state["reference_batch"], dtype=np.uint8)
-        from esfast.atari import collect_reference_batch  # imports ale_py: only for Atari runs
+        from esfast.envs.atari import collect_reference_batch  # imports ale_py: only for Atari runs
 
         assert self.config.atari is not None
         seed = derive_seed(self.config.run.seed, Purpose.REFERENCE_BATCH)
@@ -125,6 +150,7 @@ class Trainer:
 
     def _build(self, resume: bool, make_evaluator: EvaluatorFactory) -> None:
         config, seed = self.config, self.config.run.seed
+        assert self.table is not None
         if len(self.table) < self.policy.num_params:
             raise PolicyError(
                 f"run.noise_table_size ({len(self.table)}) must be at least the policy's {self.policy.num_params} parameters"
@@ -147,8 +173,10 @@ class Trainer:
         self.timesteps_total = 0
         self.episodes_total = 0
         self.time_elapsed = 0.0
+        self.last_record: dict[str, Any] | None = None  # the log record of the current generation
         if resume:
-            self._load(self.out_dir / "checkpoints" / "latest.npz")
+            self._load(self.run_dir.latest)
+        self.run_dir.reconcile_log(self.generation, self.last_record)
         batch = self.reference_batch
         self.setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.policy.num_params, self.obs_dim,
                                  len(self.table), self.table.seed, self.table.name, hostname(), config.atari,
@@ -176,6 +204,8 @@ class Trainer:
         )
         if self.reference_batch is not None:
             state["reference_batch"] = self.reference_batch
+        if self.last_record is not None:
+            state["log_record"] = json.dumps(self.last_record)
         return state
 
     def _load(self, path: Path) -> None:
@@ -197,16 +227,23 @@ class Trainer:
         self.timesteps_total = int(state["timesteps_total"])
         self.episodes_total = int(state["episodes_total"])
         self.time_elapsed = float(state["time_elapsed"])
+        if "log_record" in state:  # checkpoints since the log and the checkpoint are kept in agreement
+            try:
+                self.last_record = json.loads(str(state["log_record"]))
+            except json.JSONDecodeError:
+                raise CheckpointError(f"{path} holds a log record that is not JSON") from None
 
     def save(self, *, snapshot: bool = False) -> Path:
-        """Writes ``checkpoints/latest.npz`` (and ``gen_NNNNN.npz`` when ``snapshot``)."""
-        directory = self.out_dir / "checkpoints"
+        """Writes ``checkpoints/latest.npz`` (and ``gen_NNNNN.npz`` when ``snapshot``).
+
+        Raises:
+            OSError: the checkpoint cannot be written; the previous one is left as it was.
+        """
         state = self.state_dict()
-        latest = directory / "latest.npz"
-        save_checkpoint(latest, state, self.config)
         if snapshot:
-            save_checkpoint(directory / f"gen_{self.generation:05d}.npz", state, self.config)
-        return latest
+            save_checkpoint(self.run_dir.snapshot(self.generation), state, self.config)
+        save_checkpoint(self.run_dir.latest, state, self.config)
+        return self.run_dir.latest
 
     # Generations ---------------------------------------------------------------------------
 
@@ -224,30 +261,53 @@ class Trainer:
         return pairs, evals
 
     def step(self) -> dict[str, Any]:
-        """Runs one generation and returns its log record."""
+        """Runs one generation and returns its log record (nothing is written to the run directory).
+
+        Raises:
+            TrainingDiverged: θ or the observation statistics became non-finite.
+        """
+        results = self._evaluate()
+        with deferred_sigint():
+            return self._update(*results)
+
+    def _evaluate(self) -> tuple[float, list[PairResult], list[EvalResult]]:
+        """Runs the current generation's episodes (Ctrl-C interrupts it; nothing has changed then)."""
+        if self.evaluator is None:
+            raise RuntimeError("the trainer is closed")
         start = time.perf_counter()
         generation = self.generation
         pairs, evals = self.tasks(generation)
         spec = GenerationSpec(generation, self.es.sigma, self.obstat.mean, self.obstat.std, self.timestep_limit)
         pair_results, eval_results = self.evaluator.evaluate(self.es.theta, spec, pairs, evals)
+        return start, pair_results, eval_results
+
+    def _update(self, start: float, pair_results: list[PairResult], eval_results: list[EvalResult]) -> dict[str, Any]:
+        """Updates θ, the statistics and the counters from a generation's results; its log record."""
+        assert self.evaluator is not None
+        generation = self.generation
         pair_results.sort(key=lambda r: r.pair)
         eval_results.sort(key=lambda r: r.index)
-        if [r.pair for r in pair_results] != list(range(len(pairs))):
+        if [r.pair for r in pair_results] != list(range(self.config.pop_pairs)):
             raise RuntimeError(f"generation {generation}: the evaluator returned results for the wrong pairs")
         returns = np.array([r.returns for r in pair_results], dtype=np.float64)
         lengths = np.array([r.lengths for r in pair_results], dtype=np.int64)
-        with deferred_sigint():
-            update = self.es.tell(returns)
-            for result in pair_results:
-                if result.obs_count:
-                    self.obstat.increment(result.obs_sum, result.obs_sumsq, result.obs_count)
-            steps = int(lengths.sum()) + sum(r.length for r in eval_results)
-            self.timesteps_total += int(lengths.sum())
-            self.episodes_total += lengths.size
-            if self.limit_threshold is not None and np.mean(lengths == self.timestep_limit) > self.limit_threshold:
-                self.timestep_limit = int(self.limit_ratio * self.timestep_limit)
-            elapsed = time.perf_counter() - start
-            self.time_elapsed += elapsed
+        update = self.es.tell(returns)
+        for result in pair_results:
+            if result.obs_count and result.obs_sum is not None and result.obs_sumsq is not None:
+                self.obstat.increment(result.obs_sum, result.obs_sumsq, result.obs_count)
+        if not (np.isfinite(self.es.theta).all() and self.obstat.finite()):
+            self.diverged = True
+            what = "θ" if not np.isfinite(self.es.theta).all() else "the observation statistics"
+            raise TrainingDiverged(f"{what} became non-finite in generation {generation + 1}; "
+                                   f"training stopped (a step size or σ too large?); the last finite checkpoint is generation {generation}")
+        steps = int(lengths.sum()) + sum(r.length for r in eval_results)
+        self.timesteps_total += int(lengths.sum())
+        self.episodes_total += lengths.size
+        if (self.limit_threshold is not None and self.limit_ratio is not None and self.timestep_limit is not None
+                and np.mean(lengths == self.timestep_limit) > self.limit_threshold):
+            self.timestep_limit = int(self.limit_ratio * self.timestep_limit)
+        elapsed = time.perf_counter() - start
+        self.time_elapsed += elapsed
         record: dict[str, Any] = {
             "generation": self.generation,
             "timesteps_total": self.timesteps_total,
@@ -265,6 +325,7 @@ class Trainer:
             **update,
             **self.evaluator.generation_stats(),
         }
+        self.last_record = record
         return record
 
     def done(self) -> bool:
@@ -274,37 +335,47 @@ class Trainer:
         )
 
     def train(self, *, seconds: float | None = None) -> None:
-        """Runs generations until the budget is spent; Ctrl-C checkpoints and re-raises.
+        """Runs generations until the budget is spent; may be called again to go on.
 
-        Progress goes to the ``esfast.training`` logger, one line per generation.
+        After each generation its checkpoint is written, then its log record; Ctrl-C (or SIGTERM)
+        is held back from the update to the log record, so the latest checkpoint and the log always
+        agree. Ctrl-C during the episodes ends the call with KeyboardInterrupt, the run as of the
+        last generation saved. Progress goes to the ``esfast.training`` logger, one line per generation.
 
         Args:
             seconds: also stop after the generation under way when this much wall time has passed.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C or SIGTERM; the checkpoint is the last completed generation's.
+            TrainingDiverged: θ became non-finite; the last finite checkpoint is kept.
+            OSError: a checkpoint could not be written; the previous one and the log still agree.
         """
         deadline = None if seconds is None else time.monotonic() + seconds
         snapshot_freq = self.config.es.snapshot_freq
-        log_path = self.out_dir / "log.jsonl"
-        interrupted = False
+        self.interrupted = False
         try:
-            with open(log_path, "a") as log:
-                while not self.done() and (deadline is None or time.monotonic() < deadline):
-                    record = self.step()
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+            while not self.done() and (deadline is None or time.monotonic() < deadline):
+                results = self._evaluate()
+                with deferred_sigint():
+                    record = self._update(*results)
                     self.save(snapshot=snapshot_freq > 0 and self.generation % snapshot_freq == 0)
-                    logger.info(format_progress(record))
+                    self.run_dir.append(record)
+                logger.info(format_progress(record))
         except KeyboardInterrupt:
-            interrupted = True
-            self.save()
+            self.interrupted = True
+            if not self.run_dir.latest.exists():
+                self.save()  # interrupted before the first generation: the run can still be resumed
             raise
-        finally:
-            self.close(interrupted=interrupted)
 
-    def close(self, *, interrupted: bool = False) -> None:
-        """Stops the evaluator and releases the noise table."""
+    def close(self) -> None:
+        """Stops the evaluator, releases the noise table and the run directory's lock. Idempotent."""
         if self.evaluator is not None:
-            self.evaluator.close(interrupted=interrupted)
-        self.table.close()
+            self.evaluator.close(interrupted=self.interrupted)
+            self.evaluator = None
+        if self.table is not None:
+            self.table.close()
+            self.table = None
+        self.run_dir.unlock()
 
 
 def format_progress(record: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Feed-forward policies over a flat float32 parameter vector, and observation statistics.
+"""Feed-forward (MLP) policies over a flat float32 parameter vector.
 
 Parameter layout: for each layer in order, its weight matrix of shape (inputs, outputs) in
 row-major order, then its bias (outputs,). An :class:`Actor` binds θ (no copy) and
@@ -12,26 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from esfast.config import ATARI_POLICY, PolicySettings
+from esfast.config import PolicySettings
 from esfast.core import MLPForward
+from esfast.errors import PolicyError
 
-if TYPE_CHECKING:
-    from esfast.conv_policy import ConvPolicy
+__all__ = ["MLPActor", "MLPPolicy", "OBS_CLIP", "parse_bins"]
 
 OBS_CLIP = 5.0
-OBS_VARIANCE_FLOOR = 1e-2  # std is at least 0.1, as in the paper's code
 HIDDEN_INIT_STD = 1.0
 OUTPUT_INIT_STD = 0.01
-
-
-class PolicyError(ValueError):
-    """The policy cannot be built for this environment or this parameter vector."""
 
 
 def _elu(x: NDArray[np.float32], out: NDArray[np.float32]) -> None:
@@ -54,44 +49,6 @@ _NONLINEARITIES: dict[str, Callable[..., object] | None] = {
     "sigmoid": _sigmoid,
     "identity": None,
 }
-
-
-class ObStat:
-    """Running sums of observations (float64): merged exactly, in a fixed order, across workers.
-
-    Starts with a small pseudo-count (sum 0, sum of squares ``eps``, count ``eps``), so before any
-    data the mean is 0 and the std 1.
-    """
-
-    def __init__(self, shape: tuple[int, ...], eps: float = 1e-2) -> None:
-        self.sum = np.zeros(shape, dtype=np.float64)
-        self.sumsq = np.full(shape, eps, dtype=np.float64)
-        self.count = float(eps)
-
-    def increment(self, total: NDArray[np.float64], sumsq: NDArray[np.float64], count: float) -> None:
-        self.sum += total
-        self.sumsq += sumsq
-        self.count += count
-
-    @property
-    def mean(self) -> NDArray[np.float32]:
-        return (self.sum / self.count).astype(np.float32)
-
-    @property
-    def std(self) -> NDArray[np.float32]:
-        mean = self.sum / self.count
-        return np.sqrt(np.maximum(self.sumsq / self.count - np.square(mean), OBS_VARIANCE_FLOOR)).astype(np.float32)
-
-    def state_dict(self) -> dict[str, np.ndarray | float]:
-        return {"sum": self.sum.copy(), "sumsq": self.sumsq.copy(), "count": self.count}
-
-    def load_state_dict(self, state: dict[str, np.ndarray | float]) -> None:
-        total = np.asarray(state["sum"], dtype=np.float64)
-        if total.shape != self.sum.shape:
-            raise PolicyError(f"observation statistics have shape {total.shape}, the policy expects {self.sum.shape}")
-        self.sum = total.copy()
-        self.sumsq = np.asarray(state["sumsq"], dtype=np.float64).copy()
-        self.count = float(state["count"])
 
 
 def parse_bins(ac_bins: str) -> NDArray[np.float32] | None:
@@ -174,6 +131,12 @@ class MLPPolicy:
         self.num_params = start
         self.sizes = tuple(sizes)
         self.nonlinearity = _NONLINEARITIES[settings.nonlin_type]
+        self.obs_stat_dim = self.obs_dim  # observations are normalized with running statistics
+        self.continuous = not self.discrete and self.bins is None
+
+    def describe(self) -> str:
+        """The layer sizes and nonlinearity, e.g. ``17-64-64-6 tanh``."""
+        return f"{'-'.join(map(str, self.sizes))} {self.settings.nonlin_type}"
 
     def initial_theta(self, rng: np.random.Generator) -> NDArray[np.float32]:
         """Column-normalized Gaussian weights (std 1 hidden, 0.01 output) and zero biases."""
@@ -188,14 +151,15 @@ class MLPPolicy:
     def actor(
         self,
         theta: NDArray[np.float32],
-        obs_mean: NDArray[np.float32],
-        obs_std: NDArray[np.float32],
+        obs_mean: NDArray[np.float32] | None = None,
+        obs_std: NDArray[np.float32] | None = None,
         *,
         compiled: bool = True,
-    ) -> Actor:
-        """An :class:`Actor` for parameters ``theta`` (viewed, not copied) and observation statistics.
+    ) -> MLPActor:
+        """An :class:`MLPActor` for parameters ``theta`` (viewed, not copied) and observation statistics.
 
-        ``compiled=False`` keeps the actor on numpy (see :class:`Actor`).
+        Without statistics the actor normalizes with mean 0 and std 1 until :meth:`MLPActor.prepare`.
+        ``compiled=False`` keeps the actor on numpy (see :class:`MLPActor`).
 
         Raises:
             PolicyError: ``theta`` of the wrong size or dtype.
@@ -204,14 +168,18 @@ class MLPPolicy:
             raise PolicyError(f"parameter vector has shape {theta.shape}, this policy needs ({self.num_params},)")
         if theta.dtype != np.float32:
             raise PolicyError(f"parameter vector has dtype {theta.dtype}, this policy needs float32")
-        return Actor(self, theta, obs_mean, obs_std, compiled=compiled)
+        if obs_mean is None:
+            obs_mean = np.zeros(self.obs_dim, dtype=np.float32)
+        if obs_std is None:
+            obs_std = np.ones(self.obs_dim, dtype=np.float32)
+        return MLPActor(self, theta, obs_mean, obs_std, compiled=compiled)
 
 
 # Nonlinearities the compiled forward pass implements; the others run on numpy.
 _COMPILED_NONLINEARITIES = ("tanh", "relu", "identity")
 
 
-class Actor:
+class MLPActor:
     """Maps one observation to one action with fixed parameters; holds its own buffers.
 
     θ and the normalization buffers are read at each call, so refilling θ in place changes the
@@ -238,7 +206,7 @@ class Actor:
         self.obs = np.empty(policy.obs_dim, dtype=np.float32)
         self.mean = np.empty(policy.obs_dim, dtype=np.float32)
         self.inv_std = np.empty(policy.obs_dim, dtype=np.float32)
-        self.set_normalization(obs_mean, obs_std)
+        self.prepare(obs_mean, obs_std)
         if policy.bins is not None:
             self.bin_values = policy.action_mid[:, None] + policy.action_half[:, None] * policy.bins[None, :]
         self.all_bounded = not policy.discrete and bool(np.all(policy.bounded))
@@ -269,12 +237,12 @@ class Actor:
                 action_high=policy.action_high if continuous else None,
             )
 
-    def set_normalization(self, obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> None:
-        """Uses new observation statistics (copied into this actor's buffers)."""
+    def prepare(self, obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> None:
+        """Uses new observation statistics (copied into this actor's buffers) from the next call on."""
         np.copyto(self.mean, obs_mean, casting="same_kind")
         np.divide(1.0, obs_std, out=self.inv_std, casting="same_kind")
 
-    def __call__(self, observation: NDArray, noise: NDArray[np.float32] | None = None) -> NDArray | int:
+    def __call__(self, observation: NDArray[Any], noise: NDArray[np.float32] | None = None) -> NDArray[np.float32] | int:
         """The action for ``observation``; ``noise`` (act_dim,) is added to continuous actions."""
         policy = self.policy
         forward = self.forward
@@ -312,32 +280,3 @@ class Actor:
             np.minimum(action, policy.action_high, out=action)
             np.maximum(action, policy.action_low, out=action)
         return action
-
-
-def make_policy(
-    observation_space: gym.Space, action_space: gym.Space, settings: PolicySettings, reference_batch: NDArray[np.uint8] | None = None
-) -> MLPPolicy | ConvPolicy:
-    """The policy a config asks for: :class:`MLPPolicy`, or the Atari network for ``AtariPolicy``.
-
-    Args:
-        observation_space: the environment's.
-        action_space: the environment's.
-        settings: the config's ``policy`` section.
-        reference_batch: the VBN reference batch (Atari network only, required there).
-
-    Raises:
-        PolicyError: spaces or a reference batch the policy cannot use.
-    """
-    if settings.type != ATARI_POLICY:
-        return MLPPolicy(observation_space, action_space, settings)
-    from esfast.conv_policy import ConvPolicy  # noqa: F811 - the runtime import of the annotation's class
-
-    if reference_batch is None:
-        raise PolicyError("the Atari network needs its reference batch of observations")
-    return ConvPolicy(observation_space, action_space, settings, reference_batch)
-
-
-def obs_stat_dim(policy: MLPPolicy | ConvPolicy) -> int:
-    """Length of the observation statistics ``policy`` normalizes with; 0 for the Atari network,
-    which normalizes with its reference batch instead (virtual batch normalization)."""
-    return policy.obs_dim if isinstance(policy, MLPPolicy) else 0

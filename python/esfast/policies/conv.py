@@ -7,7 +7,7 @@ observations of shape ``(C, H, W)`` scaled to [0, 1]::
     -> [fully connected 256 -> VBN -> relu] (per entry of hidden_dims) -> fully connected n_actions -> argmax
 
 Virtual batch normalization (Salimans et al. 2016, "Improved techniques for training GANs"): a
-reference batch of observations is fixed once per run (:func:`esfast.atari.collect_reference_batch`).
+reference batch of observations is fixed once per run (:func:`esfast.envs.atari.collect_reference_batch`).
 When an actor is made for (or refreshed after a change of) a parameter vector, the reference batch is
 run through the network under those parameters, and each normalized layer's pre-activations get the
 batch's mean and (population) variance per channel (conv: over examples and positions) or per unit
@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 
 from esfast.config import PolicySettings
 from esfast.core import ConvForward, ConvNetwork
-from esfast.policies import PolicyError
+from esfast.errors import PolicyError
 
 __all__ = ["CONV_LAYERS", "ConvActor", "ConvLayer", "ConvPolicy", "VBN_EPS"]
 
@@ -104,7 +104,7 @@ class ConvPolicy:
 
     Args:
         observation_space: ``Box`` of ``uint8``, shape ``(channels, height, width)`` (what
-            :func:`esfast.atari.make_atari_env` gives: ``(4, 84, 84)``).
+            :func:`esfast.envs.atari.make_atari_env` gives: ``(4, 84, 84)``).
         action_space: ``Discrete(n)``.
         settings: ``hidden_dims`` are the sizes of the fully connected layers after the convolutions
             (the paper: ``(256,)``); ``nonlin_type`` must be ``"relu"``.
@@ -138,6 +138,8 @@ class ConvPolicy:
         self.obs_shape: tuple[int, int, int] = (int(shape[0]), int(shape[1]), int(shape[2]))
         self.act_dim = int(action_space.n)
         self.discrete = True
+        self.continuous = False
+        self.obs_stat_dim = 0  # normalized by its reference batch (VBN), not by running statistics
         channels, height, width = self.obs_shape
         self.convs: list[_Conv] = []
         start = 0
@@ -186,6 +188,11 @@ class ConvPolicy:
         except (TypeError, ValueError) as error:  # e.g. a layer too wide for the kernel's limits
             raise PolicyError(f"the Atari network cannot be built: {error}") from None
         assert self.network.num_params == self.num_params, "the documented layout and the kernel's disagree"
+
+    def describe(self) -> str:
+        """The layers in a few words, e.g. ``conv 16x8x8/4 32x4x4/2 fc 256-6 relu, VBN``."""
+        convs = " ".join(f"{layer.filters}x{layer.kernel}x{layer.kernel}/{layer.stride}" for layer in CONV_LAYERS)
+        return f"conv {convs} fc {'-'.join(map(str, (*self.settings.hidden_dims, self.act_dim)))} relu, VBN"
 
     def initial_theta(self, rng: np.random.Generator) -> NDArray[np.float32]:
         """Initial parameters: each filter or unit's weights a Gaussian vector of norm 1 (0.01 for the
@@ -255,6 +262,10 @@ class ConvActor:
         self.statistics: list[tuple[NDArray[np.float64], NDArray[np.float64]]] = []
         self.refresh()
 
+    def prepare(self, obs_mean: NDArray[np.float32], obs_std: NDArray[np.float32]) -> None:
+        """Readies the actor for an episode: :meth:`refresh` (the observation statistics are unused)."""
+        self.refresh()
+
     def refresh(self) -> None:
         """Recomputes the normalization from the current contents of ``theta`` and freezes it.
 
@@ -276,7 +287,7 @@ class ConvActor:
         Args:
             observation: ``uint8`` array of the policy's observation shape (checked by the kernel:
                 TypeError or ValueError otherwise).
-            noise: ignored (actions are discrete); accepted for :func:`esfast.rollout.run_episode`.
+            noise: ignored (actions are discrete); accepted for :func:`esfast.envs.rollout.run_episode`.
 
         Returns:
             The action index.

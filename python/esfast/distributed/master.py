@@ -1,10 +1,10 @@
 """The master: hands each generation's tasks to worker hosts over ZeroMQ and collects the results.
 
-:class:`Master` is an :class:`~esfast.evaluation.Evaluator`, so the trainer runs the same algorithm
+:class:`Master` is an :class:`~esfast.evaluators.Evaluator`, so the trainer runs the same algorithm
 whether episodes run here or on a cluster. It owns one ``ROUTER`` socket; worker hosts
-(:mod:`esfast.worker`) connect with ``DEALER`` sockets, say ``HELLO``, and pull tasks with credit
+(:mod:`esfast.distributed.host`) connect with ``DEALER`` sockets, say ``HELLO``, and pull tasks with credit
 (``READY``). The bookkeeping of a generation (re-issue on loss, tail copies, first result wins)
-is :class:`~esfast.scheduling.GenerationScheduler`'s; this module puts it on the wire, watches
+is :class:`~esfast.distributed.scheduling.GenerationScheduler`'s; this module puts it on the wire, watches
 liveness and keeps the counters that each generation's log record carries. The protocol is
 specified in ``docs/protocol.md``.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket as socketlib
 import subprocess
 import sys
 import threading
@@ -31,8 +30,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from esfast.evaluation import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerError, WorkerSetup
-from esfast.protocol import (
+from esfast.distributed.protocol import (
     HEARTBEAT_INTERVAL,
     LIVENESS,
     MAX_CREDIT_PER_PROC,
@@ -40,15 +38,18 @@ from esfast.protocol import (
     MAX_TASKS_PER_MESSAGE,
     PROTOCOL_VERSION,
     Message,
-    ProtocolError,
-    Task,
     decode,
     encode,
     peek,
     results_from_message,
+    setup_to_wire,
     task_to_wire,
+    theta_message,
 )
-from esfast.scheduling import GenerationScheduler, Outcome
+from esfast.distributed.scheduling import GenerationScheduler, Outcome
+from esfast.distributed.shm import hostname
+from esfast.errors import ConfigError, ProtocolError, WorkerError
+from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Task, WorkerSetup
 
 logger = logging.getLogger(__name__)
 
@@ -95,20 +96,28 @@ class Master:
         bind: ZeroMQ endpoint to bind, e.g. ``tcp://127.0.0.1:5555`` (port 0: any free port).
         setup: the run description sent to every host in ``WELCOME``.
         local_procs: if given, also start one worker host on this machine (a subprocess running
-            ``esfast.worker`` with this many evaluator processes) and treat its exit as an error;
+            ``esfast.distributed.host`` with this many evaluator processes) and treat its exit as an error;
             this is what ``esfast train`` uses.
 
     Raises:
         OSError: the endpoint cannot be bound (address in use, bad address).
+        ConfigError: the run description cannot be encoded.
     """
 
     def __init__(self, bind: str, setup: WorkerSetup, *, local_procs: int | None = None) -> None:
         self.setup = setup
-        self.run, self.run_arrays = setup.to_wire()
+        self.run, self.run_arrays = setup_to_wire(setup)
+        try:  # refused here, not in silence at every HELLO (a value JSON cannot carry, such as Infinity)
+            encode(Message("WELCOME", {"worker": "w0", "run": self.run}, self.run_arrays))
+        except (ProtocolError, ValueError) as error:
+            raise ConfigError(f"the run description cannot be sent to worker hosts: {error}") from None
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)  # bounds what a hostile peer can make us buffer
+        # A send to a peer whose queue is full, or that is gone, fails instead of being dropped in
+        # silence, so the master knows what each host has received (see _send).
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             self.socket.bind(bind)
         except zmq.ZMQError as error:
@@ -153,8 +162,7 @@ class Master:
         self.stats = MasterStats()
         self.task_seconds = (0.0, 0)
         # θ is copied once: queued frames then never see the trainer's in-place update.
-        fields = {"generation": spec.generation, "sigma": float(spec.sigma), "timestep_limit": spec.timestep_limit}
-        self.theta_frames = encode(Message("THETA", fields, (theta.copy(), spec.obs_mean, spec.obs_std)))
+        self.theta_frames = encode(theta_message(theta.copy(), spec))
         waiting_since = time.monotonic()
         last_waiting_log = waiting_since
         self._drain()  # credit and hosts that arrived during the update count from the first dispatch
@@ -215,11 +223,23 @@ class Master:
     def _timeout_ms(self, now: float) -> int:
         return max(1, int(1000 * min(HEARTBEAT_INTERVAL, self.last_heartbeat + HEARTBEAT_INTERVAL - now + 0.001)))
 
-    def _send(self, identity: bytes, frames: list[Any]) -> None:
+    def _send(self, identity: bytes, frames: list[Any]) -> bool:
+        """Sends to one host; False if the socket refused (its queue is full, or it is gone).
+
+        The caller decides what a refused message means: θ is sent again at the next dispatch,
+        tasks go back to the queue, a heartbeat or STOP is only logged.
+        """
         try:
             self.socket.send_multipart([identity, *frames], copy=False, flags=zmq.NOBLOCK)
         except zmq.Again:
-            logger.warning("a message to a worker host was dropped: its queue is full")
+            logger.debug("a message to a worker host was not sent: its queue is full")
+            return False
+        except zmq.ZMQError as error:
+            if error.errno != zmq.EHOSTUNREACH:
+                raise
+            logger.debug("a message to a worker host was not sent: it has disconnected")
+            return False
+        return True
 
     def _drain(self) -> None:
         """Handles what waits: messages queued between generations, then up to DRAIN_BATCH more."""
@@ -302,7 +322,7 @@ class Master:
             self._hello(identity, message, now)
             return
         if host is None:
-            if message.type not in ("HEARTBEAT", "BYE", "RESULT", "READY"):
+            if message.type not in ("HEARTBEAT", "BYE", "RESULT", "READY", "WANT_THETA"):
                 self._drop(f"{message.type} from a host that has not said HELLO", identity)
             return  # a host from before a restart: it will notice our silence and say HELLO again
         host.last_seen = now
@@ -323,6 +343,11 @@ class Master:
                                task, generation, host.name, message["error"])
                 return
             raise WorkerError(f"task {task} of generation {generation} failed on worker host {host.name}: {message['error']}")
+        elif message.type == "WANT_THETA":
+            scheduler = self.scheduler
+            if scheduler is not None and message["generation"] == scheduler.generation:
+                logger.info("worker host %s lacks θ of generation %d; sending it again", host.name, scheduler.generation)
+                host.theta_generation = scheduler.generation if self._send(identity, self.theta_frames) else -1
         elif message.type == "BYE":
             self._lose(identity, "said goodbye")
         elif message.type != "HEARTBEAT":
@@ -399,17 +424,19 @@ class Master:
         for host in list(self.hosts.values()):
             if host.credit <= 0 or scheduler.done:
                 continue
-            given = scheduler.assign(host.key, host.credit, now, copy_after=copy_after)
-            if not given:
-                continue
             if host.theta_generation != scheduler.generation:
-                self._send(host.identity, self.theta_frames)
+                if not self._send(host.identity, self.theta_frames):
+                    continue  # its queue is full: θ and tasks wait for the next dispatch
                 host.theta_generation = scheduler.generation
-            host.credit -= len(given)
-            tasks = [task_to_wire(task_id, task) for task_id, task in given]
-            for start in range(0, len(tasks), MAX_TASKS_PER_MESSAGE):
-                chunk = tasks[start:start + MAX_TASKS_PER_MESSAGE]
-                self._send(host.identity, encode(Message("TASKS", {"generation": scheduler.generation, "tasks": chunk})))
+            given = scheduler.assign(host.key, host.credit, now, copy_after=copy_after)
+            for start in range(0, len(given), MAX_TASKS_PER_MESSAGE):
+                chunk = given[start:start + MAX_TASKS_PER_MESSAGE]
+                tasks = [task_to_wire(task_id, task) for task_id, task in chunk]
+                if self._send(host.identity, encode(Message("TASKS", {"generation": scheduler.generation, "tasks": tasks}))):
+                    host.credit -= len(chunk)
+                else:  # not sent: the tasks go to whoever asks next, this host included
+                    scheduler.release(host.key, [task_id for task_id, _ in given[start:]])
+                    break
 
     def _housekeeping(self, now: float) -> None:
         for identity, host in list(self.hosts.items()):
@@ -433,8 +460,8 @@ def local_cluster(procs: int, bind: str = "tcp://127.0.0.1:0") -> Callable[[Work
 
 
 def start_local_worker(endpoint: str, procs: int) -> subprocess.Popen[bytes]:
-    """Starts ``esfast.worker`` on this machine, connected to ``endpoint``, with ``procs`` evaluators."""
-    command = [sys.executable, "-m", "esfast.worker", "--master", endpoint, "--procs", str(procs), "--quiet", "--parent", str(os.getpid())]
+    """Starts ``esfast.distributed.host`` on this machine, connected to ``endpoint``, with ``procs`` evaluators."""
+    command = [sys.executable, "-m", "esfast.distributed.host", "--master", endpoint, "--procs", str(procs), "--quiet", "--parent", str(os.getpid())]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
 
@@ -449,8 +476,3 @@ def stop_local_worker(process: subprocess.Popen[bytes], timeout: float = 10.0) -
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def hostname() -> str:
-    """This machine's name, as hosts and the master report it."""
-    return socketlib.gethostname() or f"pid{os.getpid()}"

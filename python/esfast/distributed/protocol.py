@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from esfast.evaluation import EvalResult, EvalTask, PairResult, PairTask
+from esfast.config import Config, config_from_dict
+from esfast.errors import ConfigError, ProtocolError
+from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup, reference_digest
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
 MAX_INT_DIGITS = 20  # any int64, and no more
@@ -41,10 +43,6 @@ BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 8.0
 
 
-class ProtocolError(ValueError):
-    """A message that breaks the protocol; the text says which rule."""
-
-
 # Field rules per message type: name -> (accepted Python types, allows None).
 _INT = (int,)
 _NUMBER = (int, float)
@@ -54,6 +52,7 @@ _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "RESULT": {"generation": (_INT, False), "results": ((list,), False), "credit": (_INT, False)},
     "HEARTBEAT": {},
     "FAILED": {"generation": (_INT, False), "task": (_INT, False), "error": ((str,), False)},
+    "WANT_THETA": {"generation": (_INT, False)},
     "BYE": {},
     "WELCOME": {"worker": ((str,), False), "run": ((dict,), False)},
     "REFUSE": {"reason": ((str,), False)},
@@ -221,12 +220,59 @@ def _decode_arrays(descriptions: object, payload: Sequence[bytes | memoryview]) 
     return tuple(arrays)
 
 
+# Addresses -----------------------------------------------------------------------------------
+
+
+def check_endpoint(endpoint: str, *, bind: bool) -> str:
+    """Checks a ZeroMQ endpoint given on the command line: ``tcp://HOST:PORT`` with a port in
+    1..65535 (0 or ``*`` also when binding: any free port), or ``ipc://PATH``.
+
+    Raises:
+        ConfigError: anything else (ZeroMQ itself would take port 99999 as another port).
+    """
+    option = "--bind" if bind else "--master"
+    scheme, separator, rest = endpoint.partition("://")
+    if scheme == "ipc" and separator and rest:
+        return endpoint
+    host, colon, port = rest.rpartition(":")
+    if scheme != "tcp" or not separator or not colon or not host:
+        raise ConfigError(f"{option} must be tcp://HOST:PORT, got {endpoint!r}")
+    if bind and port == "*":
+        return endpoint
+    if not port.isdigit() or not (0 if bind else 1) <= int(port) <= 65535:
+        raise ConfigError(f"{option} {endpoint!r}: the port must be {'0 to' if bind else '1 to'} 65535")
+    return endpoint
+
+
+# θ -------------------------------------------------------------------------------------------
+
+
+def theta_message(theta: np.ndarray, spec: GenerationSpec) -> Message:
+    """The ``THETA`` message of a generation: its settings as fields, θ and the statistics as arrays."""
+    fields = {"generation": spec.generation, "sigma": float(spec.sigma), "timestep_limit": spec.timestep_limit}
+    return Message("THETA", fields, (theta, spec.obs_mean, spec.obs_std))
+
+
+def theta_from_message(message: Message, num_params: int, obs_dim: int) -> tuple[np.ndarray, GenerationSpec]:
+    """θ and the generation's settings from a decoded ``THETA`` (arrays are views of the frames).
+
+    Raises:
+        ProtocolError: arrays of other shapes or dtypes than the run's, a sigma <= 0, a limit < 1.
+    """
+    shapes = [a.shape for a in message.arrays]
+    expected = [(num_params,), (obs_dim,), (obs_dim,)]
+    if shapes != expected or any(a.dtype != np.float32 for a in message.arrays):
+        raise ProtocolError(f"THETA arrays {shapes}, expected float32 {expected}")
+    limit = message["timestep_limit"]
+    if message["sigma"] <= 0 or (limit is not None and limit < 1) or message["generation"] < 0:
+        raise ProtocolError("THETA needs generation >= 0, sigma > 0 and timestep_limit >= 1 or null")
+    theta, mean, std = message.arrays
+    return theta, GenerationSpec(message["generation"], float(message["sigma"]), mean, std, limit)
+
+
 # Tasks and results ---------------------------------------------------------------------------
 # A generation's tasks are numbered by their index in the generation: pairs first, then the
 # evaluation episodes. (generation, task) names a task uniquely within a run.
-
-Task = PairTask | EvalTask
-Result = PairResult | EvalResult
 
 
 def task_to_wire(task_id: int, task: Task) -> dict[str, Any]:
@@ -369,3 +415,51 @@ def results_from_message(message: Message, tasks: Sequence[Task], obs_dim: int) 
             result = EvalResult(task.index, _number(obj["return"], "return"), _count(obj["length"], "length"))  # type: ignore[union-attr]
         parsed.append((task_id, result))
     return parsed
+
+
+# The run description -----------------------------------------------------------------------
+
+
+def setup_to_wire(setup: WorkerSetup) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
+    """The ``run`` object of a ``WELCOME`` message and its arrays (the reference batch, if any)."""
+    config = Config(policy=setup.policy, atari=setup.atari).to_dict()
+    run = {"env_id": setup.env_id, "env_module": setup.env_module, "policy": config["policy"], "atari": config.get("atari"),
+           "num_params": setup.num_params, "obs_dim": setup.obs_dim, "table_size": setup.table_size,
+           "table_seed": setup.table_seed, "table_name": setup.table_name, "table_host": setup.table_host,
+           "reference_digest": setup.reference_digest}
+    return run, (() if setup.reference_batch is None else (setup.reference_batch,))
+
+
+def setup_from_wire(run: object, arrays: tuple[np.ndarray, ...] = ()) -> WorkerSetup:
+    """Parses and validates a ``run`` object and its arrays.
+
+    Raises:
+        ValueError: a malformed run object (the message says which field).
+    """
+    keys = {"env_id", "env_module", "policy", "atari", "num_params", "obs_dim", "table_size", "table_seed", "table_name",
+            "table_host", "reference_digest"}
+    if not isinstance(run, dict) or set(run) != keys:
+        raise ValueError(f"run description must have exactly the fields {sorted(keys)}")
+    for name, low in (("num_params", 1), ("obs_dim", 0), ("table_size", 1), ("table_seed", 0)):
+        value = run[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"run field {name!r} must be an integer >= {low}, got {value!r:.100}")
+    for name in ("table_name", "table_host", "env_module", "reference_digest"):
+        if run[name] is not None and not isinstance(run[name], str):
+            raise ValueError(f"run field {name!r} must be a string or null")
+    sections = {"env_id": run["env_id"], "env_module": run["env_module"], "policy": run["policy"]}
+    if run["atari"] is not None:
+        sections["atari"] = run["atari"]
+    try:
+        config = config_from_dict(sections)
+    except (ConfigError, TypeError) as error:
+        raise ValueError(f"run description: {error}") from None
+    batch = None
+    if run["reference_digest"] is not None:
+        if len(arrays) != 1 or arrays[0].dtype != np.uint8 or reference_digest(arrays[0]) != run["reference_digest"]:
+            raise ValueError("the reference batch is missing or does not match its digest")
+        batch = arrays[0]
+    elif arrays:
+        raise ValueError("arrays sent without a reference digest")
+    return WorkerSetup(config.env_id, config.env_module, config.policy, run["num_params"], run["obs_dim"], run["table_size"],
+                       run["table_seed"], run["table_name"], run["table_host"], config.atari, run["reference_digest"], batch)

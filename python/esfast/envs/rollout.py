@@ -1,4 +1,4 @@
-"""Environments and episodes.
+"""Episodes: one policy, one environment, one seed.
 
 An episode's randomness comes from its seed alone: the environment is reset with it and the
 action noise is drawn from a generator seeded with it, so an episode gives the same result in
@@ -7,20 +7,19 @@ whichever process runs it.
 
 from __future__ import annotations
 
-import functools
-import importlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from numpy.typing import NDArray
 
-from esfast.config import AtariSettings
-from esfast.mujoco_steps import lean_step
-from esfast.policies import Actor
+from esfast.envs.mujoco_steps import lean_step
+from esfast.policies.protocol import Actor
+
+__all__ = ["Episode", "run_episode"]
 
 
 # Action noise is drawn in blocks of steps, 16 for an episode's first steps, doubling up to 256:
@@ -28,60 +27,6 @@ from esfast.policies import Actor
 # sequential, so the noise of a step does not depend on the block sizes.
 NOISE_FIRST_BLOCK_STEPS = 16
 NOISE_BLOCK_STEPS = 256
-
-
-class EnvError(RuntimeError):
-    """An environment that cannot be made; the message is one line for the user."""
-
-
-logger = logging.getLogger(__name__)
-
-
-@functools.cache
-def _route_mujoco_warnings() -> None:
-    """Sends MuJoCo's warnings to logging, once per process.
-
-    MuJoCo's default handler prints them and appends them to ``MUJOCO_LOG.TXT`` in the working
-    directory, from every evaluator process; gymnasium's own models trigger a deprecation warning
-    each time one is compiled. Deprecations go to the debug level, anything else (instabilities
-    such as non-finite accelerations) to the warning level.
-    """
-    try:
-        import mujoco
-    except ImportError:
-        return
-
-    def handle(message: str) -> None:
-        logger.log(logging.DEBUG if "deprecated" in message else logging.WARNING, "MuJoCo: %s", message)
-
-    mujoco.set_mju_user_warning(handle)
-
-
-def make_env(env_id: str, env_module: str | None = None, *, atari: AtariSettings | None = None, **kwargs: object) -> gym.Env:
-    """``gymnasium.make(env_id)``, after importing ``env_module`` (which may register ``env_id``).
-
-    With ``atari`` settings (configs of the Atari policy), an ALE environment with the standard
-    preprocessing instead (:func:`esfast.atari.make_atari_env`).
-
-    Raises:
-        EnvError: the module cannot be imported or the id is unknown or broken.
-    """
-    if atari is not None:
-        from esfast.atari import make_atari_env  # imports ale_py: only for Atari runs
-
-        return make_atari_env(env_id, atari)
-    _route_mujoco_warnings()
-    if env_module:
-        try:
-            importlib.import_module(env_module)
-        except ImportError as error:
-            raise EnvError(f"cannot import env_module {env_module!r}: {error}") from None
-    try:
-        return gym.make(env_id, **kwargs)
-    except gym.error.Error as error:
-        raise EnvError(f"cannot make environment {env_id!r}: {error}") from None
-    except ImportError as error:
-        raise EnvError(f"environment {env_id!r} needs a missing package: {error}") from None
 
 
 @dataclass
@@ -114,8 +59,8 @@ def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
     that change nothing in a step once the environment has been reset: ``TimeLimit`` (its
     ``max_episode_steps`` is returned, for the caller to enforce), ``OrderEnforcing``, and
     ``PassiveEnvChecker`` once it has made its one-time checks. Any other wrapper (or a subclass
-    of these) is stepped as it is, with everything inside it. Saves 0.5-2.6 µs a step (CartPole).
-    When all of them are peeled, an environment with a lean step (:mod:`esfast.mujoco_steps`,
+    of these) is stepped as it is, with everything inside it.
+    When all of them are peeled, an environment with a lean step (:mod:`esfast.envs.mujoco_steps`,
     gymnasium's Humanoid) is stepped with that. Call it after each reset.
     """
     max_steps: int | None = None
@@ -162,7 +107,7 @@ def run_episode(
     limit = timestep_limit if timestep_limit is not None else -1
     env_limit = max_steps if max_steps is not None else -1  # TimeLimit's truncation, >= 1
     noise_rng = np.random.Generator(np.random.PCG64(seed)) if action_noise_std > 0 else None
-    act_dim = getattr(actor.policy, "act_dim", 0)
+    act_dim = int(env.action_space.shape[0]) if noise_rng is not None else 0  # noise applies to Box actions only
     noise_std = np.float32(action_noise_std)
     noise_block = np.empty((0, act_dim), dtype=np.float32)
     recorded: list[NDArray] = []
@@ -189,4 +134,5 @@ def run_episode(
     if not record_obs:
         return Episode(total, length)
     stacked = np.asarray(recorded, dtype=np.float64)
-    return Episode(total, length, stacked.sum(axis=0), np.square(stacked).sum(axis=0))
+    with np.errstate(over="ignore", invalid="ignore"):  # huge observations: the trainer stops on non-finite statistics
+        return Episode(total, length, stacked.sum(axis=0), np.square(stacked).sum(axis=0))

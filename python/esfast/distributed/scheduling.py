@@ -113,6 +113,22 @@ class GenerationScheduler(Generic[Task, Result]):
         self.holders.pop(task_id, None)  # holders keeps outstanding tasks only
         return Outcome.ACCEPTED
 
+    def release(self, host: str, task_ids: list[int]) -> None:
+        """Takes back tasks assigned to ``host`` that never reached it: each goes back to the front
+        of the queue, in order, unless another host holds it or it has a result. Copies handed out
+        are no longer counted."""
+        for task_id in reversed(task_ids):
+            holders = self.holders.get(task_id, {})
+            if holders.pop(host, None) is None:
+                continue
+            if task_id in self.pending or task_id in self.results:
+                continue
+            if holders:
+                self.stats.duplicated -= 1  # it was a copy
+            else:
+                self.holders.pop(task_id, None)
+                self.pending.appendleft(task_id)
+
     def host_lost(self, host: str) -> int:
         """Forgets ``host``; its unfinished tasks that no other host holds go back to the queue.
 

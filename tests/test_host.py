@@ -12,6 +12,8 @@ from pathlib import Path
 import zmq
 from cluster import SLOW_REACH, Cluster, records
 
+from esfast.distributed.protocol import PROTOCOL_VERSION
+
 
 def test_a_worker_started_first_waits_with_backoff_then_serves(cluster: Cluster, tmp_path: Path) -> None:
     worker = cluster.worker()
@@ -55,7 +57,7 @@ def test_a_master_of_another_version_is_refused(cluster: Cluster) -> None:
     try:
         worker = cluster.worker()
         assert worker.wait(30) == 2
-        assert "speaks protocol version 9, this worker speaks 1" in worker.output and "Traceback" not in worker.output
+        assert f"speaks protocol version 9, this worker speaks {PROTOCOL_VERSION}" in worker.output and "Traceback" not in worker.output
     finally:
         answer.join()
         router.close()
@@ -63,9 +65,10 @@ def test_a_master_of_another_version_is_refused(cluster: Cluster) -> None:
 
 
 def test_bad_arguments_are_one_line() -> None:
-    for args, message in ((["--master", "not-an-address"], "cannot connect to 'not-an-address'"),
+    for args, message in ((["--master", "not-an-address"], "--master must be tcp://HOST:PORT, got 'not-an-address'"),
+                          (["--master", "tcp://127.0.0.1:99999"], "the port must be 1 to 65535"),
                           (["--master", "tcp://127.0.0.1:1", "--procs", "0"], "--procs must be at least 1")):
-        result = subprocess.run([sys.executable, "-m", "esfast.worker", *args], capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run([sys.executable, "-m", "esfast.distributed.host", *args], capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 2, result.stdout + result.stderr
         assert message in result.stdout + result.stderr and "Traceback" not in result.stderr
 
@@ -81,3 +84,31 @@ def test_a_worker_holding_another_runs_table_is_refused_on_both_sides(cluster: C
     assert "refused this worker: the worker holds a noise table with seed 0" in worker.output
     assert "Traceback" not in worker.output
     second.wait_for("refused a worker host: the worker holds a noise table with seed 0")
+
+
+# A worker host that discards the first THETA of generation 1, as a full queue on the master's
+# side did before the master's sends were checked: before hosts asked for a missing θ, the run
+# stalled there (one host holds every task of the generation and drops them).
+LOSSY_HOST = """
+import sys
+from esfast.distributed import host
+original = host.WorkerHost._theta
+lost = []
+def theta(self, message):
+    if message["generation"] == 1 and not lost:
+        lost.append(1)
+        return
+    original(self, message)
+host.WorkerHost._theta = theta
+sys.exit(host.main())
+"""
+
+
+def test_a_host_that_missed_theta_asks_for_it_and_the_run_goes_on(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "3", out=out)
+    worker = cluster.start("worker", [sys.executable, "-c", LOSSY_HOST, "--master", cluster.address, "--procs", "1"])
+    assert master.wait(60) == 0, master.output
+    assert [r["generation"] for r in records(out)] == [1, 2, 3]
+    assert "tasks of generation 1 arrived without its θ; asking the master for it" in worker.output
+    assert "lacks θ of generation 1; sending it again" in master.output

@@ -1,7 +1,7 @@
 """Lean steps for gymnasium's MuJoCo environments: what a rollout reads, and nothing else.
 
-gymnasium's ``Humanoid-v5`` step spends about 30 µs of a ~300 µs step in Python around the
-physics: it builds an ``info`` dict (positions, copies of the tendon state, the distance from
+gymnasium's ``Humanoid-v5`` step spends about a tenth of its time in Python around the physics
+(README.md, "Rollouts", has the measurements): it builds an ``info`` dict (positions, copies of the tendon state, the distance from
 the origin, the reward terms), computes the centre of mass before the physics (the one it
 computed after the previous step), copies each part of the observation twice, and goes through
 a property or two per reward term and ``np.clip`` on a scalar. An ES rollout reads only the
@@ -15,9 +15,6 @@ in order), so the lean steps apply only under the gymnasium releases listed in
 ``VERIFIED_GYMNASIUM``, each one checked by running ``tests/test_mujoco_steps.py`` under it (the
 tests compare with ``env.step`` under each option of the environment away from its default).
 Under any other release rollouts use ``env.step``: the same results, without the saving.
-Measured on Humanoid-v5 with the actions esfast's initial 256x256 policy takes: 264-269 µs a
-step against 292-298 for the unwrapped ``env.step`` (best and median of six interleaved runs of
-8,000 steps, two rounds).
 
 A lean step keeps the centre of mass of the state it last saw, so it is made after each reset
 and used until the next. It applies only to the exact classes listed here (a subclass may

@@ -12,18 +12,18 @@ game's own (not clipped: ES ranks the returns). :class:`StandardPreprocessing` d
 on ``frame_skip`` frames with rewards summed, the max of the last two frames, grayscale read from the
 emulator, an area-averaging resize, episode end on game over, a stack of the last observations),
 with the resize written here (:class:`AreaResize`, exact integer arithmetic, no ``cv2``) and the
-stack kept in the same wrapper (gymnasium's ``FrameStackObservation`` measured 7 us a step, a copy
-into a new stacked array 1.6 us).
+stack kept in the same wrapper (cheaper than gymnasium's ``FrameStackObservation``; docs/atari.md
+has the measurements).
 
 The base environment's own observation is the 128 bytes of RAM, its cheapest: the preprocessing
 reads the screen from ``env.unwrapped.ale`` on the frames it needs and ignores the base
 observation. Gymnasium's passive environment checker is off (ale-py's environment is known-good).
 
-Seeded resets: ale-py applies a seed by reloading the ROM (about 90 ms here, the time of ~400 agent
-steps), and training seeds every episode. With ``repeat_action_probability == 0`` and ``noop_max > 0``
+Seeded resets: ale-py applies a seed by reloading the ROM (the time of hundreds of agent steps),
+and training seeds every episode. With ``repeat_action_probability == 0`` and ``noop_max > 0``
 (the defaults), :class:`StartStateReset` sits between the emulator and the preprocessing: the
 emulator state right after the first reset (ALE seed 0) is cloned once, every reset restores it
-(about 2 ms with the no-ops), and the episode seed seeds the no-op draw. An episode is then fixed by
+(far cheaper than a reload), and the episode seed seeds the no-op draw. An episode is then fixed by
 its seed alone, whatever ran before it in the process (tested), and episodes differ by their no-op
 starts, the standard protocol. What is given up: ale-py's per-seed randomization of the power-on
 state, which some games show (Seaquest, BeamRider, Frostbite) and Pong and Breakout do not. With
@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 
 from esfast import _core
 from esfast.config import AtariSettings
-from esfast.rollout import EnvError
+from esfast.errors import AtariEnvError
 
 __all__ = [
     "AreaResize",
@@ -73,10 +73,6 @@ gym.register_envs(ale_py)
 # The emulator prints a two-line banner on stdout for every environment made (each evaluator's,
 # each episode's reset of a new env): keep its warnings and errors only.
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
-
-
-class AtariEnvError(EnvError):
-    """An Atari environment that cannot be made (unknown id, missing ROM, bad settings); one line."""
 
 
 def _one_line(error: BaseException) -> str:
@@ -192,15 +188,15 @@ class StandardPreprocessing(gym.Wrapper):
       of a step, the observation is the screen of the frame it ended on (gymnasium returns stale
       buffers there; ES never acts on that observation).
 
-    How a step runs, for speed (each measured on Pong; the result is the same either way, tested):
+    How a step runs, for speed (the result is the same either way, tested; docs/atari.md has the figures):
     where the wrappers between this one and ale-py's environment only pass steps through
     (``StartStateReset``, ``OrderEnforcing``), the frames are played on the emulator directly
     (``ale.act``, ``game_over``, ``game_truncated``, as ale-py's ``step`` does, and the info of the
-    last frame only): 12 us a step less than four ``env.step`` calls. The screens are read as
-    palette indices (``ale.getScreen``, 0.8 us) and turned to grayscale through a table
-    (``esfast._core.palette_to_gray``, 1 us with AVX-512 VBMI; on CPUs without it, where the table
+    last frame only), which costs less than four ``env.step`` calls. The screens are read as
+    palette indices (``ale.getScreen``) and turned to grayscale through a table
+    (``esfast._core.palette_to_gray`` with AVX-512 VBMI; on CPUs without it, where the table
     lookup is slower, ALE's own ``ale.getScreenGrayscale`` is used) rather than by
-    ``ale.getScreenGrayscale`` (13 us a screen). ALE's
+    ``ale.getScreenGrayscale``, which is slower. ALE's
     grayscale is a lookup of the palette index, so the table is learned from ALE itself: a screen
     with an index not seen before is read again with ``getScreenGrayscale`` and its pairs enter
     the table; the output is ALE's grayscale exactly, from the first screen on.

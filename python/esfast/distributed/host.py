@@ -1,0 +1,410 @@
+"""A worker host (``esfast-worker``): one process per machine that runs a master's tasks on N evaluators.
+
+The host talks to the master (``DEALER`` socket, protocol in ``docs/protocol.md``) and to its
+evaluator processes (:mod:`esfast.distributed.pool`, :mod:`esfast.distributed.evaluator`), and
+never runs an episode itself, so its heartbeats go out on time however long an episode takes. Per
+machine it holds one noise table in shared memory (generated from the seed the master announces,
+or the master's own table when both run on one machine) and one copy of θ, in
+:class:`~esfast.distributed.shm.ThetaSlots` written once per generation and mapped read-only by
+every evaluator. So θ crosses the network once per host per generation and memory does not grow
+with N beyond each evaluator's own perturbation buffers.
+
+Which task goes to which evaluator, and how much credit to ask for, is
+:class:`~esfast.distributed.host_queue.HostQueue`'s; this module connects, handles messages and
+holds the run's resources. Evaluators that die are restarted and their task goes back to the
+queue; a host that loses the master reconnects by itself with backoff and says ``HELLO`` again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+
+import zmq
+
+from esfast.distributed.evaluator import Broken, Done, Failed, Ready, Skipped
+from esfast.distributed.host_queue import HostQueue, batches
+from esfast.distributed.pool import EvaluatorPool, EvaluatorsFailing
+from esfast.distributed.protocol import (
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    HEARTBEAT_INTERVAL,
+    LIVENESS,
+    MAX_RESULTS_PER_MESSAGE,
+    PROTOCOL_VERSION,
+    Message,
+    check_endpoint,
+    decode,
+    encode,
+    peek,
+    result_message,
+    setup_from_wire,
+    task_from_wire,
+    theta_from_message,
+)
+from esfast.distributed.shm import HostMemory, hostname, remove_stale_segments
+from esfast.errors import ConfigError, ProtocolError
+from esfast.tasks import Result, Task, WorkerSetup
+
+__all__ = ["HostExit", "WorkerHost", "main"]
+
+logger = logging.getLogger(__name__)
+
+THETA_REQUEST_INTERVAL = HEARTBEAT_INTERVAL  # seconds between WANT_THETA messages for one generation
+
+
+class HostExit(Exception):
+    """Ends the host with an exit status (and a message, logged by the caller)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WorkerHost:
+    """Serves tasks of whichever master is at ``master``; see the module docstring.
+
+    Args:
+        master: the master's endpoint, e.g. ``tcp://10.0.0.1:5555``.
+        procs: evaluator processes.
+        parent: exit when the process with this pid is no longer this process's parent (used by
+            ``esfast train`` for the worker host it starts itself).
+    """
+
+    def __init__(self, master: str, procs: int, *, parent: int | None = None) -> None:
+        self.master = master
+        self.procs = procs
+        self.parent = parent
+        self.context = zmq.Context()
+        self.socket: zmq.Socket[bytes] | None = None
+        self.poller = zmq.Poller()
+        self.queue = HostQueue(procs)
+        self.setup: WorkerSetup | None = None
+        self.memory: HostMemory | None = None
+        self.pool: EvaluatorPool | None = None
+        self.theta_requested = (-1, 0.0)  # (generation, when) of the last WANT_THETA
+        self.dropped = 0
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serves masters until told to stop; returns the process exit status."""
+        backoff = BACKOFF_INITIAL
+        if removed := remove_stale_segments():
+            logger.info("removed %d shared-memory segment%s of killed esfast processes", removed, "" if removed == 1 else "s")
+        try:
+            while True:
+                self._connect()
+                answer = self._await_welcome(backoff)
+                if answer is None:
+                    logger.info("waiting for the master at %s: no answer within %.1f s, asking again", self.master, backoff)
+                    backoff = min(2 * backoff, BACKOFF_MAX)
+                    continue
+                backoff = BACKOFF_INITIAL
+                self._welcome(answer)
+                self._session()
+                logger.warning("the master at %s was silent for %.0f s; reconnecting", self.master, LIVENESS * HEARTBEAT_INTERVAL)
+        except HostExit as stop:
+            if stop.status != 0:
+                self._send(Message("BYE"))  # the master re-issues this host's tasks at once
+            (logger.info if stop.status == 0 else logger.error)("%s", stop)
+            return stop.status
+        except KeyboardInterrupt:
+            self._send(Message("BYE"))
+            logger.info("interrupted; the master keeps running and re-issues this host's tasks")
+            return 130
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Releases the θ slots and the noise table, stops the evaluators, closes the socket.
+
+        Files first: the evaluators keep their mappings, and a second signal during the slower
+        steps cannot leave anything in /dev/shm.
+        """
+        self._release_run()
+        self._stop_evaluators()
+        if self.socket is not None:
+            self.socket.close(linger=500)
+            self.socket = None
+        self.context.term()
+
+    # Connection ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self.socket is not None:
+            self.poller.unregister(self.socket)
+            self.socket.close(linger=0)
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, 1 << 31)
+        try:
+            self.socket.connect(self.master)
+        except zmq.ZMQError as error:
+            raise HostExit(2, f"cannot connect to {self.master!r}: {error.strerror} (expected e.g. tcp://HOST:5555)") from None
+        self.poller.register(self.socket, zmq.POLLIN)
+        self.queue.reconnected()  # results of tasks from earlier connections are not reported
+        if self.memory is not None:
+            self.memory.slots.clear()  # a restarted master may count generations from an earlier checkpoint
+        table = {"seed": self.memory.table.seed, "size": len(self.memory.table)} if self.memory is not None else None
+        self._send(Message("HELLO", {"host": hostname(), "pid": os.getpid(), "procs": self.procs, "table": table}))
+
+    def _await_welcome(self, timeout: float) -> Message | None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            for message in self._poll(left):
+                if message.type == "WELCOME":
+                    return message
+                if message.type == "REFUSE":
+                    raise HostExit(2, f"the master at {self.master} refused this worker: {message['reason']}")
+        return None
+
+    def _poll(self, timeout: float) -> list[Message]:
+        """Waits up to ``timeout`` seconds; handles evaluator replies and returns the master's messages."""
+        self._check_parent()
+        events = dict(self.poller.poll(max(0, int(timeout * 1000))))
+        messages: list[Message] = []
+        if self.socket is not None and self.socket in events:
+            while True:
+                try:
+                    frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                buffers = [f.buffer for f in frames]
+                try:
+                    messages.append(decode(buffers))
+                except ProtocolError as error:
+                    version, _ = peek(buffers)
+                    if version is not None and version != PROTOCOL_VERSION:
+                        raise HostExit(2, f"the master at {self.master} speaks protocol version {version!r}, "
+                                          f"this worker speaks {PROTOCOL_VERSION}") from None
+                    self.dropped += 1
+                    logger.warning("dropped a message from the master: %s", error)
+        if self.pool is not None:
+            self._collect(events)
+        return messages
+
+    def _send(self, message: Message) -> bool:
+        """Sends to the master; False (and a warning) if the socket's queue is full."""
+        if self.socket is None:
+            return False
+        try:
+            self.socket.send_multipart(encode(message), copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            logger.warning("a %s message to the master was dropped: its queue is full", message.type)
+            return False
+        return True
+
+    def _check_parent(self) -> None:
+        if self.parent is not None and os.getppid() != self.parent:
+            raise HostExit(1, "the process that started this worker host is gone")
+
+    # The run ------------------------------------------------------------------------------
+
+    def _welcome(self, message: Message) -> None:
+        try:
+            setup = setup_from_wire(message["run"], message.arrays)
+        except ValueError as error:
+            raise HostExit(2, f"the master at {self.master} sent a run this worker cannot use: {error}") from None
+        if not self._can_keep(setup):
+            self._stop_evaluators()
+            self._release_run()
+            self._prepare_run(setup)
+            logger.info("connected to the master at %s as %s: %s, %d parameters, %d evaluator process%s", self.master,
+                        message["worker"], setup.env_id, setup.num_params, self.procs, "" if self.procs == 1 else "es")
+        else:
+            logger.info("reconnected to the master at %s as %s", self.master, message["worker"])
+        self._advertise()
+
+    def _can_keep(self, setup: WorkerSetup) -> bool:
+        """Whether the evaluators and the table of the current run serve ``setup`` as they are.
+
+        A restarted master names a new table of its own; a host that generated its own table
+        keeps it (same seed and size: same samples), one that mapped the old master's maps anew.
+        """
+        if self.setup is None or self.memory is None:
+            return False
+        anonymous = {"table_name": None, "table_host": None}
+        same = dataclasses.replace(setup, **anonymous) == dataclasses.replace(self.setup, **anonymous)
+        return same and (not self.memory.attached or setup.table_name == self.setup.table_name)
+
+    def _prepare_run(self, setup: WorkerSetup) -> None:
+        try:
+            self.memory = HostMemory(setup)
+        except OSError as error:
+            raise HostExit(1, str(error)) from None
+        self.setup = setup  # as the master described it, so an unchanged run is recognized on reconnection
+        local_setup = dataclasses.replace(setup, table_name=self.memory.table.name)  # the table this host holds
+        self.queue = HostQueue(self.procs)
+        self.pool = EvaluatorPool(local_setup, str(self.memory.slots.path), self.procs, self.poller)
+
+    def _release_run(self) -> None:
+        if self.memory is not None:
+            self.memory.release()
+            self.memory = None
+        self.setup = None
+
+    def _stop_evaluators(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+            self.pool = None
+
+    # Serving ------------------------------------------------------------------------------
+
+    def _session(self) -> None:
+        """Serves the connected master; returns when it falls silent."""
+        last_master = last_heartbeat = time.monotonic()
+        while True:
+            now = time.monotonic()
+            timeout = max(0.0, min(last_heartbeat + HEARTBEAT_INTERVAL, last_master + LIVENESS * HEARTBEAT_INTERVAL) - now)
+            messages = self._poll(timeout)
+            now = time.monotonic()
+            if messages:
+                last_master = now
+            for message in messages:
+                self._handle(message)
+            self._dispatch()
+            self._advertise()
+            self._ask_for_theta(now)
+            if now - last_heartbeat >= HEARTBEAT_INTERVAL:
+                self._send(Message("HEARTBEAT"))
+                last_heartbeat = now
+            if now - last_master > LIVENESS * HEARTBEAT_INTERVAL:
+                return
+
+    def _handle(self, message: Message) -> None:
+        kind = message.type
+        if kind == "THETA":
+            self._theta(message)
+        elif kind == "TASKS":
+            self._tasks(message)
+        elif kind == "STOP":
+            self._send(Message("BYE"))
+            raise HostExit(0, f"the master stopped this worker: {message['reason']}")
+        elif kind == "REFUSE":
+            raise HostExit(2, f"the master at {self.master} refused this worker: {message['reason']}")
+        elif kind == "WELCOME":
+            self._welcome(message)
+        elif kind != "HEARTBEAT":
+            self.dropped += 1
+            logger.warning("dropped a %s message: not one a worker expects", kind)
+
+    def _theta(self, message: Message) -> None:
+        assert self.setup is not None and self.memory is not None
+        try:
+            theta, spec = theta_from_message(message, self.setup.num_params, self.setup.obs_dim)
+        except ProtocolError as error:
+            self.dropped += 1
+            logger.warning("dropped THETA of generation %d: %s", message["generation"], error)
+            return
+        self.memory.slots.write(theta, spec)
+        self.queue.theta_arrived(spec.generation)
+
+    def _tasks(self, message: Message) -> None:
+        parsed: list[tuple[int, Task]] = []
+        for obj in message["tasks"]:
+            try:
+                parsed.append(task_from_wire(obj))
+            except ProtocolError as error:
+                self.dropped += 1
+                logger.warning("dropped a malformed task: %s", error)
+        self.queue.tasks_arrived(message["generation"], parsed, len(message["tasks"]))
+
+    def _ask_for_theta(self, now: float) -> None:
+        """Asks the master for θ of a generation whose tasks wait here without it (THETA was lost)."""
+        generation = self.queue.missing_theta()
+        if generation is None:
+            return
+        last, when = self.theta_requested
+        if generation != last or now - when >= THETA_REQUEST_INTERVAL:
+            self.theta_requested = (generation, now)
+            logger.info("tasks of generation %d arrived without its θ; asking the master for it", generation)
+            self._send(Message("WANT_THETA", {"generation": generation}))
+
+    def _dispatch(self) -> None:
+        """Sends queued tasks to evaluators (see :meth:`HostQueue.assign`)."""
+        if self.pool is None:
+            return
+        for index, job in self.queue.assign():
+            self.pool.send(index, job)
+
+    def _advertise(self) -> None:
+        """Asks for as many tasks as this host can hold beyond what it holds and has asked for."""
+        if self.setup is None:
+            return
+        free = self.queue.free_credit()
+        if free > 0 and not self._send(Message("READY", {"credit": free})):
+            self.queue.credit_not_sent(free)
+
+    def _collect(self, events: dict[object, int]) -> None:
+        """Reads what evaluators sent; sends results (one RESULT per generation and chunk) and failures."""
+        assert self.pool is not None
+        results: dict[int, list[tuple[int, Result]]] = {}
+        try:
+            for index, reply in self.pool.replies(events):
+                if reply is None:
+                    requeued = self.queue.evaluator_lost(index)
+                    logger.warning("an evaluator process died (exit code %s); its %d task%s go back to the queue and a new "
+                                   "one starts", self.pool.last_exit_code, requeued, "" if requeued == 1 else "s")
+                elif isinstance(reply, Ready):
+                    self.queue.evaluator_ready(index)
+                elif isinstance(reply, Broken):
+                    raise HostExit(1, f"an evaluator process cannot serve this run: {reply.error}")
+                elif self.queue.job_replied(index, reply.epoch):
+                    if isinstance(reply, Done):
+                        results.setdefault(reply.generation, []).append((reply.task_id, reply.result))
+                    elif isinstance(reply, Failed):
+                        self._send(Message("FAILED", {"generation": reply.generation, "task": reply.task_id, "error": reply.error}))
+                    else:
+                        assert isinstance(reply, Skipped)
+        except EvaluatorsFailing as error:
+            raise HostExit(1, str(error)) from None
+        chunks = [(generation, chunk) for generation, batch in results.items() for chunk in batches(batch, MAX_RESULTS_PER_MESSAGE)]
+        for number, (generation, chunk) in enumerate(chunks):
+            credit = self.queue.free_credit() if number == len(chunks) - 1 else 0  # the freed slots travel with the results
+            try:
+                message = result_message(generation, chunk, credit=credit)
+                sent = self._send(message)
+            except (ProtocolError, ValueError) as error:  # a non-finite return cannot travel as JSON
+                sent = False
+                self._send(Message("FAILED", {"generation": generation, "task": chunk[0][0], "error": f"unsendable result: {error}"}))
+            if not sent:
+                self.queue.credit_not_sent(credit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esfast-worker",
+        description="Run a master's episodes on this machine: one worker host with N evaluator processes.",
+    )
+    parser.add_argument("--master", required=True, help="the master's address, e.g. tcp://10.0.0.1:5555")
+    parser.add_argument("--procs", type=int, help="evaluator processes (default: one per core)")
+    parser.add_argument("--quiet", action="store_true", help="print warnings and errors only")
+    parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # esfast train: exit with the master
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``esfast-worker``."""
+    args = build_parser().parse_args(argv)
+    procs = args.procs if args.procs is not None else len(os.sched_getaffinity(0))
+    if procs < 1:
+        print(f"esfast-worker: error: --procs must be at least 1, got {procs}", file=sys.stderr)
+        return 2
+    try:
+        check_endpoint(args.master, bind=False)
+    except ConfigError as error:
+        print(f"esfast-worker: error: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="esfast-worker: %(message)s", stream=sys.stdout)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # terminate like Ctrl-C: say BYE, clean up
+    return WorkerHost(args.master, procs, parent=args.parent).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

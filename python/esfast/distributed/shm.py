@@ -1,0 +1,251 @@
+"""esfast's shared memory on a worker host: the noise table, the θ slots, and cleaning up after killed processes.
+
+Every segment esfast makes is named ``esfast-[KIND-]<pid>-<id>``: noise tables of masters
+(``esfast-<pid>-...``) and of worker hosts (``esfast-host-<pid>-...``), and θ files of worker hosts
+(``esfast-theta-<pid>-...``), with the id of the process that made it. A process killed with
+SIGKILL cannot remove its segments; the next master or worker host started on the machine does.
+
+:class:`ThetaSlots` is the θ file: the host writes each generation's θ and settings into it once,
+and its evaluator processes map it read-only. :class:`HostMemory` is what a host holds for a run:
+the table and the θ slots.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from esfast import core
+from esfast.tasks import GenerationSpec, WorkerSetup
+
+__all__ = ["HostMemory", "ThetaSlots", "hostname", "process_alive", "remove_stale_segments", "segment_owner", "shm_directory"]
+
+
+def shm_directory() -> Path:
+    """Where θ files live: /dev/shm, or the temporary directory where there is none."""
+    return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+def segment_owner(name: str) -> tuple[str, int] | None:
+    """(kind, pid) of an esfast segment name (kind ``table`` for a master's table), or None."""
+    parts = name.split("-")
+    if len(parts) < 3 or parts[0] != "esfast":
+        return None
+    kind, pid = ("table", parts[1]) if parts[1].isdigit() else (parts[1], parts[2])
+    return (kind, int(pid)) if pid.isdigit() else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_segments() -> int:
+    """Removes esfast's noise tables and θ files whose creating process is gone.
+
+    Tables are removed only if their header says they are esfast tables of a dead process
+    (:meth:`esfast.core.NoiseTable.remove_if_stale`); segments of live processes are never touched.
+
+    Returns:
+        How many were removed.
+    """
+    removed = 0
+    for path in shm_directory().glob("esfast-*"):
+        owner = segment_owner(path.name)
+        if owner is None or process_alive(owner[1]):
+            continue
+        try:
+            if owner[0] == "theta":
+                path.unlink()
+                removed += 1
+            elif core.NoiseTable.remove_if_stale(path.name):
+                removed += 1
+        except (OSError, ValueError):
+            continue  # not an esfast table after all, or already gone
+    return removed
+
+
+def hostname() -> str:
+    """This machine's name, as hosts and the master report it: the master's table is mapped, not
+    generated again, by a host of the same name."""
+    return socket.gethostname() or f"pid{os.getpid()}"
+
+
+class ThetaSlots:
+    """θ and the settings of the two latest generations, in one file in shared memory.
+
+    Generation ``g`` lives in slot ``g % 2``, so the host can write the next generation while
+    evaluators finish tasks of the current one. Layout (native byte order)::
+
+        header   int64 latest         the generation last written (-1: none)
+        slot k   int64 generation, int64 timestep_limit (-1: none), float64 sigma, int64 unused,
+                 float32 theta[num_params], obs_mean[obs_dim], obs_std[obs_dim]   (padded to 64 bytes)
+
+    A slot's generation is written last, so a reader that finds its generation there finds its
+    data complete (a slot is rewritten only two generations later, when its tasks are stale).
+    One process writes (the host); any number read.
+
+    Args:
+        path: the file.
+        num_params: length of θ.
+        obs_dim: length of the observation statistics.
+        writable: map read-write (the host) or read-only (evaluators).
+    """
+
+    HEADER_BYTES = 64
+    SLOT_HEADER_BYTES = 32
+
+    def __init__(self, path: Path, num_params: int, obs_dim: int, *, writable: bool) -> None:
+        self.path = path
+        self.num_params = num_params
+        self.obs_dim = obs_dim
+        data_bytes = 4 * (num_params + 2 * obs_dim)
+        self.slot_bytes = self.SLOT_HEADER_BYTES + -(-data_bytes // 64) * 64
+        self._file = np.memmap(path, dtype=np.uint8, mode="r+" if writable else "r", shape=(self.size(num_params, obs_dim),))
+        self._latest = self._file[:8].view(np.int64)
+        self._headers = []
+        self._data = []
+        for slot in range(2):
+            start = self.HEADER_BYTES + slot * self.slot_bytes
+            self._headers.append(self._file[start:start + self.SLOT_HEADER_BYTES])
+            self._data.append(self._file[start + self.SLOT_HEADER_BYTES:start + self.SLOT_HEADER_BYTES + data_bytes].view(np.float32))
+
+    @classmethod
+    def size(cls, num_params: int, obs_dim: int) -> int:
+        """Bytes of the file for θ of ``num_params`` and statistics of ``obs_dim``."""
+        return cls.HEADER_BYTES + 2 * (cls.SLOT_HEADER_BYTES + -(-4 * (num_params + 2 * obs_dim) // 64) * 64)
+
+    @classmethod
+    def create(cls, directory: Path, num_params: int, obs_dim: int) -> ThetaSlots:
+        """A new file ``esfast-theta-<pid>-<id>`` in ``directory``, allocated now and empty.
+
+        Raises:
+            OSError: no room (a full /dev/shm is an error here, not a SIGBUS later).
+        """
+        path = directory / f"esfast-theta-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(path, "wb") as file:
+                os.posix_fallocate(file.fileno(), 0, cls.size(num_params, obs_dim))
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
+        slots = cls(path, num_params, obs_dim, writable=True)
+        slots.clear()
+        return slots
+
+    @property
+    def latest(self) -> int:
+        """The generation last written (-1: none since :meth:`clear`)."""
+        return int(self._latest[0])
+
+    def clear(self) -> None:
+        """Forgets every generation (a restarted master may count from an earlier checkpoint)."""
+        for header in self._headers:
+            header[:8].view(np.int64)[0] = -1
+        self._latest[0] = -1
+
+    def write(self, theta: NDArray[np.float32], spec: GenerationSpec) -> None:
+        """Stores θ and ``spec`` as generation ``spec.generation``.
+
+        Raises:
+            ValueError: arrays of the wrong shapes.
+        """
+        n, d = self.num_params, self.obs_dim
+        if theta.shape != (n,) or spec.obs_mean.shape != (d,) or spec.obs_std.shape != (d,):
+            raise ValueError(f"θ and statistics must have shapes ({n},), ({d},), ({d},)")
+        slot = spec.generation % 2
+        header, data = self._headers[slot], self._data[slot]
+        header[:8].view(np.int64)[0] = -1  # incomplete until the end
+        data[:n] = theta
+        data[n:n + d] = spec.obs_mean
+        data[n + d:] = spec.obs_std
+        header[8:16].view(np.int64)[0] = -1 if spec.timestep_limit is None else spec.timestep_limit
+        header[16:24].view(np.float64)[0] = spec.sigma
+        header[:8].view(np.int64)[0] = spec.generation
+        self._latest[0] = spec.generation
+
+    def read(self, generation: int) -> tuple[NDArray[np.float32], GenerationSpec] | None:
+        """θ (a read-only view) and the settings of ``generation``, or None if its slot holds another one."""
+        slot = generation % 2
+        header, data = self._headers[slot], self._data[slot]
+        if int(header[:8].view(np.int64)[0]) != generation:
+            return None
+        n, d = self.num_params, self.obs_dim
+        limit = int(header[8:16].view(np.int64)[0])
+        sigma = float(header[16:24].view(np.float64)[0])
+        spec = GenerationSpec(generation, sigma, data[n:n + d], data[n + d:], None if limit < 0 else limit)
+        return data[:n], spec
+
+    def close(self) -> None:
+        """Drops this object's mapping (it goes with the last view of it); the file stays."""
+        self._headers, self._data = [], []
+        del self._latest, self._file
+
+    def remove(self) -> None:
+        """Unmaps and deletes the file."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class HostMemory:
+    """What a worker host holds in shared memory for one run: the noise table and the θ slots.
+
+    The table is the master's when the master runs on this machine (same name of host, same
+    seed and size), else one this host generates from the run's seed.
+
+    Args:
+        setup: the run, as the master described it.
+
+    Raises:
+        OSError: no room for the table or the θ slots (the message says which).
+    """
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        table = None
+        if setup.table_name and setup.table_host == hostname():
+            try:
+                attached = core.NoiseTable.attach(setup.table_name)
+                if (attached.seed, len(attached)) == (setup.table_seed, setup.table_size):
+                    table = attached
+                else:
+                    attached.close()
+            except (OSError, ValueError):
+                table = None
+        self.attached = table is not None  # the master's table, not one this host made
+        if table is None:
+            name = f"esfast-host-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            try:
+                table = core.NoiseTable.create_shared(name, setup.table_size, setup.table_seed)
+            except (OSError, MemoryError) as error:
+                raise OSError(f"cannot create the noise table of {setup.table_size:,} samples: {error}") from None
+        self.table = table
+        directory = shm_directory()
+        try:
+            self.slots = ThetaSlots.create(directory, setup.num_params, setup.obs_dim)
+        except OSError as error:
+            table.close()
+            raise OSError(f"cannot allocate θ in {directory}: {error.strerror}") from None
+        self.released = False
+
+    def release(self) -> None:
+        """Removes the θ file and closes the table (and removes the master's, if the master was
+        killed and could not). Safe to call twice."""
+        if self.released:
+            return
+        self.released = True
+        self.slots.remove()
+        name = self.table.name
+        self.table.close()
+        if name:
+            core.NoiseTable.remove_if_stale(name)

@@ -1,0 +1,61 @@
+"""esfast's exceptions, all in one place.
+
+Feature modules import their errors from here, never from each other, so no import cycle starts
+with an exception class. Errors a user can fix (:class:`UserError` and its subclasses) carry a
+one-line message saying what to change; the command-line tools print it and exit with status 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AtariEnvError",
+    "CheckpointError",
+    "ConfigError",
+    "EnvError",
+    "PolicyError",
+    "ProtocolError",
+    "RunLockedError",
+    "TrainingDiverged",
+    "UserError",
+    "WorkerError",
+]
+
+
+class UserError(ValueError):
+    """Bad input that the user can fix; the message is one line saying what to change."""
+
+
+class ConfigError(UserError):
+    """A config that cannot be used; the message says what to change."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read or does not fit the run."""
+
+
+class PolicyError(UserError):
+    """The policy cannot be built for this environment or this parameter vector."""
+
+
+class EnvError(UserError):
+    """An environment that cannot be made; the message is one line for the user."""
+
+
+class AtariEnvError(EnvError):
+    """An Atari environment that cannot be made (unknown id, missing ROM, bad settings); one line."""
+
+
+class RunLockedError(UserError):
+    """The run directory is in use by another live esfast process."""
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the wire protocol; the text says which rule."""
+
+
+class WorkerError(RuntimeError):
+    """A worker process died or failed, so the generation could not be evaluated."""
+
+
+class TrainingDiverged(RuntimeError):
+    """θ or the observation statistics became non-finite; the last finite checkpoint is kept."""

@@ -1,0 +1,118 @@
+"""A run directory: one run's config, log and checkpoints, locked by the process that runs it.
+
+Layout::
+
+    config.json          the resolved config
+    log.jsonl            one JSON record per generation, generations 1, 2, ... in order
+    checkpoints/         latest.npz, and gen_NNNNN.npz every snapshot_freq generations
+    .lock                held (flock) by the process training the run; it holds its pid
+
+The log and the latest checkpoint always agree: each checkpoint carries the log record of its
+generation, and :meth:`RunDirectory.reconcile_log` makes the log end with exactly that generation
+when a run starts or resumes (dropping records of generations a failed save did not checkpoint,
+appending the record a crash kept from being written).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from esfast.errors import RunLockedError
+
+__all__ = ["RunDirectory"]
+
+
+class RunDirectory:
+    """The files of one run under ``path`` (created if missing).
+
+    Raises:
+        OSError: the directory cannot be created.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config = self.path / "config.json"
+        self.log = self.path / "log.jsonl"
+        self.checkpoints = self.path / "checkpoints"
+        self.latest = self.checkpoints / "latest.npz"
+        self._lock: int | None = None
+
+    def snapshot(self, generation: int) -> Path:
+        """The path of generation ``generation``'s snapshot checkpoint."""
+        return self.checkpoints / f"gen_{generation:05d}.npz"
+
+    # The lock --------------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Makes the directory this process's run; a lock left by a dead process is taken over
+        (the kernel releases a lock when its holder exits, however it exits).
+
+        Raises:
+            RunLockedError: another live process holds it.
+        """
+        if self._lock is not None:
+            return
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(f"run directory {self.path} is in use by process {holder}; wait for it to end or choose another "
+                                 "--out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock = fd
+
+    def unlock(self) -> None:
+        """Releases the lock (safe to call when not held)."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
+
+    # The log -----------------------------------------------------------------------------
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Appends one generation's record to ``log.jsonl`` and flushes it to the file."""
+        with open(self.log, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        """The log's records; a line cut short by a crash, and what follows it, are left out."""
+        if not self.log.exists():
+            return []
+        records = []
+        for line in self.log.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if not isinstance(record, dict) or not isinstance(record.get("generation"), int):
+                break
+            records.append(record)
+        return records
+
+    def reconcile_log(self, generation: int, record: dict[str, Any] | None) -> None:
+        """Makes the log end at ``generation``, the latest checkpoint's.
+
+        Args:
+            generation: the checkpoint's generation (0: nothing checkpointed yet).
+            record: the checkpoint's own record of that generation, appended if the log lacks it.
+        """
+        records = self.records()
+        kept = [r for r in records if r["generation"] <= generation]
+        if (not kept or kept[-1]["generation"] < generation) and record is not None and record.get("generation") == generation:
+            kept.append(record)
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if not self.log.exists() and not text:
+            return
+        if self.log.exists() and self.log.read_text() == text:
+            return
+        temporary = self.log.with_name(self.log.name + ".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, self.log)

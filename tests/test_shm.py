@@ -1,0 +1,109 @@
+"""A worker host's shared memory: the θ slots, and cleaning up the segments of killed esfast processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esfast.distributed.shm import ThetaSlots, process_alive, remove_stale_segments, segment_owner, shm_directory
+from esfast.tasks import GenerationSpec
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_segment_names() -> None:
+    assert segment_owner("esfast-12-ab") == ("table", 12)
+    assert segment_owner("esfast-host-12-ab") == ("host", 12)
+    assert segment_owner("esfast-theta-3-x") == ("theta", 3)
+    assert segment_owner("sem.mp-x") is None and segment_owner("esfast-x") is None
+
+
+def test_files_of_dead_processes_go_and_of_live_ones_stay() -> None:
+    dead, alive = _dead_pid(), os.getpid()
+    assert not process_alive(dead) and process_alive(alive)
+    stale = shm_directory() / f"esfast-theta-{dead}-testfile"
+    live = shm_directory() / f"esfast-theta-{alive}-testfile"
+    for path in (stale, live):
+        path.write_bytes(b"x" * 64)
+    try:
+        assert remove_stale_segments() >= 1
+        assert not stale.exists() and live.exists()
+    finally:
+        stale.unlink(missing_ok=True)
+        live.unlink(missing_ok=True)
+
+
+def test_the_table_of_a_killed_master_goes() -> None:
+    script = (
+        "import os, sys, time; from esfast import core; "
+        "table = core.NoiseTable.create_shared(f'esfast-{os.getpid()}-killedtest', 1000, 0); "
+        "print(table.name, flush=True); time.sleep(60)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        name = process.stdout.readline().strip().lstrip("/")
+        assert (shm_directory() / name).exists()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert (shm_directory() / name).exists()  # SIGKILL: nothing could remove it
+        remove_stale_segments()
+        assert not (shm_directory() / name).exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_theta_slots_hold_two_generations_with_their_settings(tmp_path: Path) -> None:
+    slots = ThetaSlots.create(tmp_path, 5, 2)
+    try:
+        assert slots.latest == -1 and slots.read(0) is None
+        for generation in (0, 1, 2):
+            theta = np.arange(5, dtype=np.float32) + generation
+            spec = GenerationSpec(generation, 0.02 * (generation + 1), np.full(2, generation, np.float32), np.ones(2, np.float32),
+                                  None if generation == 1 else 100 + generation)
+            slots.write(theta, spec)
+        reader = ThetaSlots(slots.path, 5, 2, writable=False)
+        assert reader.latest == 2 and reader.read(0) is None  # generation 2 took its slot
+        for generation in (1, 2):
+            found = reader.read(generation)
+            assert found is not None
+            theta, spec = found
+            np.testing.assert_array_equal(theta, np.arange(5, dtype=np.float32) + generation)
+            assert spec.generation == generation and spec.sigma == 0.02 * (generation + 1)
+            assert spec.timestep_limit == (None if generation == 1 else 102)
+            np.testing.assert_array_equal(spec.obs_mean, [generation, generation])
+            assert not theta.flags.writeable
+        slots.clear()
+        assert reader.latest == -1 and reader.read(2) is None
+        reader.close()
+    finally:
+        slots.remove()
+    assert not slots.path.exists()
+
+
+def test_theta_slots_refuse_arrays_of_other_shapes(tmp_path: Path) -> None:
+    slots = ThetaSlots.create(tmp_path, 3, 1)
+    try:
+        with pytest.raises(ValueError, match="must have shapes"):
+            slots.write(np.zeros(4, np.float32), GenerationSpec(0, 0.1, np.zeros(1, np.float32), np.ones(1, np.float32), None))
+    finally:
+        slots.remove()
+
+
+def test_theta_slots_are_padded_to_64_bytes() -> None:
+    assert ThetaSlots.size(3, 1) == 64 + 2 * (32 + 64)
+    assert ThetaSlots.size(16, 0) == 64 + 2 * (32 + 64) and ThetaSlots.size(17, 0) == 64 + 2 * (32 + 128)
