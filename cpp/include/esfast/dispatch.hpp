@@ -29,14 +29,10 @@
 #define ESFAST_X86_PATHS 1
 #define ESFAST_TARGET_AVX2 __attribute__((target("avx2")))
 #define ESFAST_TARGET_AVX512 __attribute__((target("arch=x86-64-v4")))
-#define ESFAST_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define ESFAST_X86_PATHS 0
-#define ESFAST_CLONES
 #endif
 #define ESFAST_INLINE inline __attribute__((always_inline))
-
-#include <cstdlib>
 
 namespace esfast {
 
@@ -90,14 +86,5 @@ const char* invalid_code_path_setting();
  * {baseline} without ESFAST_X86_PATHS): 0, 1 or 2, automatic resolved first.
  */
 inline int code_path_index(CodePath path) { return static_cast<int>(resolve_code_path(path)) - 1; }
-
-// Not yet on the switch: mlp.cpp and atari_screen.cpp pick their paths with target_clones
-// (ESFAST_CLONES, chosen by the dynamic loader) and this flag.
-
-/** Whether AVX-512 paths may be used at all in this process (ESFAST_NO_AVX512 unset). Thread-safe. */
-inline bool avx512_allowed() {
-    static const bool allowed = std::getenv("ESFAST_NO_AVX512") == nullptr;
-    return allowed;
-}
 
 }  // namespace esfast
