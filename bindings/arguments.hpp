@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "esfast/dispatch.hpp"
+
 namespace esfast::bindings {
 
 namespace py = pybind11;
@@ -123,6 +125,35 @@ inline bool overlaps(const py::array& a, const py::array& b) {
     const auto* a0 = static_cast<const char*>(a.data());
     const auto* b0 = static_cast<const char*>(b.data());
     return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+/** The code paths this process can run, from the baseline up: "'baseline', 'avx2'". */
+inline std::string supported_code_path_list() {
+    std::string list;
+    for (auto path : {CodePath::baseline, CodePath::avx2, CodePath::avx512}) {
+        if (code_path_supported(path)) list += std::string(list.empty() ? "'" : ", '") + code_path_name(path) + "'";
+    }
+    return list;
+}
+
+/** The CodePath named `value` ("auto", "avx512", "avx2" or "baseline"). ValueError for another
+ *  name, or for a path this process cannot run (naming those it can). */
+inline CodePath to_code_path(const std::string& value, const char* name) {
+    CodePath path = CodePath::automatic;
+    if (!parse_code_path(value.c_str(), path)) {
+        throw py::value_error(std::string(name) + " must be 'auto', 'avx512', 'avx2' or 'baseline', got '" + value +
+                              "'");
+    }
+    if (!code_path_supported(path)) {
+        std::string message = std::string(name) + " '" + value + "' is not supported here: this process runs " +
+                              supported_code_path_list();
+        if (best_code_path() != cpu_code_path()) {
+            message += std::string(" (the CPU has '") + code_path_name(cpu_code_path()) +
+                       "', limited by ESFAST_CODE_PATH or ESFAST_NO_AVX512)";
+        }
+        throw py::value_error(message);
+    }
+    return path;
 }
 
 }  // namespace esfast::bindings

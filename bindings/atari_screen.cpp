@@ -45,6 +45,8 @@ public:
         impl_(a.data(), pool ? b.data() : nullptr, dst.mutable_data());
     }
 
+    std::string code_path() const { return esfast::code_path_name(impl_.code_path()); }
+
     std::uint64_t denominator() const {
         return esfast::AreaResize::denominator(source_.first, source_.second, target_.first, target_.second);
     }
@@ -71,10 +73,10 @@ private:
 }  // namespace
 
 void bind_atari_screen(py::module_& m) {
-    m.attr("PALETTE_TO_GRAY_VECTORIZED") = esfast::palette_to_gray_vectorized();
     py::class_<AreaResize>(m, "AreaResize")
         .def(py::init<py::handle, py::handle>(), py::arg("source"), py::arg("target"))
         .def("__call__", &AreaResize::call, py::arg("image"), py::arg("out"), py::arg("other") = py::none())
+        .def_property_readonly("code_path", &AreaResize::code_path)
         .def_property_readonly("denominator", &AreaResize::denominator)
         .def_property_readonly("source", &AreaResize::source)
         .def_property_readonly("target", &AreaResize::target);
@@ -94,7 +96,10 @@ void bind_atari_screen(py::module_& m) {
                 throw py::value_error("out must be indices itself or not overlap it");
             }
             const auto n = static_cast<std::size_t>(src.size());
-            return esfast::palette_to_gray(src.data(), n, lut.data(), seen.data(), dst.mutable_data());
+            return esfast::palette_to_gray(esfast::CodePath::automatic, src.data(), n, lut.data(), seen.data(),
+                                           dst.mutable_data());
         },
         py::arg("indices"), py::arg("table"), py::arg("known"), py::arg("out"));
+
+    m.def("palette_to_gray_vectorized", [] { return esfast::palette_to_gray_vectorized(esfast::CodePath::automatic); });
 }

@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "arguments.hpp"
@@ -23,11 +22,6 @@ constexpr std::uint64_t kMaxSide = std::uint64_t{1} << 16;
 constexpr std::uint64_t kMaxPixels = std::uint64_t{1} << 26;
 constexpr std::uint64_t kMaxWidth = std::uint64_t{1} << 20;
 constexpr std::uint64_t kMaxParams = std::uint64_t{1} << 32;
-
-const std::pair<const char*, esfast::CodePath> kCodePaths[] = {{"auto", esfast::CodePath::automatic},
-                                                                {"avx512", esfast::CodePath::avx512},
-                                                                {"avx2", esfast::CodePath::avx2},
-                                                                {"baseline", esfast::CodePath::baseline}};
 
 std::vector<std::uint64_t> int_sequence(py::handle obj, const char* name, const char* each, std::uint64_t high) {
     if (!py::isinstance<py::sequence>(obj) || py::isinstance<py::str>(obj)) {
@@ -122,7 +116,7 @@ std::shared_ptr<esfast::ConvNetwork> make_network(py::object observation_shape, 
 class ConvForward {
 public:
     ConvForward(const std::shared_ptr<esfast::ConvNetwork>& network, py::object theta, const std::string& code_path)
-        : forward_(checked(network), to_code_path(code_path)), logits_(network->actions()) {
+        : forward_(checked(network), to_code_path(code_path, "code_path")), logits_(network->actions()) {
         const esfast::ConvNetwork& net = *network;
         theta_ = exact_vector<float>(theta, "theta", static_cast<std::int64_t>(net.num_params()), false);
         shape_ = {net.channels(), net.height(), net.width()};
@@ -160,25 +154,9 @@ public:
         return out;
     }
 
-    std::string code_path() const {
-        for (const auto& [name, path] : kCodePaths) {
-            if (path == forward_.code_path()) return name;
-        }
-        return "?";
-    }
+    std::string code_path() const { return esfast::code_path_name(forward_.code_path()); }
 
 private:
-    static esfast::CodePath to_code_path(const std::string& name) {
-        for (const auto& [known, path] : kCodePaths) {
-            if (name != known) continue;
-            if (!esfast::code_path_supported(path)) {
-                throw py::value_error("code_path '" + name + "' is not supported by this CPU or build");
-            }
-            return path;
-        }
-        throw py::value_error("code_path must be 'auto', 'avx512', 'avx2' or 'baseline', got '" + name + "'");
-    }
-
     static const std::shared_ptr<esfast::ConvNetwork>& checked(const std::shared_ptr<esfast::ConvNetwork>& network) {
         if (!network) throw py::type_error("network must be an esfast._core.ConvNetwork, got None");
         return network;

@@ -23,6 +23,7 @@ namespace py = pybind11;
 using esfast::NoiseTable;
 
 void bind_atari_screen(py::module_& m);  // atari_screen.cpp
+void bind_code_path(py::module_& m);  // code_path.cpp
 void bind_mlp_forward(py::module_& m);  // mlp_forward.cpp
 void bind_conv_forward(py::module_& m);  // conv_forward.cpp
 using namespace esfast::bindings;
@@ -142,6 +143,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "esfast's compiled kernels. Use esfast.core, which wraps and documents them.";
     py::register_exception_translator(&translate_system_error);
     m.attr("SHARED_LAYOUT_VERSION") = esfast::kSharedLayoutVersion;
+    bind_code_path(m);
     bind_atari_screen(m);
     bind_mlp_forward(m);
     bind_conv_forward(m);

@@ -29,14 +29,15 @@ esfast::Activation to_activation(const std::string& name) {
 /**
  * Holds references to numpy-owned arrays (θ, normalization, action bounds): their contents are
  * read at each call, so refilling them in place (np.copyto) takes effect at the next call.
- * Not for concurrent calls on one object (each call writes `normalized`).
+ * Runs the code path selected when it was made. Not for concurrent calls on one object (each
+ * call writes `normalized`).
  */
 class MLPForward {
 public:
     MLPForward(py::object theta, py::object sizes, const std::string& hidden_activation, py::object obs_mean,
                py::object obs_inv_std, py::object obs_clip, py::object normalized, py::object action_mid,
                py::object action_half, py::object action_bounded, py::object action_low, py::object action_high)
-        : hidden_(to_activation(hidden_activation)) {
+        : hidden_(to_activation(hidden_activation)), path_(esfast::resolve_code_path(esfast::CodePath::automatic)) {
         if (!py::isinstance<py::sequence>(sizes) || py::isinstance<py::str>(sizes) || py::len(sizes) < 2) {
             throw py::value_error("sizes must be a sequence of at least 2 layer widths (inputs, ..., outputs)");
         }
@@ -108,7 +109,7 @@ public:
                 esfast::normalize_observation(static_cast<const float*>(src), mean_.data(), inv_std_.data(), clip_,
                                               sizes_.front(), x);
             }
-            esfast::mlp_forward(theta_.data(), sizes_.data(), sizes_.size() - 1, hidden_, x, scratch.data(), y);
+            esfast::mlp_forward(path_, theta_.data(), sizes_.data(), sizes_.size() - 1, hidden_, x, scratch.data(), y);
             if (squash_) {
                 esfast::squash_actions(y, mid_.data(), half_.data(), reinterpret_cast<const std::uint8_t*>(bounded_.data()),
                                        eps, low_.data(), high_.data(), outputs_, y);
@@ -117,11 +118,14 @@ public:
         return out;
     }
 
+    std::string code_path() const { return esfast::code_path_name(path_); }
+
 private:
     std::vector<std::size_t> sizes_;
     std::size_t widest_ = 0;
     std::size_t outputs_ = 0;
     esfast::Activation hidden_;
+    esfast::CodePath path_;
     float clip_ = 0.0f;
     bool squash_ = false;
     py::array_t<float> theta_, mean_, inv_std_, normalized_, mid_, half_, low_, high_;
@@ -137,6 +141,7 @@ void bind_mlp_forward(py::module_& m) {
              py::arg("theta"), py::arg("sizes"), py::arg("hidden_activation"), py::arg("obs_mean"),
              py::arg("obs_inv_std"), py::arg("obs_clip"), py::arg("normalized"), py::arg("action_mid"),
              py::arg("action_half"), py::arg("action_bounded"), py::arg("action_low"), py::arg("action_high"))
+        .def_property_readonly("code_path", &MLPForward::code_path)
         .def("__call__", &MLPForward::call, py::arg("observation"), py::arg("noise") = py::none());
 
     m.def(
@@ -150,7 +155,7 @@ void bind_mlp_forward(py::module_& m) {
             {
                 py::gil_scoped_release release;
                 for (std::size_t i = 0; i < n; ++i) dst[i] = src[i];
-                esfast::activate(esfast::Activation::tanh, dst, n);
+                esfast::activate(esfast::CodePath::automatic, esfast::Activation::tanh, dst, n);
             }
             return out;
         },

@@ -58,9 +58,9 @@ typedef std::uint16_t u16x8 __attribute__((vector_size(16), aligned(2)));
 
 /** Sums over the row taps of one output row, over the whole input width, of max(a, b) (or of a),
  *  16 columns at a time in 16-bit lanes (callers check that 255 times the row weights' sum fits). */
-ESFAST_CLONES
-void row_sums_narrow(const std::uint8_t* a, const std::uint8_t* b, std::size_t width, std::size_t first,
-                     const std::uint32_t* weights, std::size_t taps, std::uint32_t* sums) {
+ESFAST_INLINE void row_sums_narrow_body(const std::uint8_t* a, const std::uint8_t* b, std::size_t width,
+                                        std::size_t first, const std::uint32_t* weights, std::size_t taps,
+                                        std::uint32_t* sums) {
     std::size_t x = 0;
     for (; x + 16 <= width; x += 16) {
         u16x16 acc = {};
@@ -117,10 +117,9 @@ ESFAST_INLINE void column_totals(const std::uint32_t* sums, std::size_t outputs,
 
 /** One output row from its row sums: the column taps, then the exactly rounded division (a
  *  vector at a time). */
-ESFAST_CLONES
-void column_pass(const std::uint32_t* sums, std::size_t outputs, const std::uint32_t* first,
-                 const std::uint32_t* weights, std::size_t taps, float denominator, std::uint32_t* totals,
-                 std::uint8_t* out) {
+ESFAST_INLINE void column_pass_body(const std::uint32_t* sums, std::size_t outputs, const std::uint32_t* first,
+                                    const std::uint32_t* weights, std::size_t taps, float denominator,
+                                    std::uint32_t* totals, std::uint8_t* out) {
     switch (taps) {  // the usual tap counts unrolled (shrinking by less than 4x needs at most 3 or 4)
         case 2: column_totals<2>(sums, outputs, first, weights, taps, totals); break;
         case 3: column_totals<3>(sums, outputs, first, weights, taps, totals); break;
@@ -131,6 +130,39 @@ void column_pass(const std::uint32_t* sums, std::size_t outputs, const std::uint
         out[j] = static_cast<std::uint8_t>(std::nearbyint(static_cast<float>(totals[j]) / denominator));
     }
 }
+
+/** The resize's kernels of one code path: the same bodies, compiled for its target. */
+struct ResizeKernels {
+    void (*row_sums_narrow)(const std::uint8_t*, const std::uint8_t*, std::size_t, std::size_t, const std::uint32_t*,
+                            std::size_t, std::uint32_t*);
+    void (*column_pass)(const std::uint32_t*, std::size_t, const std::uint32_t*, const std::uint32_t*, std::size_t,
+                        float, std::uint32_t*, std::uint8_t*);
+};
+
+#define ESFAST_RESIZE_KERNELS(NAME, ATTRIBUTE)                                                                    \
+    ATTRIBUTE void row_sums_narrow_##NAME(const std::uint8_t* a, const std::uint8_t* b, std::size_t width,        \
+                                          std::size_t first, const std::uint32_t* weights, std::size_t taps,      \
+                                          std::uint32_t* sums) {                                                  \
+        row_sums_narrow_body(a, b, width, first, weights, taps, sums);                                            \
+    }                                                                                                             \
+    ATTRIBUTE void column_pass_##NAME(const std::uint32_t* sums, std::size_t outputs, const std::uint32_t* first, \
+                                      const std::uint32_t* weights, std::size_t taps, float denominator,          \
+                                      std::uint32_t* totals, std::uint8_t* out) {                                 \
+        column_pass_body(sums, outputs, first, weights, taps, denominator, totals, out);                          \
+    }                                                                                                             \
+    constexpr ResizeKernels kResize_##NAME = {row_sums_narrow_##NAME, column_pass_##NAME};
+
+ESFAST_RESIZE_KERNELS(baseline, )
+#if ESFAST_X86_PATHS
+ESFAST_RESIZE_KERNELS(avx2, ESFAST_TARGET_AVX2)
+ESFAST_RESIZE_KERNELS(avx512, ESFAST_TARGET_AVX512)
+#endif
+
+constexpr ResizeKernels kResizePaths[] = {kResize_baseline,
+#if ESFAST_X86_PATHS
+                                          kResize_avx2, kResize_avx512
+#endif
+};
 
 std::uint64_t axis_denominator(std::size_t source, std::size_t target) {
     // Overlap lengths in units of 1/target pixel; their gcd divides every weight and the total.
@@ -147,20 +179,26 @@ std::uint64_t axis_denominator(std::size_t source, std::size_t target) {
 
 }  // namespace
 
-bool palette_to_gray_vectorized() {
+bool palette_to_gray_vectorized(CodePath path) {
 #if ESFAST_X86_PATHS
-    static const bool vbmi =
-        avx512_allowed() && __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
-    return vbmi;
+    // VBMI is not part of x86-64-v4 (Skylake-SP has AVX-512 without it): checked on its own, once.
+    static const bool vbmi = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
+    }();
+    return vbmi && resolve_code_path(path) == CodePath::avx512;
 #else
+    (void)path;
     return false;
 #endif
 }
 
-bool palette_to_gray(const std::uint8_t* indices, std::size_t n, const std::uint8_t* table, const std::uint8_t* known,
-                     std::uint8_t* gray) {
+bool palette_to_gray(CodePath path, const std::uint8_t* indices, std::size_t n, const std::uint8_t* table,
+                     const std::uint8_t* known, std::uint8_t* gray) {
 #if ESFAST_X86_PATHS
-    if (palette_to_gray_vectorized()) return palette_to_gray_vbmi(indices, n, table, known, gray);
+    if (palette_to_gray_vectorized(path)) return palette_to_gray_vbmi(indices, n, table, known, gray);
+#else
+    (void)path;
 #endif
     return palette_to_gray_scalar(indices, n, table, known, gray);
 }
@@ -191,9 +229,10 @@ AreaResize::Axis::Axis(std::size_t source, std::size_t target) : inputs(source),
     }
 }
 
-AreaResize::AreaResize(std::size_t in_h, std::size_t in_w, std::size_t out_h, std::size_t out_w)
+AreaResize::AreaResize(std::size_t in_h, std::size_t in_w, std::size_t out_h, std::size_t out_w, CodePath path)
     : rows_(in_h, out_h),
       cols_(in_w, out_w),
+      path_(resolve_code_path(path)),
       denominator_(static_cast<float>(rows_.denominator) * static_cast<float>(cols_.denominator)),
       narrow_(255u * rows_.denominator < (1u << 16)),
       row_sums_(in_w),
@@ -208,15 +247,16 @@ bool AreaResize::fits(std::size_t in_h, std::size_t in_w, std::size_t out_h, std
 }
 
 void AreaResize::operator()(const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out) {
+    const ResizeKernels& k = kResizePaths[code_path_index(path_)];
     std::uint32_t* sums = row_sums_.data();
     for (std::size_t r = 0; r < rows_.outputs; ++r) {
         const std::uint32_t* weights = rows_.weights.data() + r * rows_.taps;
         if (narrow_) {
-            row_sums_narrow(a, b, cols_.inputs, rows_.first[r], weights, rows_.taps, sums);
+            k.row_sums_narrow(a, b, cols_.inputs, rows_.first[r], weights, rows_.taps, sums);
         } else {
             row_sums_wide(a, b, cols_.inputs, rows_.first[r], weights, rows_.taps, sums);
         }
-        column_pass(sums, cols_.outputs, cols_.first.data(), cols_.weights.data(), cols_.taps, denominator_,
+        k.column_pass(sums, cols_.outputs, cols_.first.data(), cols_.weights.data(), cols_.taps, denominator_,
                     totals_.data(), out + r * cols_.outputs);
     }
 }

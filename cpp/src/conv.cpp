@@ -7,12 +7,11 @@
 #endif
 
 // Code paths. Each kernel is one always-inline body, compiled three times: for x86-64-v4
-// (AVX-512), for AVX2 and for the baseline x86-64 (SSE2), and run through a table picked once
-// for the CPU at hand. This is target_clones (mlp.cpp) done by hand, for two reasons: the vector
-// width and block size follow the register file (a block of the products is 12 positions x one
-// 16-float vector with AVX-512's 32 registers, 6 x two 8-float vectors with AVX2's 16, 3 x four
-// 4-float vectors with SSE2's 16; measured 51 -> 55 GMAC/s from the first two on AMD Zen 4), and
-// tests can run every path on one machine and compare the results bit for bit. No path changes a
+// (AVX-512), for AVX2 and for the baseline x86-64 (SSE2), and run through the table of the code
+// path the caller gives (dispatch.hpp), so tests can run every path on one machine and compare the
+// results bit for bit. The vector width and block size follow each path's register file (a block
+// of the products is 12 positions x one 16-float vector with AVX-512's 32 registers, 6 x two
+// 8-float vectors with AVX2's 16, 3 x four 4-float vectors with SSE2's 16). No path changes a
 // result: the operations, and their order for every output, are the same; -ffp-contract=off
 // (CMakeLists.txt) forbids fused multiply-adds in all of them.
 
@@ -451,9 +450,9 @@ struct Kernels {
     ATTRIBUTE void pixels_##NAME(const std::uint8_t* pixels, std::size_t n, float* out) {                            \
         pixels_body(pixels, n, out);                                                                                 \
     }                                                                                                                \
-    const Kernels kKernels_##NAME = {matmul_##NAME,    sparse_##NAME,        statistics_##NAME,                      \
-                                     normalize_##NAME, scale_columns_##NAME, NONZERO,                                \
-                                     pixels_##NAME};
+    constexpr Kernels kKernels_##NAME = {matmul_##NAME,    sparse_##NAME,        statistics_##NAME,                  \
+                                         normalize_##NAME, scale_columns_##NAME, NONZERO,                            \
+                                         pixels_##NAME};
 
 // SSE2 has 16 registers of 4 floats: 3 positions x 16 filters take 12 of them.
 ESFAST_KERNELS(baseline, , 4, 3, 4, nonzero_scalar)
@@ -462,49 +461,15 @@ ESFAST_KERNELS(avx2, ESFAST_TARGET_AVX2, 8, 6, 8, nonzero_scalar)
 ESFAST_KERNELS(avx512, ESFAST_TARGET_AVX512, 16, 12, 8, nonzero_avx512)
 #endif
 
-CodePath best_code_path() {
+constexpr Kernels kPaths[] = {kKernels_baseline,
 #if ESFAST_X86_PATHS
-    static const CodePath best = [] {
-        __builtin_cpu_init();
-        if (avx512_allowed() && __builtin_cpu_supports("x86-64-v4")) return CodePath::avx512;
-        if (__builtin_cpu_supports("avx2")) return CodePath::avx2;
-        return CodePath::baseline;
-    }();
-    return best;
-#else
-    return CodePath::baseline;
+                              kKernels_avx2, kKernels_avx512
 #endif
-}
+};
 
-const Kernels& kernels(CodePath path) {
-    switch (resolve_code_path(path)) {
-#if ESFAST_X86_PATHS
-        case CodePath::avx512:
-            return kKernels_avx512;
-        case CodePath::avx2:
-            return kKernels_avx2;
-#endif
-        default:
-            return kKernels_baseline;
-    }
-}
+const Kernels& kernels(CodePath path) { return kPaths[code_path_index(path)]; }
 
 }  // namespace
-
-bool code_path_supported(CodePath path) {
-    switch (path) {
-        case CodePath::automatic:
-        case CodePath::baseline:
-            return true;
-        case CodePath::avx2:
-            return best_code_path() == CodePath::avx2 || best_code_path() == CodePath::avx512;
-        case CodePath::avx512:
-            return best_code_path() == CodePath::avx512;
-    }
-    return false;
-}
-
-CodePath resolve_code_path(CodePath path) { return path == CodePath::automatic ? best_code_path() : path; }
 
 void gathered_matmul(CodePath path, const float* in, std::size_t rows, std::size_t cols, std::size_t row_step,
                      std::size_t col_step, const std::size_t* offset, std::size_t taps, const float* w,
@@ -538,8 +503,8 @@ void scale_columns(CodePath path, const float* w, std::size_t rows, std::size_t 
     kernels(path).scale_columns(w, rows, cols, scale, panel, out);
 }
 
-void pixels_to_float(const std::uint8_t* pixels, std::size_t n, float* out) {
-    kernels(CodePath::automatic).pixels(pixels, n, out);
+void pixels_to_float(CodePath path, const std::uint8_t* pixels, std::size_t n, float* out) {
+    kernels(path).pixels(pixels, n, out);
 }
 
 }  // namespace esfast

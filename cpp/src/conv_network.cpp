@@ -149,7 +149,7 @@ void ConvForward::refresh(const float* theta, double* mean, double* var) {
         for (std::size_t e = 0; e < examples; ++e) {
             const float* in;
             if (l == 0) {  // one example at a time: 4 times smaller in memory than the batch as floats
-                pixels_to_float(net.reference_.data() + e * net.pixels_, net.pixels_, net.reference_pixels_.data());
+                pixels_to_float(path_, net.reference_.data() + e * net.pixels_, net.pixels_, net.reference_pixels_.data());
                 in = net.reference_pixels_.data();
             } else {
                 const ConvNetwork::Conv& previous = net.convs_[l - 1];
@@ -204,7 +204,7 @@ void ConvForward::refresh(const float* theta, double* mean, double* var) {
 std::size_t ConvForward::act(const std::uint8_t* observation, float* logits) {
     std::lock_guard<std::mutex> own(mutex_);
     const ConvNetwork& net = *net_;
-    pixels_to_float(observation, net.pixels_, pixels_.data());
+    pixels_to_float(path_, observation, net.pixels_, pixels_.data());
     const float* in = pixels_.data();
     for (std::size_t l = 0; l < net.convs_.size(); ++l) {
         const ConvNetwork::Conv& conv = net.convs_[l];

@@ -6,11 +6,12 @@
 #include <cmath>
 #include <cstring>
 
-// The hot loops are built twice, for AVX2 and for the baseline x86-64 (SSE2), and the dynamic
-// loader picks the clone for the CPU at hand: the wheel stays portable without -march=native.
-// dense() has a third path for AVX-512 CPUs (wider column blocks), chosen at run time (see
-// dispatch.hpp). All paths do the same float operations in the same order for every output (no
-// FMA contraction: see CMakeLists.txt), so their results are identical.
+// The dense layers and the activations are compiled once per code path (dispatch.hpp): for the
+// baseline x86-64 (SSE2), for AVX2 and for x86-64-v4 (AVX-512), and mlp_forward runs one path's
+// table, picked once per call. The baseline and AVX2 dense layers are one body (blocks of up to 64
+// columns in 8-float vectors); the AVX-512 one keeps up to 256 columns in its 32 registers. All
+// paths do the same float operations in the same order for every output (no FMA contraction: see
+// CMakeLists.txt), so their results are identical.
 
 namespace esfast {
 namespace {
@@ -56,30 +57,29 @@ ESFAST_INLINE void dense_columns(const float* x, std::size_t inputs, const float
     }
 }
 
-#if ESFAST_X86_PATHS
-/** dense() with AVX-512's 32 registers: up to 256 columns per pass over the rows, so each row of w
- *  is read once, front to back (a 256-wide layer streams its weights in one sequential pass: on
- *  the 256x256 Humanoid policy the forward pass takes ~40% less time than in 64-column blocks). */
-ESFAST_TARGET_AVX512 void dense_avx512(const float* x, std::size_t inputs, const float* w,
-                                                     const float* b, std::size_t outputs, float* y) {
+/** The dense layer in blocks of up to 64 columns, 8-float vectors: the baseline and AVX2 paths. */
+ESFAST_INLINE void dense_narrow(const float* x, std::size_t inputs, const float* w, const float* b,
+                                std::size_t outputs, float* y) {
+    std::size_t j = 0;
+    // 8 accumulators (64 columns) keep both AVX2 adders busy despite the add latency.
+    for (; j + 64 <= outputs; j += 64) dense_block<f8, 8>(x, inputs, w, b, outputs, j, y);
+    if (j + 32 <= outputs) { dense_block<f8, 4>(x, inputs, w, b, outputs, j, y); j += 32; }
+    if (j + 16 <= outputs) { dense_block<f8, 2>(x, inputs, w, b, outputs, j, y); j += 16; }
+    if (j + 8 <= outputs) { dense_block<f8, 1>(x, inputs, w, b, outputs, j, y); j += 8; }
+    dense_columns(x, inputs, w, b, outputs, j, y);
+}
+
+/** The dense layer with AVX-512's 32 registers: up to 256 columns per pass over the rows, so each
+ *  row of w is read once, front to back (a 256-wide layer streams its weights in one sequential
+ *  pass instead of four). */
+ESFAST_INLINE void dense_wide(const float* x, std::size_t inputs, const float* w, const float* b,
+                              std::size_t outputs, float* y) {
     std::size_t j = 0;
     for (; j + 256 <= outputs; j += 256) dense_block<f16, 16>(x, inputs, w, b, outputs, j, y);
     if (j + 128 <= outputs) { dense_block<f16, 8>(x, inputs, w, b, outputs, j, y); j += 128; }
     if (j + 64 <= outputs) { dense_block<f16, 4>(x, inputs, w, b, outputs, j, y); j += 64; }
     if (j + 32 <= outputs) { dense_block<f16, 2>(x, inputs, w, b, outputs, j, y); j += 32; }
     if (j + 16 <= outputs) { dense_block<f16, 1>(x, inputs, w, b, outputs, j, y); j += 16; }
-    if (j + 8 <= outputs) { dense_block<f8, 1>(x, inputs, w, b, outputs, j, y); j += 8; }
-    dense_columns(x, inputs, w, b, outputs, j, y);
-}
-#endif
-
-ESFAST_CLONES
-void dense_avx2(const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs, float* y) {
-    std::size_t j = 0;
-    // 8 accumulators (64 columns) keep both AVX2 adders busy despite the add latency.
-    for (; j + 64 <= outputs; j += 64) dense_block<f8, 8>(x, inputs, w, b, outputs, j, y);
-    if (j + 32 <= outputs) { dense_block<f8, 4>(x, inputs, w, b, outputs, j, y); j += 32; }
-    if (j + 16 <= outputs) { dense_block<f8, 2>(x, inputs, w, b, outputs, j, y); j += 16; }
     if (j + 8 <= outputs) { dense_block<f8, 1>(x, inputs, w, b, outputs, j, y); j += 8; }
     dense_columns(x, inputs, w, b, outputs, j, y);
 }
@@ -108,24 +108,8 @@ ESFAST_INLINE void tanh_rational(const T& a, T& result) {
     result = magnitude < 0.0004f ? a : r;  // tiny inputs: tanh(a) rounds to a
 }
 
-}  // namespace
-
-float tanh_approx(float x) {
-    float result;
-    tanh_rational(x, result);
-    return result;
-}
-
-void dense(const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs, float* y) {
-#if ESFAST_X86_PATHS
-    static const bool avx512 = avx512_allowed() && __builtin_cpu_supports("x86-64-v4");
-    if (avx512) return dense_avx512(x, inputs, w, b, outputs, y);
-#endif
-    dense_avx2(x, inputs, w, b, outputs, y);
-}
-
-ESFAST_CLONES
-void activate(Activation activation, float* x, std::size_t n) {
+/** x[i] = activation(x[i]) for i < n, in place: tanh 8 floats at a time. */
+ESFAST_INLINE void activate_body(Activation activation, float* x, std::size_t n) {
     switch (activation) {
         case Activation::identity:
             return;
@@ -145,6 +129,54 @@ void activate(Activation activation, float* x, std::size_t n) {
             for (std::size_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
             return;
     }
+}
+
+/** The kernels of one code path. */
+struct Kernels {
+    void (*dense)(const float*, std::size_t, const float*, const float*, std::size_t, float*);
+    void (*activate)(Activation, float*, std::size_t);
+};
+
+// One set of entry points per path: ATTRIBUTE is the target, DENSE the dense layer's body.
+#define ESFAST_MLP_KERNELS(NAME, ATTRIBUTE, DENSE)                                                              \
+    ATTRIBUTE void dense_##NAME(const float* x, std::size_t inputs, const float* w, const float* b,            \
+                                std::size_t outputs, float* y) {                                              \
+        DENSE(x, inputs, w, b, outputs, y);                                                                   \
+    }                                                                                                         \
+    ATTRIBUTE void activate_##NAME(Activation activation, float* x, std::size_t n) {                          \
+        activate_body(activation, x, n);                                                                      \
+    }                                                                                                         \
+    constexpr Kernels kKernels_##NAME = {dense_##NAME, activate_##NAME};
+
+ESFAST_MLP_KERNELS(baseline, , dense_narrow)
+#if ESFAST_X86_PATHS
+ESFAST_MLP_KERNELS(avx2, ESFAST_TARGET_AVX2, dense_narrow)
+ESFAST_MLP_KERNELS(avx512, ESFAST_TARGET_AVX512, dense_wide)
+#endif
+
+constexpr Kernels kPaths[] = {kKernels_baseline,
+#if ESFAST_X86_PATHS
+                              kKernels_avx2, kKernels_avx512
+#endif
+};
+
+const Kernels& kernels(CodePath path) { return kPaths[code_path_index(path)]; }
+
+}  // namespace
+
+float tanh_approx(float x) {
+    float result;
+    tanh_rational(x, result);
+    return result;
+}
+
+void dense(CodePath path, const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs,
+           float* y) {
+    kernels(path).dense(x, inputs, w, b, outputs, y);
+}
+
+void activate(CodePath path, Activation activation, float* x, std::size_t n) {
+    kernels(path).activate(activation, x, n);
 }
 
 namespace {
@@ -173,8 +205,9 @@ void normalize_observation(const float* obs, const float* mean, const float* inv
     normalize(obs, mean, inv_std, clip, n, out);
 }
 
-void mlp_forward(const float* theta, const std::size_t* sizes, std::size_t layers, Activation hidden,
-                 const float* x, float* scratch, float* out) {
+void mlp_forward(CodePath path, const float* theta, const std::size_t* sizes, std::size_t layers,
+                 Activation hidden, const float* x, float* scratch, float* out) {
+    const Kernels& k = kernels(path);
     std::size_t widest = 0;
     for (std::size_t l = 1; l < layers; ++l) widest = std::max(widest, sizes[l]);
     const float* in = x;
@@ -182,8 +215,8 @@ void mlp_forward(const float* theta, const std::size_t* sizes, std::size_t layer
         const std::size_t n = sizes[l], m = sizes[l + 1];
         const bool last = l + 1 == layers;
         float* y = last ? out : scratch + (l % 2) * widest;
-        dense(in, n, theta, theta + n * m, m, y);
-        if (!last) activate(hidden, y, m);
+        k.dense(in, n, theta, theta + n * m, m, y);
+        if (!last) k.activate(hidden, y, m);
         theta += n * m + m;
         in = y;
     }

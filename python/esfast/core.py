@@ -8,8 +8,12 @@ preallocated ``out`` array (float32, C-contiguous, right length) to avoid alloca
 
 Determinism: sample ``i`` of a noise table depends only on ``(seed, i)``, bit for bit, on any
 machine, for any thread count (see ``docs/determinism.md``). ``sample_offsets`` depends only on
-its arguments. ``weighted_noise_sum`` is bit-identical for any thread count. ``ConvForward``'s
-statistics and outputs are bit-identical on any machine and code path.
+its arguments. ``weighted_noise_sum`` is bit-identical for any thread count. ``MLPForward``'s and
+``ConvForward``'s outputs are bit-identical on any machine and code path.
+
+Code paths: the kernels that have several (the policies' forward passes, the Atari screen
+kernels) are compiled for the baseline x86-64 (SSE2), AVX2 and AVX-512, and run the one this
+process selects: :func:`code_path`, :func:`supported_code_paths`, :func:`set_code_path`.
 """
 
 from __future__ import annotations
@@ -35,16 +39,61 @@ __all__ = [
     "MLPForward",
     "NoiseTable",
     "centered_ranks",
+    "code_path",
     "noise_samples",
     "normalized",
     "perturb",
     "perturb_pair",
     "sample_offsets",
+    "set_code_path",
+    "supported_code_paths",
     "tanh_approx",
     "weighted_noise_sum",
 ]
 
 _ATTACH_POLL_SECONDS = 0.02
+
+
+def code_path() -> str:
+    """The code path this process's kernels run: ``"baseline"``, ``"avx2"`` or ``"avx512"``.
+
+    At import it is the best of :func:`supported_code_paths`; :func:`set_code_path` changes it.
+    Every path gives bit-identical results: they differ in speed only.
+    """
+    return str(_core.code_path())
+
+
+def supported_code_paths() -> tuple[str, ...]:
+    """The code paths this process can run, from the baseline up: the last one is the default.
+
+    ``("baseline", "avx2", "avx512")`` on a CPU with AVX-512 (x86-64-v4), without ``"avx512"`` on
+    one with AVX2 only, ``("baseline",)`` on others and on builds other than GCC on x86-64 Linux.
+    The environment variable ``ESFAST_CODE_PATH`` (``baseline``, ``avx2``, ``avx512`` or ``auto``),
+    read at import, limits this process to the paths up to the one it names, as if the CPU had no
+    more; ``ESFAST_NO_AVX512`` (any value) is ``ESFAST_CODE_PATH=avx2``. Another value of
+    ``ESFAST_CODE_PATH`` makes the import of esfast fail.
+    """
+    return tuple(_core.supported_code_paths())
+
+
+def set_code_path(path: str) -> None:
+    """Selects the code path of this process's kernels, to compare the paths in one process.
+
+    Takes effect for the objects made afterwards (:class:`MLPForward`, :class:`ConvForward` with
+    ``code_path="auto"``, ``esfast.envs.atari.AreaResize`` and the Atari preprocessing) and at each
+    later call of :func:`tanh_approx` and ``esfast._core.palette_to_gray``; objects made before
+    keep the path they were made with. Child processes do not inherit it (``ESFAST_CODE_PATH``
+    in their environment does the same for them, see :func:`supported_code_paths`).
+
+    Args:
+        path: ``"baseline"``, ``"avx2"``, ``"avx512"``, or ``"auto"`` for the default (the best
+            supported).
+
+    Raises:
+        ValueError: another name, or a path this process does not support (the message names
+            those it does).
+    """
+    _core.set_code_path(path)
 
 
 class NoiseTable:
@@ -378,7 +427,9 @@ class MLPForward:
     rational approximation whose absolute error is below 1e-6 (:func:`tanh_approx`). Results
     differ from numpy's BLAS ``x @ W + b`` and ``np.tanh`` by float rounding only.
 
-    Not for concurrent calls on one object: each call writes ``normalized``.
+    The dense layers and activations run the code path selected when the object is made
+    (:func:`code_path`; :attr:`code_path`). Not for concurrent calls on one object: each call
+    writes ``normalized``.
 
     Args:
         theta: float32 array of shape (num_params,), C-contiguous.
@@ -417,6 +468,11 @@ class MLPForward:
             action_mid, action_half, action_bounded, action_low, action_high,
         )
 
+    @property
+    def code_path(self) -> str:
+        """The code path the layers run: ``"avx512"``, ``"avx2"`` or ``"baseline"``."""
+        return str(self._impl.code_path)
+
     def __call__(self, observation: ArrayLike, noise: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
         """The outputs (or action) for one observation.
 
@@ -433,6 +489,8 @@ class MLPForward:
 
 def tanh_approx(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """tanh as :class:`MLPForward` computes it: absolute error below 1e-6 for every float.
+
+    Runs on the selected code path (:func:`code_path`), with the same bits on each.
 
     Args:
         x: float32 array of shape (n,).
@@ -520,12 +578,13 @@ class ConvForward:
     Args:
         network: the network.
         theta: float32 array of shape (num_params,), C-contiguous.
-        code_path: ``"auto"`` (the fastest this CPU supports), or ``"avx512"``, ``"avx2"``,
-            ``"baseline"`` to force one (for tests: all give identical results).
+        code_path: ``"auto"`` (the process's selected path, :func:`code_path`, at construction),
+            or ``"avx512"``, ``"avx2"``, ``"baseline"`` to force one (for tests: all give identical
+            results).
 
     Raises:
         TypeError, ValueError: arguments of the wrong type, dtype, shape or size; a code path
-            this CPU does not support.
+            this process does not support (:func:`supported_code_paths`).
     """
 
     __slots__ = ("_impl",)

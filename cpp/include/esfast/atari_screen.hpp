@@ -6,31 +6,36 @@
  * area-averaging resize.
  *
  * Arithmetic: integer sums, then one float32 division per output pixel, exactly rounded (see
- * AreaResize), so the results do not depend on the machine or the code path (the AVX-512 VBMI
- * table lookup and the scalar one give the same bytes).
+ * AreaResize), so the results do not depend on the machine or the code path (dispatch.hpp): the
+ * AVX-512 VBMI table lookup and the scalar one give the same bytes, and so do the resize's
+ * baseline, AVX2 and AVX-512 builds.
  */
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "esfast/dispatch.hpp"
+
 namespace esfast {
 
 /**
- * gray[i] = table[indices[i]] for i < n. Returns true if known[indices[i]] != 0 for every i; if
+ * gray[i] = table[indices[i]] for i < n, by the vector lookup where palette_to_gray_vectorized(path),
+ * else by the scalar one. Returns true if known[indices[i]] != 0 for every i; if
  * not, gray's contents are unspecified (a table learned from the emulator's own grayscale screens
  * may not cover every palette entry yet).
- * Preconditions: table and known hold 256 bytes; indices and gray hold n bytes (they may be the
- * same buffer, but must not overlap otherwise). Thread-safe. O(n).
+ * Preconditions: code_path_supported(path); table and known hold 256 bytes; indices and gray
+ * hold n bytes (they may be the same buffer, but must not overlap otherwise). Thread-safe. O(n).
  */
-bool palette_to_gray(const std::uint8_t* indices, std::size_t n, const std::uint8_t* table, const std::uint8_t* known,
-                     std::uint8_t* gray);
+bool palette_to_gray(CodePath path, const std::uint8_t* indices, std::size_t n, const std::uint8_t* table,
+                     const std::uint8_t* known, std::uint8_t* gray);
 
 /**
- * Whether palette_to_gray runs its vector path here (AVX-512 VBMI: ~1 us for a 210x160 screen) or
- * the scalar one (~18 us, slower than ALE's own grayscale conversion, which callers then prefer).
+ * Whether palette_to_gray on `path` runs the vector lookup (64 bytes a step with AVX-512 VBMI: the
+ * avx512 path on a CPU that also has VBMI) or the scalar one (a byte at a time, slower than ALE's
+ * own grayscale conversion, which callers then prefer). Thread-safe.
  */
-bool palette_to_gray_vectorized();
+bool palette_to_gray_vectorized(CodePath path);
 
 /**
  * Resize of uint8 images by area averaging (OpenCV's INTER_AREA when shrinking), exactly.
@@ -46,10 +51,12 @@ bool palette_to_gray_vectorized();
 class AreaResize {
 public:
     /**
-     * Precomputes the weights. Preconditions: all sizes >= 1 and fits(in_h, in_w, out_h, out_w).
-     * O(in_h + in_w + out_h + out_w).
+     * Precomputes the weights; `path` is resolved here (automatic: the process's selected path
+     * now) and kept. Preconditions: all sizes >= 1, fits(in_h, in_w, out_h, out_w) and
+     * code_path_supported(path). O(in_h + in_w + out_h + out_w).
      */
-    AreaResize(std::size_t in_h, std::size_t in_w, std::size_t out_h, std::size_t out_w);
+    AreaResize(std::size_t in_h, std::size_t in_w, std::size_t out_h, std::size_t out_w,
+               CodePath path = CodePath::automatic);
 
     /** The denominator D of a resize between these sizes (product of the two axes' denominators). */
     static std::uint64_t denominator(std::size_t in_h, std::size_t in_w, std::size_t out_h, std::size_t out_w);
@@ -64,6 +71,9 @@ public:
      */
     void operator()(const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out);
 
+    /** The code path the resize runs (never automatic). */
+    CodePath code_path() const { return path_; }
+
 private:
     /** One axis: output j sums weights[j * taps + t] * input[first[j] + t] for t < taps. */
     struct Axis {
@@ -73,6 +83,7 @@ private:
         Axis(std::size_t source, std::size_t target);
     };
     Axis rows_, cols_;
+    CodePath path_;
     float denominator_;
     bool narrow_;  // row sums fit 16 bits
     std::vector<std::uint32_t> row_sums_, totals_;  // scratch: one output row

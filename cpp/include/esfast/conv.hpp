@@ -10,30 +10,16 @@
  * fused multiply-adds (the kernels build with -ffp-contract=off) and no reassociation. Each SIMD
  * lane does the scalar code's operations in the scalar code's order, so every code path gives
  * bit-identical results on every machine. The code paths differ only in vector width and in how
- * many outputs they keep in registers at once, which changes no sum.
+ * many outputs they keep in registers at once, which changes no sum. Every kernel here takes the
+ * CodePath to run (dispatch.hpp; automatic: the process's selected one).
  */
 
 #include <cstddef>
 #include <cstdint>
 
+#include "esfast/dispatch.hpp"
+
 namespace esfast {
-
-/**
- * Which compiled code a kernel runs. `automatic` is the fastest this CPU supports; the others
- * exist so that tests can check on one machine that all paths agree bit for bit.
- */
-enum class CodePath : int {
-    automatic = 0,
-    avx512 = 1,    ///< x86-64-v4 (AVX-512 F, VL, BW, DQ, CD): 512-bit vectors, 32 registers
-    avx2 = 2,      ///< AVX2: 256-bit vectors, 16 registers
-    baseline = 3,  ///< the build's baseline (x86-64: SSE2), any CPU; the only path off x86-64 Linux GCC
-};
-
-/** Whether this build and CPU can run `path` (automatic always can). Thread-safe. */
-bool code_path_supported(CodePath path);
-
-/** `path`, or for automatic the path it stands for on this CPU. Thread-safe. */
-CodePath resolve_code_path(CodePath path);
 
 /**
  * out[p * out_stride + j] = act(s + bias[j]) (act(s) without a bias) for the positions p of a
@@ -119,7 +105,7 @@ void normalize_relu(CodePath path, const float* x, std::size_t groups, std::size
 void scale_columns(CodePath path, const float* w, std::size_t rows, std::size_t cols, const float* scale,
                    std::size_t panel, float* out);
 
-/** out[i] = float(pixels[i]) for i < n (exact on every path). */
-void pixels_to_float(const std::uint8_t* pixels, std::size_t n, float* out);
+/** out[i] = float(pixels[i]) for i < n (exact on every path). Precondition: path supported. */
+void pixels_to_float(CodePath path, const std::uint8_t* pixels, std::size_t n, float* out);
 
 }  // namespace esfast

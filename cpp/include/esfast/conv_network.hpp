@@ -121,7 +121,8 @@ private:
  */
 class ConvForward {
 public:
-    /** Weights are zero until the first refresh. Precondition: code_path_supported(path). */
+    /** Weights are zero until the first refresh. `path` is resolved here (automatic: the
+     *  process's selected path now) and kept. Precondition: code_path_supported(path). */
     explicit ConvForward(std::shared_ptr<ConvNetwork> network, CodePath path = CodePath::automatic);
 
     /**

@@ -6,12 +6,15 @@
  *
  * Arithmetic: every output sums its products in one fixed order, ((x0*w0 + x1*w1) + ...) + b,
  * with no fused multiply-adds (the kernels build with -ffp-contract=off), so the SIMD and the
- * scalar code paths (AVX-512 or AVX2 where the CPU has it, SSE2 otherwise) give bit-identical results.
+ * scalar code paths (AVX-512, AVX2, SSE2: dispatch.hpp) give bit-identical results. The functions
+ * that take a CodePath have one compiled version per path; the others have one for all.
  * tanh is a rational approximation (tanh_approx), not libm's.
  */
 
 #include <cstddef>
 #include <cstdint>
+
+#include "esfast/dispatch.hpp"
 
 namespace esfast {
 
@@ -28,13 +31,14 @@ float tanh_approx(float x);
 /**
  * y[j] = sum_i x[i] * w[i * outputs + j] + b[j] for j < outputs, summed over i in increasing
  * order (see the file comment), w row-major (inputs, outputs).
- * Preconditions: x holds `inputs` floats, w inputs*outputs, b and y `outputs`; y overlaps no
- * input. Thread-safe for distinct y. O(inputs * outputs).
+ * Preconditions: code_path_supported(path); x holds `inputs` floats, w inputs*outputs, b and y
+ * `outputs`; y overlaps no input. Thread-safe for distinct y. O(inputs * outputs).
  */
-void dense(const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs, float* y);
+void dense(CodePath path, const float* x, std::size_t inputs, const float* w, const float* b, std::size_t outputs,
+           float* y);
 
-/** x[i] = activation(x[i]) for i < n, in place. */
-void activate(Activation activation, float* x, std::size_t n);
+/** x[i] = activation(x[i]) for i < n, in place (tanh: tanh_approx). Precondition: code_path_supported(path). */
+void activate(CodePath path, Activation activation, float* x, std::size_t n);
 
 /**
  * out[i] = min(max(float(obs[i] - mean[i]) * inv_std[i], -clip), clip): the difference is taken
@@ -52,11 +56,12 @@ void normalize_observation(const float* obs, const float* mean, const float* inv
  * row-major, then its bias (sizes[l+1]). `hidden` follows every layer but the last.
  * `scratch` holds 2 * max(sizes[1..layers-1]) floats (may be null for one layer); `out` holds
  * sizes[layers] floats, the last layer's outputs before any squashing.
- * Preconditions: layers >= 1; no buffer overlaps another. Thread-safe for distinct scratch and
- * out. O(number of weights).
+ * The path is resolved once per call: dense() and activate() of that path for every layer.
+ * Preconditions: code_path_supported(path); layers >= 1; no buffer overlaps another.
+ * Thread-safe for distinct scratch and out. O(number of weights).
  */
-void mlp_forward(const float* theta, const std::size_t* sizes, std::size_t layers, Activation hidden,
-                 const float* x, float* scratch, float* out);
+void mlp_forward(CodePath path, const float* theta, const std::size_t* sizes, std::size_t layers,
+                 Activation hidden, const float* x, float* scratch, float* out);
 
 /**
  * Continuous actions in a box: a[i] = mid[i] + half[i] * t where t = tanh_approx(y[i]) if

@@ -194,8 +194,9 @@ class StandardPreprocessing(gym.Wrapper):
     (``ale.act``, ``game_over``, ``game_truncated``, as ale-py's ``step`` does, and the info of the
     last frame only), which costs less than four ``env.step`` calls. The screens are read as
     palette indices (``ale.getScreen``) and turned to grayscale through a table
-    (``esfast._core.palette_to_gray`` with AVX-512 VBMI; on CPUs without it, where the table
-    lookup is slower, ALE's own ``ale.getScreenGrayscale`` is used) rather than by
+    (``esfast._core.palette_to_gray`` with AVX-512 VBMI; on CPUs without it, or on a code path
+    below AVX-512 selected when the wrapper is made (``esfast.core.set_code_path``), where the
+    table lookup is slower, ALE's own ``ale.getScreenGrayscale`` is used) rather than by
     ``ale.getScreenGrayscale``, which is slower. ALE's
     grayscale is a lookup of the palette index, so the table is learned from ALE itself: a screen
     with an index not seen before is read again with ``getScreenGrayscale`` and its pairs enter
@@ -242,6 +243,7 @@ class StandardPreprocessing(gym.Wrapper):
         self._screens = np.zeros((2, height, width), dtype=np.uint8)  # their grayscale
         self._gray_table = np.zeros(256, dtype=np.uint8)  # palette index -> ALE's grayscale, as learned
         self._gray_known = np.zeros(256, dtype=np.uint8)
+        self._table_lookup = _core.palette_to_gray_vectorized()  # else the scalar lookup, slower than ALE's own
         self._resize = AreaResize((height, width), (screen_size, screen_size))
         self._action_set = self._direct_action_set(env)
         self._needs_reset = True  # the direct path skips OrderEnforcing: keep its check here
@@ -265,7 +267,7 @@ class StandardPreprocessing(gym.Wrapper):
     def _read_screen(self, slot: int) -> None:
         """The current screen's grayscale into ``self._screens[slot]``."""
         ale, indices, screen = self._ale, self._indices, self._screens[slot]
-        if not _core.PALETTE_TO_GRAY_VECTORIZED:  # the scalar lookup is slower than ALE's own
+        if not self._table_lookup:
             ale.getScreenGrayscale(screen)
             return
         ale.getScreen(indices)
