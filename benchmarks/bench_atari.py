@@ -30,10 +30,10 @@ import time  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-from esfast.envs.atari import AreaResize, collect_reference_batch, make_atari_env  # noqa: E402
 from esfast.config import AtariSettings, PolicySettings  # noqa: E402
-from esfast.policies.conv import ConvActor, ConvPolicy  # noqa: E402
+from esfast.envs.atari import AreaResize, collect_reference_batch, make_atari_env  # noqa: E402
 from esfast.envs.rollout import run_episode  # noqa: E402
+from esfast.policies.conv import ConvActor, ConvPolicy  # noqa: E402
 
 FRAME_SKIP = 4
 
@@ -85,7 +85,9 @@ def main() -> None:
     ours = make_atari_env(env_id, settings)
     plain = make_atari_env(env_id, settings)
     batch = collect_reference_batch(ours, settings.reference_batch_size, seed=0)
-    policy = ConvPolicy(ours.observation_space, ours.action_space, PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu"), batch)
+    policy = ConvPolicy(
+        ours.observation_space, ours.action_space, PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu"), batch
+    )
     actor = policy.actor(policy.initial_theta(np.random.default_rng(0)))
 
     rates: dict[str, float] = {"bare": 0.0, "preprocessing": 0.0, "esfast": 0.0}
@@ -104,16 +106,22 @@ def main() -> None:
     resize_time = best_time(lambda: resize(screen, out=resized), 2000)
     step_us = 1e6 * FRAME_SKIP / rates["bare"]
 
-    print(f"{env_id}, {args.steps} agent steps x {args.repeats} rounds, one thread; frames are emulator frames ({FRAME_SKIP} per agent step)")
+    print(
+        f"{env_id}, {args.steps} agent steps x {args.repeats} rounds, one thread; frames are emulator frames ({FRAME_SKIP} per agent step)"
+    )
     print(f"{'loop':<16}{'frames/s':>10}{'us/agent step':>15}{'vs bare':>9}")
     for name, rate in rates.items():
         print(f"{name:<16}{rate:>10.0f}{1e6 * FRAME_SKIP / rate:>15.1f}{rate / rates['bare']:>9.2f}")
-    print(f"conv forward pass: {1e6 * forward:.1f} us per agent step ({1e6 * forward / FRAME_SKIP:.1f} us per emulator frame);"
-          f" bare emulator step: {step_us:.1f} us per agent step ({step_us / FRAME_SKIP:.1f} us per frame);"
-          f" forward / emulator = {1e6 * forward / step_us:.2f}")
-    print(f"preprocessing extra over the bare loop: {1e6 * FRAME_SKIP / rates['preprocessing'] - step_us:.1f} us per agent step;"
-          f" the area resize 210x160 -> {settings.screen_size}x{settings.screen_size} alone: {1e6 * resize_time:.1f} us"
-          " (the extra can be smaller: esfast steps the emulator with fewer Python calls than the bare loop)")
+    print(
+        f"conv forward pass: {1e6 * forward:.1f} us per agent step ({1e6 * forward / FRAME_SKIP:.1f} us per emulator frame);"
+        f" bare emulator step: {step_us:.1f} us per agent step ({step_us / FRAME_SKIP:.1f} us per frame);"
+        f" forward / emulator = {1e6 * forward / step_us:.2f}"
+    )
+    print(
+        f"preprocessing extra over the bare loop: {1e6 * FRAME_SKIP / rates['preprocessing'] - step_us:.1f} us per agent step;"
+        f" the area resize 210x160 -> {settings.screen_size}x{settings.screen_size} alone: {1e6 * resize_time:.1f} us"
+        " (the extra can be smaller: esfast steps the emulator with fewer Python calls than the bare loop)"
+    )
     print(f"VBN refresh (reference batch of {len(batch)}): {1e3 * refresh:.1f} ms per episode")
     print(f"ratio esfast / bare: {rates['esfast'] / rates['bare']:.2f} (target >= 0.70)")
     for env in (bare, ours, plain):

@@ -28,8 +28,8 @@ Two figures:
    what a real host does when its evaluators finish one at a time.
 2. **θ broadcast per host.** ``--broadcasts`` generations whose population is two credits' worth
    of tasks per host, so the master's first dispatch sends θ to every host (a host whose READY
-   the master has not read yet gets it on a later pass). Each host timestamps (``CLOCK_MONOTONIC``, one clock for all processes of a Linux machine) the
-   moment ``recv_multipart`` has returned the complete ``THETA`` message; the benchmark
+   the master has not read yet gets it on a later pass). Each host timestamps (``CLOCK_MONOTONIC``,
+   one clock for all processes of a Linux machine) the moment ``recv_multipart`` has returned the complete ``THETA`` message; the benchmark
    timestamps the call to ``evaluate()``. Printed: the latency to the first, the median and the
    last host, and the per-host cost (last − first) / (hosts − 1), i.e. what each additional host
    adds to a generation's start. The same receipts are also reported for the timed generations
@@ -62,9 +62,9 @@ import numpy as np
 import zmq
 
 from esfast.config import PolicySettings
-from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import HEARTBEAT_INTERVAL, Message, decode, encode, result_message
+from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup
 
 TARGET_EPISODES_PER_SECOND = 100_000
 EPISODE_LENGTH = 1000  # what a simulated episode reports as its length
@@ -94,8 +94,15 @@ def _result_objects(tasks: list[dict[str, Any]], obs: tuple[np.ndarray, np.ndarr
             if task["record_obs"]:
                 index, count = len(arrays), 2 * EPISODE_LENGTH
                 arrays += obs
-            objects.append({"task": task["task"], "returns": [plus, minus], "lengths": [EPISODE_LENGTH, EPISODE_LENGTH],
-                            "obs_count": count, "obs_arrays": index})
+            objects.append(
+                {
+                    "task": task["task"],
+                    "returns": [plus, minus],
+                    "lengths": [EPISODE_LENGTH, EPISODE_LENGTH],
+                    "obs_count": count,
+                    "obs_arrays": index,
+                }
+            )
         else:
             objects.append({"task": task["task"], "return": float(task["index"]), "length": EPISODE_LENGTH})
     return objects, arrays
@@ -104,16 +111,22 @@ def _result_objects(tasks: list[dict[str, Any]], obs: tuple[np.ndarray, np.ndarr
 def check_result_builder(obs_dim: int) -> None:
     """Asserts that the simulated hosts' RESULT frames equal esfast.distributed.protocol.result_message's."""
     obs = (np.full(obs_dim, 1.0, dtype="<f8"), np.full(obs_dim, 2.0, dtype="<f8"))
-    wire = [{"task": 0, "kind": "pair", "pair": 0, "offset": 5, "episode_seed": 7, "record_obs": False},
-            {"task": 1, "kind": "pair", "pair": 1, "offset": 9, "episode_seed": 8, "record_obs": True},
-            {"task": 2, "kind": "eval", "index": 0, "episode_seed": 9}]
+    wire = [
+        {"task": 0, "kind": "pair", "pair": 0, "offset": 5, "episode_seed": 7, "record_obs": False},
+        {"task": 1, "kind": "pair", "pair": 1, "offset": 9, "episode_seed": 8, "record_obs": True},
+        {"task": 2, "kind": "eval", "index": 0, "episode_seed": 9},
+    ]
     objects, arrays = _result_objects(wire, obs)
     ours = encode(Message("RESULT", {"generation": 3, "results": objects, "credit": 3}, tuple(arrays)))
-    reference = result_message(3, [
-        (0, PairResult(0, pair_returns(0), (EPISODE_LENGTH, EPISODE_LENGTH), None, None, 0)),
-        (1, PairResult(1, pair_returns(1), (EPISODE_LENGTH, EPISODE_LENGTH), obs[0], obs[1], 2 * EPISODE_LENGTH)),
-        (2, EvalResult(0, 0.0, EPISODE_LENGTH)),
-    ], credit=3)
+    reference = result_message(
+        3,
+        [
+            (0, PairResult(0, pair_returns(0), (EPISODE_LENGTH, EPISODE_LENGTH), None, None, 0)),
+            (1, PairResult(1, pair_returns(1), (EPISODE_LENGTH, EPISODE_LENGTH), obs[0], obs[1], 2 * EPISODE_LENGTH)),
+            (2, EvalResult(0, 0.0, EPISODE_LENGTH)),
+        ],
+        credit=3,
+    )
     assert [bytes(f) for f in ours] == [bytes(f) for f in encode(reference)], "simulated RESULT differs from result_message"
 
 
@@ -149,7 +162,7 @@ def simulated_host(index: int, endpoint: str, credit: int, batch: int, report: m
                     tasks = message["tasks"]
                     step = batch or max(1, len(tasks))
                     for first in range(0, len(tasks), step):
-                        objects, arrays = _result_objects(tasks[first:first + step], obs)  # type: ignore[arg-type]
+                        objects, arrays = _result_objects(tasks[first : first + step], obs)  # type: ignore[arg-type]
                         fields = {"generation": message["generation"], "results": objects, "credit": len(objects)}
                         sock.send_multipart(encode(Message("RESULT", fields, tuple(arrays))), copy=False)
                         handled += len(objects)
@@ -222,7 +235,9 @@ def transfer_reference(nbytes: int, repeats: int = 10) -> float:
     sock = context.socket(zmq.PAIR)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind("tcp://127.0.0.1:0")
-    process = multiprocessing.get_context("spawn").Process(target=_transfer_sink, args=(sock.getsockopt_string(zmq.LAST_ENDPOINT), repeats + 1), daemon=True)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_transfer_sink, args=(sock.getsockopt_string(zmq.LAST_ENDPOINT), repeats + 1), daemon=True
+    )
     process.start()
     try:
         payload = np.ones(nbytes // 4, dtype=np.float32)
@@ -266,12 +281,17 @@ def stop_hosts(processes: list[multiprocessing.process.BaseProcess], timeout: fl
 
 def run(args: argparse.Namespace) -> None:
     cores = len(os.sched_getaffinity(0))
-    print(f"machine: {platform.machine()}, {cores} core(s) available ({os.cpu_count()} in total), "
-          f"python {platform.python_version()}, pyzmq {zmq.pyzmq_version()}, libzmq {zmq.zmq_version()}")
-    print(f"settings: {args.hosts} simulated hosts with credit {args.credit}, "
-          f"{'one RESULT per TASKS message' if args.result_batch == 0 else f'RESULT messages of {args.result_batch} results'}, {args.pairs:,} pairs + {args.evals} evals per generation, "
-          f"{args.generations} timed generations, {args.broadcasts} broadcast generations, θ of {args.params:,} float32 "
-          f"({4 * args.params / 1e6:.1f} MB), obs_dim {args.obs_dim}")
+    print(
+        f"machine: {platform.machine()}, {cores} core(s) available ({os.cpu_count()} in total), "
+        f"python {platform.python_version()}, pyzmq {zmq.pyzmq_version()}, libzmq {zmq.zmq_version()}"
+    )
+    print(
+        f"settings: {args.hosts} simulated hosts with credit {args.credit}, "
+        f"{'one RESULT per TASKS message' if args.result_batch == 0 else f'RESULT messages of {args.result_batch} results'}, "
+        f"{args.pairs:,} pairs + {args.evals} evals per generation, "
+        f"{args.generations} timed generations, {args.broadcasts} broadcast generations, θ of {args.params:,} float32 "
+        f"({4 * args.params / 1e6:.1f} MB), obs_dim {args.obs_dim}"
+    )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (the cores are shared with other work)")
     check_result_builder(args.obs_dim)
 
@@ -289,7 +309,9 @@ def run(args: argparse.Namespace) -> None:
     try:
         for index in range(args.hosts):
             receive, send = mp.Pipe(duplex=False)
-            process = mp.Process(target=simulated_host, args=(index, master.endpoint, args.credit, args.result_batch, send, os.getpid()), daemon=True)
+            process = mp.Process(
+                target=simulated_host, args=(index, master.endpoint, args.credit, args.result_batch, send, os.getpid()), daemon=True
+            )
             process.start()
             send.close()
             processes.append(process)
@@ -339,8 +361,10 @@ def run(args: argparse.Namespace) -> None:
                 profiler.disable()
             episodes = 2 * len(pairs) + len(evals)
             timed.append({"generation": generation - 1, "wall": wall, "cpu": thread_cpu, "episodes": episodes, "stats": stats})
-            print(f"generation {generation - 1}: {episodes:,} episodes in {wall:.3f} s = {episodes / wall:,.0f} episodes/s, "
-                  f"master main thread CPU {thread_cpu / wall:.0%} of wall; stats {stats}")
+            print(
+                f"generation {generation - 1}: {episodes:,} episodes in {wall:.3f} s = {episodes / wall:,.0f} episodes/s, "
+                f"master main thread CPU {thread_cpu / wall:.0%} of wall; stats {stats}"
+            )
         if profiler:
             print("\nprofile of the master over the timed generations (top 20 by own time):")
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
@@ -360,13 +384,18 @@ def run(args: argparse.Namespace) -> None:
     wall = sum(t["wall"] for t in timed)
     cpu = sum(t["cpu"] for t in timed)
     rate = episodes / wall
-    print(f"\nresults absorbed: {episodes:,} episodes (2 per pair task, 1 per eval task) in {wall:.3f} s over {len(timed)} generations "
-          f"= {rate:,.0f} episodes/s ({rate / 2:,.0f} pair results/s); best generation {max(t['episodes'] / t['wall'] for t in timed):,.0f} episodes/s")
+    print(
+        f"\nresults absorbed: {episodes:,} episodes (2 per pair task, 1 per eval task) in {wall:.3f} s over {len(timed)} generations "
+        f"= {rate:,.0f} episodes/s ({rate / 2:,.0f} pair results/s); "
+        f"best generation {max(t['episodes'] / t['wall'] for t in timed):,.0f} episodes/s"
+    )
     print(f"  master main thread CPU: {cpu:.3f} s = {cpu / wall:.0%} of wall -> {episodes / cpu:,.0f} episodes per master CPU second")
     host_cpu = sum(r["cpu"] for r in host_reports)
     print(f"  simulated hosts' CPU over the whole run: {host_cpu:.1f} s ({len(host_reports)} hosts reported)")
-    print(f"  target {TARGET_EPISODES_PER_SECOND:,} episodes/s: ratio {rate / TARGET_EPISODES_PER_SECOND:.2f} "
-          f"({'met' if rate >= TARGET_EPISODES_PER_SECOND else 'NOT met'})")
+    print(
+        f"  target {TARGET_EPISODES_PER_SECOND:,} episodes/s: ratio {rate / TARGET_EPISODES_PER_SECOND:.2f} "
+        f"({'met' if rate >= TARGET_EPISODES_PER_SECOND else 'NOT met'})"
+    )
 
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     receipts: dict[int, list[float]] = {}
@@ -377,9 +406,11 @@ def run(args: argparse.Namespace) -> None:
             nbytes = size
     copy = copy_reference(args.params)
     reference = transfer_reference(nbytes or 4 * (args.params + 2 * args.obs_dim))
-    print(f"\nθ broadcast ({args.params:,} float32 + obs mean/std = {nbytes / 1e6:.2f} MB per host). References measured now: "
-          f"one np.copyto of θ {copy * 1e3:.2f} ms; raw pyzmq transfer of the same bytes to one other process over loopback TCP "
-          f"and a 2-byte ack back {reference * 1e3:.2f} ms (median of 10):")
+    print(
+        f"\nθ broadcast ({args.params:,} float32 + obs mean/std = {nbytes / 1e6:.2f} MB per host). References measured now: "
+        f"one np.copyto of θ {copy * 1e3:.2f} ms; raw pyzmq transfer of the same bytes to one other process over loopback TCP "
+        f"and a 2-byte ack back {reference * 1e3:.2f} ms (median of 10):"
+    )
     for label, gens in (("broadcast generations", broadcasts), ("timed generations (under load)", [t["generation"] for t in timed])):
         rows = [sorted(receipts[g]) for g in gens if len(receipts.get(g, [])) == args.hosts]
         if not rows:
@@ -388,18 +419,24 @@ def run(args: argparse.Namespace) -> None:
         middle = statistics.median(statistics.median(r) for r in rows)
         last = statistics.median(r[-1] for r in rows)
         per_host = statistics.median((r[-1] - r[0]) / (len(r) - 1) for r in rows) if args.hosts > 1 else first
-        print(f"  {label} (median of {len(rows)}): evaluate() -> first host {first * 1e3:.2f} ms, median host {middle * 1e3:.2f} ms, "
-              f"last of {args.hosts} hosts {last * 1e3:.2f} ms; per additional host {per_host * 1e3:.2f} ms "
-              f"= {per_host / reference:.2f}x the raw transfer")
+        print(
+            f"  {label} (median of {len(rows)}): evaluate() -> first host {first * 1e3:.2f} ms, median host {middle * 1e3:.2f} ms, "
+            f"last of {args.hosts} hosts {last * 1e3:.2f} ms; per additional host {per_host * 1e3:.2f} ms "
+            f"= {per_host / reference:.2f}x the raw transfer"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=16, help="simulated worker hosts (default 16)")
     parser.add_argument("--credit", type=int, default=36, help="tasks each host holds at once (default 36 = 18 evaluators x prefetch 2)")
-    parser.add_argument("--result-batch", type=int, default=0,
-                        help="results per RESULT message (default 0: all the tasks of a TASKS message in one RESULT); "
-                             "1 is what a real host sends when its evaluators finish one at a time")
+    parser.add_argument(
+        "--result-batch",
+        type=int,
+        default=0,
+        help="results per RESULT message (default 0: all the tasks of a TASKS message in one RESULT); "
+        "1 is what a real host sends when its evaluators finish one at a time",
+    )
     parser.add_argument("--pairs", type=int, default=25_000, help="pair tasks per timed generation (default 25,000)")
     parser.add_argument("--evals", type=int, default=0, help="eval tasks per timed generation (default 0)")
     parser.add_argument("--generations", type=int, default=5, help="timed generations (default 5)")
@@ -412,7 +449,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.hosts, args.pairs, args.generations, args.broadcasts = 4, 5_000, 2, 2
-    if args.hosts < 1 or args.credit < 1 or args.result_batch < 0 or args.pairs < 1 or args.generations < 1 or args.params > args.table_size:
+    if (
+        args.hosts < 1
+        or args.credit < 1
+        or args.result_batch < 0
+        or args.pairs < 1
+        or args.generations < 1
+        or args.params > args.table_size
+    ):
         parser.error("hosts, credit, pairs and generations must be >= 1, and params <= table size")
     run(args)
 

@@ -24,9 +24,9 @@ import time
 import numpy as np
 
 from esfast.cli import resolve_config
-from esfast.policies import MLPActor, MLPPolicy
 from esfast.envs import make_env
 from esfast.envs.rollout import run_episode
+from esfast.policies import MLPActor, MLPPolicy
 from esfast.seeding import Purpose, derive_rng
 
 # (environment, shipped config, hidden sizes or None for the config's own). The extra Humanoid row
@@ -136,6 +136,7 @@ def main() -> None:
             f"{env_id:<16} {policy:>18} {bare:>13,.0f} {ours:>15,.0f} {ours / bare:>6.0%} "
             f"{replay:>15,.0f} {ours / replay:>6.0%} {forward * 1e6:>11.1f}"
         )
+
 
 if __name__ == "__main__":
     main()

@@ -59,7 +59,18 @@ def configure_sleep_env(step_ms: float, steps: int) -> None:
 
 
 def start_worker(endpoint: str) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "esfast.distributed.host", "--master", endpoint, "--procs", "1", "--quiet", "--parent", str(os.getpid())]
+    command = [
+        sys.executable,
+        "-m",
+        "esfast.distributed.host",
+        "--master",
+        endpoint,
+        "--procs",
+        "1",
+        "--quiet",
+        "--parent",
+        str(os.getpid()),
+    ]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
 
@@ -98,19 +109,21 @@ def run(args: argparse.Namespace) -> None:
 
     from esfast import core
     from esfast.config import PolicySettings
-    from esfast.es import population_offsets
-    from esfast.runner import EpisodeRunner
-    from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
     from esfast.distributed.master import Master
-    from esfast.policies import MLPPolicy
     from esfast.envs import make_env
+    from esfast.es import population_offsets
+    from esfast.policies import MLPPolicy
+    from esfast.runner import EpisodeRunner
     from esfast.seeding import Purpose, derive_seed
+    from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
 
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {platform.machine()}, {cores} core(s) available ({os.cpu_count()} in total), python {platform.python_version()}")
-    print(f"settings: workers {' '.join(map(str, args.workers))} (each: esfast-worker --procs 1), {args.pairs} pairs per generation "
-          f"({2 * args.pairs} episodes), episodes of {args.steps} steps x {args.step_ms:g} ms sleep, "
-          f"{args.generations} timed generations per worker count (median reported)")
+    print(
+        f"settings: workers {' '.join(map(str, args.workers))} (each: esfast-worker --procs 1), {args.pairs} pairs per generation "
+        f"({2 * args.pairs} episodes), episodes of {args.steps} steps x {args.step_ms:g} ms sleep, "
+        f"{args.generations} timed generations per worker count (median reported)"
+    )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (the cores are shared with other work)")
 
     policy = PolicySettings(hidden_dims=(16,))
@@ -144,7 +157,10 @@ def run(args: argparse.Namespace) -> None:
 
     t_pair = pair_cost()
     nominal = 2 * args.steps * args.step_ms / 1000
-    print(f"pair cost measured in this process: {t_pair * 1e3:.2f} ms over {args.calibration_pairs} pairs (sleep alone: {nominal * 1e3:.2f} ms)")
+    print(
+        f"pair cost measured in this process: {t_pair * 1e3:.2f} ms over {args.calibration_pairs} pairs "
+        f"(sleep alone: {nominal * 1e3:.2f} ms)"
+    )
 
     master = Master("tcp://127.0.0.1:0", setup)
     workers: list[subprocess.Popen[bytes]] = []
@@ -184,7 +200,10 @@ def run(args: argparse.Namespace) -> None:
             for _ in range(args.generations):
                 wall, stats = evaluate(population(generation, args.pairs))
                 walls.append(wall)
-                print(f"  generation {generation - 1}: {wall:.3f} s, efficiency {args.pairs * t_pair / count / wall:.1%}; master stats {stats}")
+                print(
+                    f"  generation {generation - 1}: {wall:.3f} s, efficiency {args.pairs * t_pair / count / wall:.1%}; "
+                    f"master stats {stats}"
+                )
             rows.append({"workers": count, "median": statistics.median(walls), "walls": walls})
     finally:
         master.close()
@@ -200,17 +219,23 @@ def run(args: argparse.Namespace) -> None:
     for row in rows:
         ideal = args.pairs * t_pair / row["workers"]
         speedup = f"{one / row['median']:.2f}x" if one else "-"
-        print(f"{row['workers']:>7} {row['median']:>12.3f} {min(row['walls']):>7.3f} {max(row['walls']):>7.3f} {ideal:>8.3f} "
-              f"{ideal / row['median']:>10.1%} {speedup:>13}")
+        print(
+            f"{row['workers']:>7} {row['median']:>12.3f} {min(row['walls']):>7.3f} {max(row['walls']):>7.3f} {ideal:>8.3f} "
+            f"{ideal / row['median']:>10.1%} {speedup:>13}"
+        )
     last = rows[-1]
     efficiency = args.pairs * t_pair / last["workers"] / last["median"]
-    print(f"\ntarget: >= {TARGET_EFFICIENCY:.0%} efficiency at {last['workers']} workers: measured {efficiency:.1%}, "
-          f"ratio {efficiency / TARGET_EFFICIENCY:.2f} ({'met' if efficiency >= TARGET_EFFICIENCY else 'NOT met'})")
+    print(
+        f"\ntarget: >= {TARGET_EFFICIENCY:.0%} efficiency at {last['workers']} workers: measured {efficiency:.1%}, "
+        f"ratio {efficiency / TARGET_EFFICIENCY:.2f} ({'met' if efficiency >= TARGET_EFFICIENCY else 'NOT met'})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="worker counts, increasing (default 1 2 4 8 16 32)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="worker counts, increasing (default 1 2 4 8 16 32)"
+    )
     parser.add_argument("--pairs", type=int, default=256, help="pair tasks per timed generation (default 256)")
     parser.add_argument("--generations", type=int, default=3, help="timed generations per worker count (default 3)")
     parser.add_argument("--step-ms", type=float, default=10.0, help="sleep per environment step in ms (default 10)")

@@ -30,7 +30,7 @@ from esfast.envs import make_env
 from esfast.training import Trainer, resolved_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from png_plot import line_plot  # noqa: E402
+from png_plot import line_plot
 
 
 def random_returns(config: Config, episodes: int, seed: int) -> list[float]:
@@ -73,8 +73,11 @@ def main() -> None:
         config = apply_overrides(resolve_config(args.config), args.set)
     start = time.perf_counter()
     random = random_returns(config, args.random_episodes, seed=10_000)
-    print(f"random policy on {config.env_id}: mean {np.mean(random):.1f}, best {np.max(random):.1f} over {len(random)} episodes "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    print(
+        f"random policy on {config.env_id}: mean {np.mean(random):.1f}, best {np.max(random):.1f} over {len(random)} episodes "
+        f"({time.perf_counter() - start:.0f} s)",
+        flush=True,
+    )
     if not args.from_run:
         Trainer(config, args.out).train(seconds=60 * args.minutes)
 
@@ -88,12 +91,14 @@ def main() -> None:
     print(f"{'':>24} {'generation':>10} {'steps':>11} {'time':>7} {'return':>8}")
     for label, index in (("first evaluation", 0), ("best evaluation", int(np.argmax(evals))), ("last evaluation", len(evals) - 1)):
         print(f"{label:>24} {records[index]['generation']:>10} {int(steps[index]):>11,} {seconds[index]:>6.0f}s {evals[index]:>8.1f}")
-    last = evals[-max(1, len(evals) // 5):]
+    last = evals[-max(1, len(evals) // 5) :]
     print(f"{'mean of last 20%':>24} {'':>10} {'':>11} {'':>7} {last.mean():>8.1f}")
     beat = np.flatnonzero(evals > np.max(random))
     if beat.size:
-        print(f"first evaluation above the best random episode ({np.max(random):.1f}): generation {records[beat[0]]['generation']}, "
-              f"{int(steps[beat[0]]):,} steps, {seconds[beat[0]]:.0f} s")
+        print(
+            f"first evaluation above the best random episode ({np.max(random):.1f}): generation {records[beat[0]]['generation']}, "
+            f"{int(steps[beat[0]]):,} steps, {seconds[beat[0]]:.0f} s"
+        )
     else:
         print(f"no evaluation above the best random episode ({np.max(random):.1f})")
     line_plot(
@@ -102,8 +107,11 @@ def main() -> None:
         title=f"ESFAST ON {config.env_id.upper()} (2 CORES)",
         xlabel="AGENT STEPS",
         ylabel="RETURN",
-        hlines=([(float(np.mean(random)), "RANDOM POLICY")] if np.max(random) == np.mean(random) else
-                [(float(np.mean(random)), "RANDOM MEAN"), (float(np.max(random)), "RANDOM BEST")]),
+        hlines=(
+            [(float(np.mean(random)), "RANDOM POLICY")]
+            if np.max(random) == np.mean(random)
+            else [(float(np.mean(random)), "RANDOM MEAN"), (float(np.max(random)), "RANDOM BEST")]
+        ),
     )
     print(f"curve written to {args.plot}")
 

@@ -26,7 +26,7 @@ from esfast.cli import resolve_config
 from esfast.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from png_plot import line_plot  # noqa: E402
+from png_plot import line_plot
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_mujoco_table3.csv"
 # The same rows of the paper's Table 3, for machines without the reference folder.

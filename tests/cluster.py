@@ -21,10 +21,38 @@ import numpy as np
 TESTS = Path(__file__).resolve().parent
 # A quick task (Reach: 10 steps an episode) with a step of 20 ms, so generations last long enough
 # to stop a process in the middle of one: 6 pairs and 1 evaluation episode, 13 x 0.2 s of episodes.
-SLOW_REACH = ["--env", "EsfastTest/SlowReach-v0", "--env-module", "custom_envs", "--set", "episodes_per_batch=12",
-              "--set", "hidden_dims=[4]", "--set", "run.eval_episodes=1", "--set", "calc_obstat_prob=0.5", "--set", "snapshot_freq=0"]
-CARTPOLE = ["--env", "CartPole-v1", "--set", "episodes_per_batch=40", "--set", "noise_stdev=0.1", "--set", "hidden_dims=[16]",
-            "--set", "optimizer.args.stepsize=0.03", "--set", "run.eval_episodes=4", "--set", "snapshot_freq=0"]
+SLOW_REACH = [
+    "--env",
+    "EsfastTest/SlowReach-v0",
+    "--env-module",
+    "custom_envs",
+    "--set",
+    "episodes_per_batch=12",
+    "--set",
+    "hidden_dims=[4]",
+    "--set",
+    "run.eval_episodes=1",
+    "--set",
+    "calc_obstat_prob=0.5",
+    "--set",
+    "snapshot_freq=0",
+]
+CARTPOLE = [
+    "--env",
+    "CartPole-v1",
+    "--set",
+    "episodes_per_batch=40",
+    "--set",
+    "noise_stdev=0.1",
+    "--set",
+    "hidden_dims=[16]",
+    "--set",
+    "optimizer.args.stepsize=0.03",
+    "--set",
+    "run.eval_episodes=4",
+    "--set",
+    "snapshot_freq=0",
+]
 MASTER = "import sys; from esfast.cli import master_main; sys.exit(master_main())"
 
 
@@ -39,7 +67,7 @@ class Process:
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
-        self.file: IO[bytes] = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.file: IO[bytes] = open(log, "wb")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
         self.popen = subprocess.Popen(args, stdout=self.file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
@@ -95,7 +123,9 @@ class Cluster:
         return self.start("master", [sys.executable, "-c", MASTER, *args, "--bind", self.address, "--out", str(out)])
 
     def worker(self, procs: int = 1, address: str | None = None) -> Process:
-        return self.start("worker", [sys.executable, "-m", "esfast.distributed.host", "--master", address or self.address, "--procs", str(procs)])
+        return self.start(
+            "worker", [sys.executable, "-m", "esfast.distributed.host", "--master", address or self.address, "--procs", str(procs)]
+        )
 
     def stop(self) -> None:
         for process in reversed(self.processes):

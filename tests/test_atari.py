@@ -5,9 +5,9 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -15,6 +15,8 @@ import pytest
 from gymnasium.utils import seeding
 
 from esfast import _core
+from esfast.cli import resolve_config
+from esfast.config import AtariSettings, ConfigError, PolicySettings
 from esfast.envs.atari import (
     AreaResize,
     AtariEnvError,
@@ -24,11 +26,9 @@ from esfast.envs.atari import (
     collect_reference_batch,
     make_atari_env,
 )
-from esfast.config import AtariSettings, ConfigError, PolicySettings
-from esfast.policies.conv import ConvPolicy
-from esfast.cli import resolve_config
 from esfast.envs.rollout import run_episode
 from esfast.errors import EnvError
+from esfast.policies.conv import ConvPolicy
 
 PONG = "ALE/Pong-v5"
 
@@ -389,7 +389,10 @@ def test_reference_batch_bad_arguments(pong: gym.Env) -> None:
 @pytest.mark.parametrize(
     ("env_id", "message"),
     [
-        ("ALE/Pongg-v5", "unknown Atari environment 'ALE/Pongg-v5': Environment `Pongg` doesn't exist in namespace ALE. Did you mean: `Pong`?"),
+        (
+            "ALE/Pongg-v5",
+            "unknown Atari environment 'ALE/Pongg-v5': Environment `Pongg` doesn't exist in namespace ALE. Did you mean: `Pong`?",
+        ),
         ("ALE/Pong-v9", "unknown Atari environment 'ALE/Pong-v9'"),
         ("NoSuchGame-v5", "unknown Atari environment 'NoSuchGame-v5'"),
         ("CartPole-v1", "'CartPole-v1' is not an Atari (ALE) environment; use an id like 'ALE/Pong-v5'"),
@@ -403,7 +406,9 @@ def test_bad_id_is_one_line(env_id: str, message: str) -> None:
     assert isinstance(info.value, EnvError)
 
 
-def test_missing_rom_is_one_line_before_any_emulator_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_rom_is_one_line_before_any_emulator_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("ALE_ROMS_DIR", str(tmp_path))  # ale-py looks for ROMs there: an empty directory
     with pytest.raises(AtariEnvError) as info:
         make_atari_env(PONG)
@@ -412,7 +417,7 @@ def test_missing_rom_is_one_line_before_any_emulator_work(tmp_path: Path, monkey
     assert "\n" not in message
     assert capsys.readouterr().out == ""  # ale-py's own print about ALE_ROMS_DIR is kept off the console
     (tmp_path / "pong.bin").write_bytes(b"not a rom")
-    with pytest.raises(AtariEnvError, match="is missing or corrupt: The hash of pong.bin does not match what was expected!$"):
+    with pytest.raises(AtariEnvError, match=r"is missing or corrupt: The hash of pong\.bin does not match what was expected!$"):
         check_atari_id(PONG)
 
 
@@ -440,7 +445,9 @@ def test_bad_settings_are_one_line(kwargs: dict[str, object], message: str) -> N
 
 def test_a_short_pong_episode_through_run_episode(pong: gym.Env) -> None:
     batch = collect_reference_batch(pong, 8, seed=0)
-    policy = ConvPolicy(pong.observation_space, pong.action_space, PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu"), batch)
+    policy = ConvPolicy(
+        pong.observation_space, pong.action_space, PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu"), batch
+    )
     actor = policy.actor(policy.initial_theta(np.random.default_rng(0)))
     first = run_episode(pong, actor, seed=7, timestep_limit=25)
     second = run_episode(pong, actor, seed=7, timestep_limit=25)

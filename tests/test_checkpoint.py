@@ -95,8 +95,9 @@ def test_round_trip_every_key_and_dtype(tmp_path: Path, optimizer: str) -> None:
         else:
             assert loaded[key] == value and type(loaded[key]) is type(value), key
     assert loaded["theta"].dtype == np.float32 and loaded["obstat_sum"].dtype == np.float64
-    assert {k for k in loaded if k.startswith("optimizer_")} == ({"optimizer_t", "optimizer_m", "optimizer_v"} if optimizer == "adam"
-                                                                  else {"optimizer_t", "optimizer_v"})
+    assert {k for k in loaded if k.startswith("optimizer_")} == (
+        {"optimizer_t", "optimizer_m", "optimizer_v"} if optimizer == "adam" else {"optimizer_t", "optimizer_v"}
+    )
     es = OpenES(10, sigma=0.02, stepsize=0.01, pop_pairs=4, seed=0, optimizer=optimizer, table=core.NoiseTable(1000, 0))
     es.load_state_dict(loaded)
     np.testing.assert_array_equal(es.theta, state["theta"])
@@ -318,7 +319,16 @@ def test_missing_keys(saved: Path, key: str) -> None:
 
 
 def test_values_at_the_bounds_load(saved: Path) -> None:
-    rewrite(saved, generation=2**53, timesteps_total=2**53, episodes_total=0, timestep_limit=2**53, time_elapsed=0.0,
-            seed=2**63 - 1, table_seed=np.uint64(2**64 - 1), obstat_count=1e-300)
+    rewrite(
+        saved,
+        generation=2**53,
+        timesteps_total=2**53,
+        episodes_total=0,
+        timestep_limit=2**53,
+        time_elapsed=0.0,
+        seed=2**63 - 1,
+        table_seed=np.uint64(2**64 - 1),
+        obstat_count=1e-300,
+    )
     state, _ = load_checkpoint(saved)
     assert state["generation"] == 2**53 and state["table_seed"] == 2**64 - 1 and state["timestep_limit"] == 2**53

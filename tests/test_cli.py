@@ -12,18 +12,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cluster import evaluators
 
 from esfast.checkpoint import load_checkpoint
 
 TESTS = Path(__file__).resolve().parent
-REACH = ["--env", "EsfastTest/Reach-v0", "--env-module", "custom_envs", "--set", "episodes_per_batch=8", "--set", "hidden_dims=[4]", "--workers", "1"]
+REACH = [
+    "--env",
+    "EsfastTest/Reach-v0",
+    "--env-module",
+    "custom_envs",
+    "--set",
+    "episodes_per_batch=8",
+    "--set",
+    "hidden_dims=[4]",
+    "--workers",
+    "1",
+]
 
 
 def esfast(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "esfast.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "esfast.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
 
 
 def test_train_then_play(tmp_path: Path) -> None:
@@ -71,7 +83,7 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
 
 def test_malformed_config_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
-    path.write_text("{\"env_id\": ")
+    path.write_text('{"env_id": ')
     result = esfast("train", str(path), "--generations", "1")
     assert result.returncode == 2 and "is not valid JSON" in result.stderr and "Traceback" not in result.stderr
 
@@ -91,7 +103,10 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     process = subprocess.Popen(
         [sys.executable, "-m", "esfast.cli", "train", *REACH, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert process.stdout is not None
@@ -100,7 +115,7 @@ def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
             if process.stdout.readline().startswith("gen     2"):
                 break
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+        _stdout, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
@@ -126,7 +141,11 @@ def test_render_without_display_is_refused(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(TESTS)
     result = subprocess.run(
         [sys.executable, "-m", "esfast.cli", "play", str(out / "checkpoints" / "latest.npz"), "--render"],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
     )
     assert result.returncode == 2 and "--render needs a display" in result.stderr
 
@@ -144,7 +163,10 @@ def test_a_killed_evaluator_process_is_replaced_and_the_run_unchanged(tmp_path: 
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     process = subprocess.Popen(
         [sys.executable, "-m", "esfast.cli", "train", *args, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert process.stdout is not None
@@ -190,8 +212,14 @@ def test_bad_values_before_any_work_are_one_line(tmp_path: Path) -> None:
 def test_a_bind_address_with_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
     code = "import sys; from esfast.cli import master_main; sys.exit(master_main())"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-c", code, *REACH[:-2], "--bind", "tcp://127.0.0.1:99999", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60, env=env, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *REACH[:-2], "--bind", "tcp://127.0.0.1:99999", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 2 and "--bind 'tcp://127.0.0.1:99999': the port must be 0 to 65535" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -211,8 +239,13 @@ def test_two_runs_in_one_directory_are_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
     slow = ["--env", "EsfastTest/SlowReach-v0", *REACH[2:]]
-    first = subprocess.Popen([sys.executable, "-m", "esfast.cli", "train", *slow, "--generations", "50", "--out", str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "esfast.cli", "train", *slow, "--generations", "50", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         assert first.stdout is not None and "run directory" in first.stdout.readline()
         while not first.stdout.readline().startswith("gen     1"):  # a generation checkpointed and logged

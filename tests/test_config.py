@@ -29,8 +29,15 @@ from esfast.config import (
 PAPER_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper-code-humanoid.json"
 PAPER_DATA = {
     "config": {
-        "calc_obstat_prob": 0.01, "episodes_per_batch": 10000, "eval_prob": 0.003, "l2coeff": 0.005, "noise_stdev": 0.02,
-        "snapshot_freq": 20, "timesteps_per_batch": 100000, "return_proc_mode": "centered_rank", "episode_cutoff_mode": "env_default",
+        "calc_obstat_prob": 0.01,
+        "episodes_per_batch": 10000,
+        "eval_prob": 0.003,
+        "l2coeff": 0.005,
+        "noise_stdev": 0.02,
+        "snapshot_freq": 20,
+        "timesteps_per_batch": 100000,
+        "return_proc_mode": "centered_rank",
+        "episode_cutoff_mode": "env_default",
     },
     "env_id": "Humanoid-v1",
     "exp_prefix": "humanoid",
@@ -96,7 +103,7 @@ def test_file_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"env_id": "x",\n "config": {')
-    with pytest.raises(ConfigError, match="not valid JSON: .* at line 2"):
+    with pytest.raises(ConfigError, match=r"not valid JSON: .* at line 2"):
         load_config(bad)
     bad.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="must hold a JSON object"):
@@ -118,7 +125,9 @@ def test_overrides() -> None:
         apply_overrides(config, ["noise_stdev=-1"])
 
 
-@pytest.mark.parametrize("name", ["halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum", "swimmer", "walker2d"])
+@pytest.mark.parametrize(
+    "name", ["halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum", "swimmer", "walker2d"]
+)
 def test_shipped_configs_load(name: str) -> None:
     config = load_config(shipped_configs()[name])
     assert config.env_id.endswith("-v5")
@@ -165,11 +174,18 @@ def test_atari_section() -> None:
     ("data", "message"),
     [
         ({"atari": {}}, "config section 'atari' needs policy.type 'AtariPolicy', got 'MujocoPolicy'"),
-        ({"policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}, "atari": {"framskip": 4}},
-         "unknown config key 'atari.framskip'; did you mean 'frame_skip'?"),
-        ({"policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}, "atari": {"stack": 0}}, "atari.stack must be an integer >= 1, got 0"),
-        ({"policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}, "atari": {"stack": 65}},
-         "atari.stack must be at most 64, got 65"),
+        (
+            {"policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}, "atari": {"framskip": 4}},
+            "unknown config key 'atari.framskip'; did you mean 'frame_skip'?",
+        ),
+        (
+            {"policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}, "atari": {"stack": 0}},
+            "atari.stack must be an integer >= 1, got 0",
+        ),
+        (
+            {"policy": {"type": "AtariPolicy", "args": {"nonlin_type": "relu"}}, "atari": {"stack": 65}},
+            "atari.stack must be at most 64, got 65",
+        ),
         ({"policy": {"type": "AtariPolicy"}}, "policy.args.nonlin_type must be 'relu' for AtariPolicy (the paper's network), got 'tanh'"),
     ],
 )
@@ -204,26 +220,80 @@ BAD_VALUES: dict[str, list] = {
     "config.snapshot_freq": [*COUNT_BAD, 2**53 + 1],
     "config.return_proc_mode": ["rank", "", 1, None, True, ["raw"]],
     "config.episode_cutoff_mode": [
-        0, -1, 2**53 + 1, True, None, NAN, INF, 1.5, "", "default", "100", "adaptive:x", "adaptive:10,0.5",
-        "adaptive:0,0.5,2", "adaptive:10,1.5,2", "adaptive:10,0.5,1", "adaptive:10,0.5,0.5", "adaptive:10,0.5,1e9",
-        "adaptive:10,nan,2", "adaptive:10,0.5,inf", "adaptive:1_0,0.5,2", "adaptive:\u0661\u0660,0.5,2", "adaptive:10,-0.5,2",
-        "adaptive:9007199254740993,0.5,2", "adaptive:10,0.5,2,", " adaptive:10,0.5,2",
+        0,
+        -1,
+        2**53 + 1,
+        True,
+        None,
+        NAN,
+        INF,
+        1.5,
+        "",
+        "default",
+        "100",
+        "adaptive:x",
+        "adaptive:10,0.5",
+        "adaptive:0,0.5,2",
+        "adaptive:10,1.5,2",
+        "adaptive:10,0.5,1",
+        "adaptive:10,0.5,0.5",
+        "adaptive:10,0.5,1e9",
+        "adaptive:10,nan,2",
+        "adaptive:10,0.5,inf",
+        "adaptive:1_0,0.5,2",
+        "adaptive:\u0661\u0660,0.5,2",
+        "adaptive:10,-0.5,2",
+        "adaptive:9007199254740993,0.5,2",
+        "adaptive:10,0.5,2,",
+        " adaptive:10,0.5,2",
     ],
     "optimizer.type": ["rmsprop", "", 1, None, True],
     "optimizer.args.stepsize": [*NUMBER_BAD, 0, 1e-9, 1001],
     "optimizer.args.momentum": [*NUMBER_BAD, 1, 1.0, -0.1],
     "policy.type": ["Policy", "", 1, None, True],
     "policy.args.hidden_dims": [
-        [0], [-1], [2**16 + 1], [1.5], [True], [NAN], [None], ["64"], "64", 64, None, {"a": 1}, [64] * 65,
-        [2**16, 2**16], [10**30],
+        [0],
+        [-1],
+        [2**16 + 1],
+        [1.5],
+        [True],
+        [NAN],
+        [None],
+        ["64"],
+        "64",
+        64,
+        None,
+        {"a": 1},
+        [64] * 65,
+        [2**16, 2**16],
+        [10**30],
     ],
     "policy.args.nonlin_type": ["tan", "", 1, None, True],
     "policy.args.connection_type": ["rnn", "", 1, None, True],
     "policy.args.ac_noise_std": [*NUMBER_BAD, 1001],
     "policy.args.ac_bins": [
-        "bins:3", "", "continuous", "continuous:3", "uniform:", "uniform:1", "uniform:0", "uniform:1025", "uniform:x",
-        "uniform:99999999999999", "uniform:-2", "custom:", "custom:0.5", "custom:-1,2", "custom:-1,,1", "custom:nan,1",
-        "custom:-1,inf", "custom:-1,1e999", "custom:" + ",".join(["0"] * 1025), 1, None, True,
+        "bins:3",
+        "",
+        "continuous",
+        "continuous:3",
+        "uniform:",
+        "uniform:1",
+        "uniform:0",
+        "uniform:1025",
+        "uniform:x",
+        "uniform:99999999999999",
+        "uniform:-2",
+        "custom:",
+        "custom:0.5",
+        "custom:-1,2",
+        "custom:-1,,1",
+        "custom:nan,1",
+        "custom:-1,inf",
+        "custom:-1,1e999",
+        "custom:" + ",".join(["0"] * 1025),
+        1,
+        None,
+        True,
     ],
     "run.seed": [*COUNT_BAD, 2**63],
     "run.generations": [*_not_null(COUNT_BAD), 0, 2**53 + 1],
@@ -254,7 +324,12 @@ GOOD_VALUES: dict[str, list] = {
     "config.snapshot_freq": [0, 2**53],
     "config.return_proc_mode": ["centered_rank", "normalized", "raw"],
     "config.episode_cutoff_mode": [
-        "env_default", 1, 2**53, "adaptive:1,0,1.0001", "adaptive:9007199254740992,1,1000", "adaptive:200,.5,1.5e0",
+        "env_default",
+        1,
+        2**53,
+        "adaptive:1,0,1.0001",
+        "adaptive:9007199254740992,1,1000",
+        "adaptive:200,.5,1.5e0",
     ],
     "optimizer.type": ["adam", "sgd"],
     "optimizer.args.stepsize": [1e-8, 1e3, 1],
@@ -265,7 +340,12 @@ GOOD_VALUES: dict[str, list] = {
     "policy.args.connection_type": ["ff"],
     "policy.args.ac_noise_std": [0, 1e3],
     "policy.args.ac_bins": [
-        "continuous:", "uniform:2", "uniform:1024", "custom:-1,1", "custom: -1 , 0.5e0 ,+1", "custom:" + ",".join(["0"] * 1024),
+        "continuous:",
+        "uniform:2",
+        "uniform:1024",
+        "custom:-1,1",
+        "custom: -1 , 0.5e0 ,+1",
+        "custom:" + ",".join(["0"] * 1024),
     ],
     "run.seed": [0, 2**63 - 1],
     "run.generations": [None, 1, 2**53],
@@ -379,8 +459,10 @@ def test_values_at_the_bounds_are_accepted(path: str, value: object) -> None:
         ("episodes_per_batch=1000000000000", "config.episodes_per_batch must be at most 2**24, got 1000000000000"),
         ("episodes_per_batch=0", "config.episodes_per_batch must be an integer >= 2 (two episodes per antithetic pair), got 0"),
         ("episodes_per_batch=3", "config.episodes_per_batch must be even: episodes come in antithetic pairs (θ + σε, θ − σε), got 3"),
-        ("noise_table_size=100000000000000",
-         "run.noise_table_size must be at most 2**40 samples (the noise table's limit), got 100000000000000"),
+        (
+            "noise_table_size=100000000000000",
+            "run.noise_table_size must be at most 2**40 samples (the noise table's limit), got 100000000000000",
+        ),
         ("env_id=", "env_id must be a non-empty string without whitespace (a gymnasium id), got ''"),
         ("env_id=   ", "env_id must be a non-empty string without whitespace (a gymnasium id), got '   '"),
         ("workers=5000", "run.workers must be at most 4096 (evaluator processes a worker host may announce), got 5000"),
@@ -416,8 +498,15 @@ def test_huge_numbers_in_a_config_file_are_one_line(tmp_path: Path) -> None:
 
 
 def test_malformed_sections_are_config_errors() -> None:
-    for data in ({"policy": {"args": [1, 2]}}, {"policy": {"args": "x"}}, {"optimizer": {"args": None}}, {"run": 3},
-                 {"atari": [], **ATARI_BASE}, {"env_id": 123}, {"env_id": ["Humanoid-v1"]}):
+    for data in (
+        {"policy": {"args": [1, 2]}},
+        {"policy": {"args": "x"}},
+        {"optimizer": {"args": None}},
+        {"run": 3},
+        {"atari": [], **ATARI_BASE},
+        {"env_id": 123},
+        {"env_id": ["Humanoid-v1"]},
+    ):
         with pytest.raises(ConfigError) as info:
             config_from_dict(data)
         assert "\n" not in str(info.value)

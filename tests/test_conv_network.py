@@ -161,7 +161,7 @@ def test_bad_forward_arguments() -> None:
         ConvForward(NETWORK, theta.astype(np.float64))
     with pytest.raises(ValueError, match="theta must be C-contiguous"):
         ConvForward(NETWORK, np.zeros(2 * NETWORK.num_params, np.float32)[::2])
-    with pytest.raises(TypeError, match="network must be an esfast.core.ConvNetwork, got NoneType"):
+    with pytest.raises(TypeError, match=r"network must be an esfast\.core\.ConvNetwork, got NoneType"):
         ConvForward(None, theta)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="code_path must be 'auto', 'avx512', 'avx2' or 'baseline', got 'sse'"):
         ConvForward(NETWORK, theta, code_path="sse")

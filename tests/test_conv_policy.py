@@ -9,8 +9,8 @@ import numpy_reference as ref
 import pytest
 
 from esfast.config import PolicySettings
-from esfast.policies.conv import VBN_EPS, ConvPolicy
 from esfast.policies import PolicyError
+from esfast.policies.conv import VBN_EPS, ConvPolicy
 
 SETTINGS = PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu", ac_noise_std=0.0)
 OBS_SHAPE = (4, 84, 84)
@@ -294,7 +294,10 @@ def test_other_bad_input_is_one_line() -> None:
     observation_space, action_space = spaces()
     cases = [
         (lambda: ConvPolicy(observation_space, gym.spaces.Box(-1, 1, (3,)), SETTINGS, frames(2, 0)), "needs a Discrete action space"),
-        (lambda: ConvPolicy(observation_space, action_space, SETTINGS, frames(2, 0, (4, 42, 42))), "reference batch must be uint8 of shape (N >= 2, 4, 84, 84)"),
+        (
+            lambda: ConvPolicy(observation_space, action_space, SETTINGS, frames(2, 0, (4, 42, 42))),
+            "reference batch must be uint8 of shape (N >= 2, 4, 84, 84)",
+        ),
         (lambda: ConvPolicy(observation_space, action_space, SETTINGS, frames(2, 0).astype(np.float32)), "reference batch must be uint8"),
         (lambda: ConvPolicy(observation_space, action_space, SETTINGS, frames(1, 0)), "got uint8 (1, 4, 84, 84)"),
         (lambda: ConvPolicy(observation_space, action_space, PolicySettings(nonlin_type="tanh"), frames(2, 0)), "uses relu"),

@@ -8,6 +8,7 @@ Bit for bit means the same bytes: NaN payloads and the sign of zero included.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import subprocess
@@ -101,8 +102,15 @@ def test_unknown_and_unsupported_paths_are_refused() -> None:
 
 def test_objects_keep_the_path_they_were_made_with() -> None:
     set_code_path("baseline")
-    forward = MLPForward(np.zeros(3 * 2 + 2, F32), (3, 2), hidden_activation="tanh", obs_mean=np.zeros(3, F32),
-                         obs_inv_std=np.ones(3, F32), obs_clip=5.0, normalized=np.empty(3, F32))
+    forward = MLPForward(
+        np.zeros(3 * 2 + 2, F32),
+        (3, 2),
+        hidden_activation="tanh",
+        obs_mean=np.zeros(3, F32),
+        obs_inv_std=np.ones(3, F32),
+        obs_clip=5.0,
+        normalized=np.empty(3, F32),
+    )
     resize = _core.AreaResize((210, 160), (84, 84))
     network = ConvNetwork((1, 20, 20), ref.PAPER_CONV_LAYERS, (4,), 2, np.zeros((1, 1, 20, 20), np.uint8))
     conv = ConvForward(network, np.zeros(network.num_params, F32))
@@ -173,9 +181,7 @@ def test_an_unknown_path_in_the_environment_fails_the_import() -> None:
     assert "ESFAST_CODE_PATH must be 'baseline', 'avx2', 'avx512' or 'auto', got 'avx-512'" in run.stderr
 
 
-@pytest.mark.skipif(
-    sys.platform != "linux" or platform.machine() != "x86_64", reason="reads the x86 flags of /proc/cpuinfo"
-)
+@pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64", reason="reads the x86 flags of /proc/cpuinfo")
 def test_the_best_path_matches_the_cpu_flags() -> None:
     flags: set[str] = set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -201,7 +207,7 @@ MLP_SIZES = [(348, 256, 256, 17), (20, 130, 121, 9), (11, 64, 64, 6), (6, 8, 17)
 @pytest.mark.parametrize("activation", ["tanh", "relu", "identity"])
 def test_mlp_forward_is_the_same_on_every_path(sizes: tuple[int, ...], activation: str) -> None:
     rng = np.random.default_rng(sum(sizes))
-    theta = (rng.standard_normal(sum(n * m + m for n, m in zip(sizes[:-1], sizes[1:]))) * 0.5).astype(F32)
+    theta = (rng.standard_normal(sum(n * m + m for n, m in itertools.pairwise(sizes))) * 0.5).astype(F32)
     mean = rng.standard_normal(sizes[0]).astype(F32)
     inv_std = rng.uniform(0.2, 3.0, sizes[0]).astype(F32)
     outputs = sizes[-1]
@@ -219,10 +225,19 @@ def test_mlp_forward_is_the_same_on_every_path(sizes: tuple[int, ...], activatio
 
     def run(path: str) -> list[object]:
         normalized = np.empty(sizes[0], F32)
-        raw = MLPForward(theta, sizes, hidden_activation=activation, obs_mean=mean, obs_inv_std=inv_std,
-                         obs_clip=5.0, normalized=normalized)
-        squashed = MLPForward(theta, sizes, hidden_activation=activation, obs_mean=mean, obs_inv_std=inv_std,
-                              obs_clip=5.0, normalized=np.empty(sizes[0], F32), **bounds)
+        raw = MLPForward(
+            theta, sizes, hidden_activation=activation, obs_mean=mean, obs_inv_std=inv_std, obs_clip=5.0, normalized=normalized
+        )
+        squashed = MLPForward(
+            theta,
+            sizes,
+            hidden_activation=activation,
+            obs_mean=mean,
+            obs_inv_std=inv_std,
+            obs_clip=5.0,
+            normalized=np.empty(sizes[0], F32),
+            **bounds,
+        )
         assert raw.code_path == squashed.code_path == path
         results: list[object] = []
         for obs in observations:

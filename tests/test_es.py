@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 from esfast import core
 from esfast.es import OpenES, population_offsets
 

@@ -13,7 +13,10 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_quadratic_example_converges() -> None:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "quadratic.py"), "--generations", "150"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 from esfast import core
 
 
@@ -56,10 +56,18 @@ def test_bad_arguments() -> None:
         (lambda: core.weighted_noise_sum(table, offsets.astype(np.int32), weights, 5), TypeError, "offsets must have dtype int64"),
         (lambda: core.weighted_noise_sum(table, offsets, weights.astype(np.float64), 5), TypeError, "weights must have dtype float32"),
         (lambda: core.weighted_noise_sum(table, offsets, np.ones(3, np.float32), 5), ValueError, r"weights must have shape \(2,\)"),
-        (lambda: core.weighted_noise_sum(table, np.array([0, 996]), weights, 5), ValueError, r"offsets\[1\] must be in \[0, 995\], got 996"),
+        (
+            lambda: core.weighted_noise_sum(table, np.array([0, 996]), weights, 5),
+            ValueError,
+            r"offsets\[1\] must be in \[0, 995\], got 996",
+        ),
         (lambda: core.weighted_noise_sum(table, np.array([-1, 0]), weights, 5), ValueError, r"offsets\[0\] must be in"),
         (lambda: core.weighted_noise_sum(table, offsets, np.array([1, np.nan], np.float32), 5), ValueError, r"weights\[1\] must be finite"),
-        (lambda: core.weighted_noise_sum(table, offsets, weights, 5, out=np.zeros(4, np.float32)), ValueError, r"out must have shape \(5,\)"),
+        (
+            lambda: core.weighted_noise_sum(table, offsets, weights, 5, out=np.zeros(4, np.float32)),
+            ValueError,
+            r"out must have shape \(5,\)",
+        ),
         (lambda: core.weighted_noise_sum(None, offsets, weights, 5), TypeError, "table must be an esfast.core.NoiseTable"),
         (lambda: core.weighted_noise_sum(table, offsets, weights, "5"), TypeError, "dim must be an int"),
     ]

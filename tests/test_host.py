@@ -65,10 +65,14 @@ def test_a_master_of_another_version_is_refused(cluster: Cluster) -> None:
 
 
 def test_bad_arguments_are_one_line() -> None:
-    for args, message in ((["--master", "not-an-address"], "--master must be tcp://HOST:PORT, got 'not-an-address'"),
-                          (["--master", "tcp://127.0.0.1:99999"], "the port must be 1 to 65535"),
-                          (["--master", "tcp://127.0.0.1:1", "--procs", "0"], "--procs must be at least 1")):
-        result = subprocess.run([sys.executable, "-m", "esfast.distributed.host", *args], capture_output=True, text=True, timeout=60, check=False)
+    for args, message in (
+        (["--master", "not-an-address"], "--master must be tcp://HOST:PORT, got 'not-an-address'"),
+        (["--master", "tcp://127.0.0.1:99999"], "the port must be 1 to 65535"),
+        (["--master", "tcp://127.0.0.1:1", "--procs", "0"], "--procs must be at least 1"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "esfast.distributed.host", *args], capture_output=True, text=True, timeout=60, check=False
+        )
         assert result.returncode == 2, result.stdout + result.stderr
         assert message in result.stdout + result.stderr and "Traceback" not in result.stderr
 

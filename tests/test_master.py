@@ -18,9 +18,9 @@ import zmq
 from cluster import CARTPOLE, SLOW_REACH, Cluster, evaluators, final_theta, records
 
 from esfast.config import PolicySettings
-from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import PROTOCOL_VERSION, Message, decode, encode
+from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
 
 
 def test_master_and_two_workers_train_cartpole_to_475(cluster: Cluster, tmp_path: Path) -> None:
@@ -116,7 +116,9 @@ def test_garbage_is_dropped_and_training_continues(cluster: Cluster, tmp_path: P
     try:
         for _ in range(50):
             dealer.send_multipart([rng.bytes(int(rng.integers(0, 200))) for _ in range(int(rng.integers(1, 4)))])
-        dealer.send_multipart([json.dumps({"v": PROTOCOL_VERSION, "type": "RESULT", "generation": 2, "results": [{"task": 10**9}]}).encode()])
+        dealer.send_multipart(
+            [json.dumps({"v": PROTOCOL_VERSION, "type": "RESULT", "generation": 2, "results": [{"task": 10**9}]}).encode()]
+        )
         dealer.send_multipart(encode(Message("HELLO", {"host": "evil", "pid": 1, "procs": 0, "table": None})))
         with socket.create_connection(("127.0.0.1", cluster.port)) as raw:  # not even ZeroMQ
             raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + rng.bytes(1000))
@@ -191,8 +193,21 @@ def test_ctrl_c_on_the_master_checkpoints_and_stops_the_workers(cluster: Cluster
 def test_episodes_longer_than_the_liveness_do_not_lose_their_host(cluster: Cluster, tmp_path: Path) -> None:
     """A pair of 3 s episodes takes 6 s, longer than 5 s of silence: the host heart-beats meanwhile."""
     out = tmp_path / "run"
-    master = cluster.master("--env", "EsfastTest/LongEpisode-v0", "--env-module", "custom_envs", "--set", "episodes_per_batch=2",
-                            "--set", "run.eval_episodes=0", "--set", "hidden_dims=[2]", "--generations", "1", out=out)
+    master = cluster.master(
+        "--env",
+        "EsfastTest/LongEpisode-v0",
+        "--env-module",
+        "custom_envs",
+        "--set",
+        "episodes_per_batch=2",
+        "--set",
+        "run.eval_episodes=0",
+        "--set",
+        "hidden_dims=[2]",
+        "--generations",
+        "1",
+        out=out,
+    )
     worker = cluster.worker()
     assert master.wait() == 0, master.output
     assert worker.wait(30) == 0
@@ -222,11 +237,14 @@ class _FakeHost:
                 if message.type == "WELCOME":
                     self.dealer.send_multipart(encode(Message("READY", {"credit": 2})))
                 elif message.type == "TASKS":
-                    results = [{"task": t["task"], "returns": [1.0, 2.0], "lengths": [3, 3], "obs_count": 0, "obs_arrays": None}
-                               for t in message["tasks"]]
+                    results = [
+                        {"task": t["task"], "returns": [1.0, 2.0], "lengths": [3, 3], "obs_count": 0, "obs_arrays": None}
+                        for t in message["tasks"]
+                    ]
                     done += len(results)
-                    self.dealer.send_multipart(encode(Message("RESULT", {"generation": message["generation"], "results": results,
-                                                                         "credit": len(results)})))
+                    self.dealer.send_multipart(
+                        encode(Message("RESULT", {"generation": message["generation"], "results": results, "credit": len(results)}))
+                    )
 
         thread = threading.Thread(target=run)
         thread.start()

@@ -8,6 +8,8 @@ fair expectation. tanh_approx itself is checked against float64 tanh with a stat
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -28,7 +30,7 @@ def reference_forward(theta, sizes, activation, obs, mean, inv_std, clip) -> tup
     x = (obs - mean.astype(obs.dtype)).astype(F32) * inv_std
     x = np.maximum(np.minimum(x, F32(clip)), F32(-clip))
     normalized, start = x, 0
-    for index, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for index, (n, m) in enumerate(itertools.pairwise(sizes)):
         w = theta[start : start + n * m].reshape(n, m)
         b = theta[start + n * m : start + n * m + m]
         start += n * m + m
@@ -40,13 +42,14 @@ def reference_forward(theta, sizes, activation, obs, mean, inv_std, clip) -> tup
 
 def make(sizes, activation="tanh", seed=0, **bounds):
     rng = np.random.default_rng(seed)
-    num = sum(n * m + m for n, m in zip(sizes[:-1], sizes[1:]))
+    num = sum(n * m + m for n, m in itertools.pairwise(sizes))
     theta = (rng.standard_normal(num) * 0.5).astype(F32)
     mean = rng.standard_normal(sizes[0]).astype(F32)
     inv_std = rng.uniform(0.2, 3.0, sizes[0]).astype(F32)
     normalized = np.empty(sizes[0], F32)
-    forward = MLPForward(theta, sizes, hidden_activation=activation, obs_mean=mean, obs_inv_std=inv_std,
-                         obs_clip=5.0, normalized=normalized, **bounds)
+    forward = MLPForward(
+        theta, sizes, hidden_activation=activation, obs_mean=mean, obs_inv_std=inv_std, obs_clip=5.0, normalized=normalized, **bounds
+    )
     return forward, theta, mean, inv_std, normalized, rng
 
 
@@ -128,8 +131,7 @@ def test_simd_and_scalar_columns_agree() -> None:
 
 def test_bad_arguments() -> None:
     theta = np.zeros(5 * 2 + 2, F32)
-    ok = dict(hidden_activation="tanh", obs_mean=np.zeros(5, F32), obs_inv_std=np.ones(5, F32), obs_clip=5.0,
-              normalized=np.empty(5, F32))
+    ok = dict(hidden_activation="tanh", obs_mean=np.zeros(5, F32), obs_inv_std=np.ones(5, F32), obs_clip=5.0, normalized=np.empty(5, F32))
     with pytest.raises(ValueError, match="theta must have shape \\(12,\\)"):
         MLPForward(np.zeros(11, F32), (5, 2), **ok)
     with pytest.raises(TypeError, match="theta must have dtype float32, got float64"):
@@ -156,8 +158,15 @@ def test_bad_arguments() -> None:
 def test_unpickled_arrays_are_accepted() -> None:
     import pickle
 
-    forward, theta, mean, inv_std, normalized, rng = make((5, 4, 3))
-    again = MLPForward(pickle.loads(pickle.dumps(theta)), (5, 4, 3), hidden_activation="tanh", obs_mean=mean,
-                       obs_inv_std=inv_std, obs_clip=5.0, normalized=np.empty(5, F32))
+    forward, theta, mean, inv_std, _normalized, rng = make((5, 4, 3))
+    again = MLPForward(
+        pickle.loads(pickle.dumps(theta)),
+        (5, 4, 3),
+        hidden_activation="tanh",
+        obs_mean=mean,
+        obs_inv_std=inv_std,
+        obs_clip=5.0,
+        normalized=np.empty(5, F32),
+    )
     obs = pickle.loads(pickle.dumps(rng.standard_normal(5)))
     np.testing.assert_array_equal(again(obs), forward(obs))

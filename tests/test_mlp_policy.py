@@ -43,7 +43,9 @@ def test_continuous_actions_in_bounds_match_reference() -> None:
     for _ in range(20):
         obs = rng.standard_normal(5) * 10
         action = actor(obs)
-        expected = (action_space.low + action_space.high) / 2 + (action_space.high - action_space.low) / 2 * np.tanh(reference_forward(policy, theta, obs, mean, std))
+        expected = (action_space.low + action_space.high) / 2 + (action_space.high - action_space.low) / 2 * np.tanh(
+            reference_forward(policy, theta, obs, mean, std)
+        )
         np.testing.assert_allclose(action, expected, rtol=1e-5, atol=1e-6)
         assert action_space.contains(action.astype(np.float32))
 
@@ -121,7 +123,10 @@ def test_errors() -> None:
 @pytest.mark.parametrize(
     ("action_space", "settings"),
     [
-        (gym.spaces.Box(np.array([-2.0, 0.0, -np.inf], np.float32), np.array([2.0, 1.0, np.inf], np.float32)), PolicySettings(hidden_dims=(16, 16))),
+        (
+            gym.spaces.Box(np.array([-2.0, 0.0, -np.inf], np.float32), np.array([2.0, 1.0, np.inf], np.float32)),
+            PolicySettings(hidden_dims=(16, 16)),
+        ),
         (gym.spaces.Box(-1, 1, shape=(3,), dtype=np.float32), PolicySettings(hidden_dims=(70, 9), nonlin_type="relu")),
         (gym.spaces.Discrete(4), PolicySettings(hidden_dims=(8,))),
         (gym.spaces.Box(-1, 1, shape=(2,), dtype=np.float32), PolicySettings(hidden_dims=(8,), ac_bins="uniform:7")),
@@ -165,5 +170,7 @@ def test_actor_reads_theta_in_place() -> None:
     actor = policy.actor(theta, np.zeros(5, np.float32), np.ones(5, np.float32))
     before = actor(np.ones(5))
     theta[:] = np.random.default_rng(8).standard_normal(policy.num_params)
-    np.testing.assert_array_equal(actor(np.ones(5)), policy.actor(theta.copy(), np.zeros(5, np.float32), np.ones(5, np.float32))(np.ones(5)))
+    np.testing.assert_array_equal(
+        actor(np.ones(5)), policy.actor(theta.copy(), np.zeros(5, np.float32), np.ones(5, np.float32))(np.ones(5))
+    )
     assert not np.array_equal(before, actor(np.ones(5)))

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 
-from esfast.envs import mujoco_steps
+from esfast.envs import make_env, mujoco_steps
 from esfast.envs.mujoco_steps import lean_step
-from esfast.envs import make_env
 from esfast.envs.rollout import _stepper
 
 

@@ -13,9 +13,9 @@ import threading
 import time
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 from esfast import core
 
 # Bit patterns of samples, pinned when the generator was written. A change here changes every
@@ -29,9 +29,7 @@ GOLDEN = {
 
 
 def run_python(code: str, timeout: float = 60) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -58,7 +56,7 @@ def test_matches_numpy_reference_exactly(seed: int, start: int, count: int) -> N
 def test_any_slice_equals_the_whole() -> None:
     whole = core.noise_samples(5, 0, 64)
     for start in range(8):
-        for count in range(0, 9):
+        for count in range(9):
             np.testing.assert_array_equal(core.noise_samples(5, start, count), whole[start : start + count])
 
 
@@ -168,7 +166,7 @@ def test_too_large_for_memory() -> None:
 @pytest.mark.parametrize(("offset", "dim"), [(-1, 5), (996, 5), (0, 1001), (0, 0), (10**20, 1)])
 def test_bad_slices(offset: int, dim: int) -> None:
     table = core.NoiseTable(1000, 0)
-    with pytest.raises(ValueError, match="offset|dim"):
+    with pytest.raises(ValueError, match=r"offset|dim"):
         table.get(offset, dim)
 
 
@@ -269,7 +267,12 @@ def test_released_when_the_creator_exits(shm_name: str) -> None:
 
 def test_segment_of_a_killed_creator_is_reclaimed(shm_name: str) -> None:
     creator = subprocess.Popen(
-        [sys.executable, "-c", f"from esfast import core; import time; t = core.NoiseTable.create_shared({shm_name!r}, 1000, 0); print('ready', flush=True); time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            f"from esfast import core; import time; t = core.NoiseTable.create_shared({shm_name!r}, 1000, 0); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 from esfast import core
 
 
@@ -23,7 +23,12 @@ def test_offsets_match_reference(seed: int, count: int, dim: int, size: int) -> 
 
 def test_offsets_golden() -> None:
     assert core.sample_offsets(7, 6, 1000, 250_000_000).tolist() == [
-        42933675, 212458815, 165434729, 118414135, 166225930, 63659768,
+        42933675,
+        212458815,
+        165434729,
+        118414135,
+        166225930,
+        63659768,
     ]
 
 

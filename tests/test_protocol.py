@@ -35,7 +35,11 @@ VERSION = b'{"v": %d, ' % PROTOCOL_VERSION  # the start of a header of this vers
 SAMPLES = {
     "HELLO": {"host": "node-1", "pid": 42, "procs": 8, "table": {"seed": 0, "size": 1000}},
     "READY": {"credit": 3},
-    "RESULT": {"generation": 7, "results": [{"task": 1, "returns": [1.5, -2.0], "lengths": [10, 12], "obs_count": 0, "obs_arrays": None}], "credit": 2},
+    "RESULT": {
+        "generation": 7,
+        "results": [{"task": 1, "returns": [1.5, -2.0], "lengths": [10, 12], "obs_count": 0, "obs_arrays": None}],
+        "credit": 2,
+    },
     "HEARTBEAT": {},
     "FAILED": {"generation": 7, "task": 3, "error": "ValueError: bad action"},
     "WANT_THETA": {"generation": 3},
@@ -74,8 +78,16 @@ def test_arrays_travel_as_raw_frames() -> None:
 
 def test_decoded_arrays_do_not_copy() -> None:
     payload = bytearray(np.arange(4, dtype=np.float32).tobytes())
-    header = json.dumps({"v": PROTOCOL_VERSION, "type": "THETA", "generation": 0, "sigma": 1.0, "timestep_limit": 5,
-                         "arrays": [{"dtype": "<f4", "shape": [4]}]}).encode()
+    header = json.dumps(
+        {
+            "v": PROTOCOL_VERSION,
+            "type": "THETA",
+            "generation": 0,
+            "sigma": 1.0,
+            "timestep_limit": 5,
+            "arrays": [{"dtype": "<f4", "shape": [4]}],
+        }
+    ).encode()
     array = decode([header, memoryview(payload)]).arrays[0]
     payload[0:4] = np.float32(9).tobytes()
     assert array[0] == 9.0
@@ -180,8 +192,11 @@ def test_malformed_tasks(obj: object, message: str) -> None:
 
 def test_results_round_trip_with_observation_sums() -> None:
     sums = np.arange(3, dtype=np.float64), np.arange(3, dtype=np.float64) ** 2
-    results = [(0, PairResult(0, (1.5, -2.0), (10, 12), *sums, 22)), (1, PairResult(1, (0.0, 3.0), (1, 2), None, None, 0)),
-               (2, EvalResult(0, 7.25, 30))]
+    results = [
+        (0, PairResult(0, (1.5, -2.0), (10, 12), *sums, 22)),
+        (1, PairResult(1, (0.0, 3.0), (1, 2), None, None, 0)),
+        (2, EvalResult(0, 7.25, 30)),
+    ]
     decoded = decode([bytes(f) for f in encode(result_message(4, results, credit=3))])
     assert decoded["credit"] == 3
     parsed = results_from_message(decoded, TASKS, obs_dim=3)
@@ -246,8 +261,15 @@ def test_an_mlp_run_round_trips() -> None:
 
 def test_an_atari_run_carries_its_reference_batch() -> None:
     batch = np.random.default_rng(0).integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
-    setup = dataclasses.replace(MLP, env_id="ALE/Pong-v5", policy=PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu"),
-                                obs_dim=0, atari=AtariSettings(noop_max=5), reference_digest=reference_digest(batch), reference_batch=batch)
+    setup = dataclasses.replace(
+        MLP,
+        env_id="ALE/Pong-v5",
+        policy=PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu"),
+        obs_dim=0,
+        atari=AtariSettings(noop_max=5),
+        reference_digest=reference_digest(batch),
+        reference_batch=batch,
+    )
     received = _through_the_wire(setup)
     assert received == setup and received.atari == AtariSettings(noop_max=5)
     assert received.reference_batch is not None

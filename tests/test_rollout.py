@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from esfast.config import PolicySettings
-from esfast.policies import MLPPolicy
 from esfast.envs import make_env
 from esfast.envs.rollout import run_episode
 from esfast.errors import EnvError
+from esfast.policies import MLPPolicy
 
 
 @pytest.fixture
@@ -102,7 +102,9 @@ def reference_episode(env, actor, seed: int, timestep_limit: int | None, noise_s
 def test_episode_equals_plain_loop(env_id, make_kwargs, timestep_limit, noise_std) -> None:
     env = make_env(env_id, **make_kwargs)
     policy = MLPPolicy(env.observation_space, env.action_space, PolicySettings(hidden_dims=(8,)))
-    actor = policy.actor(policy.initial_theta(np.random.default_rng(1)) * 30, np.zeros(policy.obs_dim, np.float32), np.ones(policy.obs_dim, np.float32))
+    actor = policy.actor(
+        policy.initial_theta(np.random.default_rng(1)) * 30, np.zeros(policy.obs_dim, np.float32), np.ones(policy.obs_dim, np.float32)
+    )
     for seed in (0, 1, 2):
         episode = run_episode(env, actor, seed=seed, timestep_limit=timestep_limit, action_noise_std=noise_std)
         assert (episode.ret, episode.length) == reference_episode(env, actor, seed, timestep_limit, noise_std)
@@ -152,7 +154,9 @@ def test_stepper_peels_only_bookkeeping_wrappers() -> None:
     env.close()
 
 
-def test_mujoco_warnings_go_to_logging_not_to_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_mujoco_warnings_go_to_logging_not_to_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.DEBUG, logger="esfast.envs"):
         make_env("HalfCheetah-v5").close()  # gymnasium's model uses a deprecated MuJoCo attribute

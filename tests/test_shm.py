@@ -73,8 +73,13 @@ def test_theta_slots_hold_two_generations_with_their_settings(tmp_path: Path) ->
         assert slots.latest == -1 and slots.read(0) is None
         for generation in (0, 1, 2):
             theta = np.arange(5, dtype=np.float32) + generation
-            spec = GenerationSpec(generation, 0.02 * (generation + 1), np.full(2, generation, np.float32), np.ones(2, np.float32),
-                                  None if generation == 1 else 100 + generation)
+            spec = GenerationSpec(
+                generation,
+                0.02 * (generation + 1),
+                np.full(2, generation, np.float32),
+                np.ones(2, np.float32),
+                None if generation == 1 else 100 + generation,
+            )
             slots.write(theta, spec)
         reader = ThetaSlots(slots.path, 5, 2, writable=False)
         assert reader.latest == 2 and reader.read(0) is None  # generation 2 took its slot

@@ -20,8 +20,16 @@ from esfast.evaluators import SerialEvaluator
 from esfast.training import LOG_FIELDS, EvaluatorFactory, Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-REACH = ["env_id=EsfastTest/Reach-v0", "env_module=custom_envs", "episodes_per_batch=12", "noise_stdev=0.1",
-         "hidden_dims=[8]", "calc_obstat_prob=0.5", "run.eval_episodes=2", "snapshot_freq=2"]
+REACH = [
+    "env_id=EsfastTest/Reach-v0",
+    "env_module=custom_envs",
+    "episodes_per_batch=12",
+    "noise_stdev=0.1",
+    "hidden_dims=[8]",
+    "calc_obstat_prob=0.5",
+    "run.eval_episodes=2",
+    "snapshot_freq=2",
+]
 
 
 def reach_config(*extra: str) -> Config:
@@ -36,10 +44,19 @@ def train(config: Config, out: Path, *, resume: bool = False, evaluator: Evaluat
 
 
 def test_cartpole_reaches_475(tmp_path: Path) -> None:
-    config = apply_overrides(Config(), [
-        "env_id=CartPole-v1", "episodes_per_batch=40", "noise_stdev=0.1", "hidden_dims=[16]", "optimizer.args.stepsize=0.03",
-        "run.eval_episodes=4", "run.generations=40", "snapshot_freq=0",
-    ])
+    config = apply_overrides(
+        Config(),
+        [
+            "env_id=CartPole-v1",
+            "episodes_per_batch=40",
+            "noise_stdev=0.1",
+            "hidden_dims=[16]",
+            "optimizer.args.stepsize=0.03",
+            "run.eval_episodes=4",
+            "run.generations=40",
+            "snapshot_freq=0",
+        ],
+    )
     best = -np.inf
     with Trainer(config, tmp_path, evaluator=SerialEvaluator) as trainer:
         while not trainer.done() and best < 475:
@@ -66,8 +83,9 @@ def test_run_directory(tmp_path: Path) -> None:
 
 
 def test_learns_reach(tmp_path: Path) -> None:
-    with Trainer(reach_config("run.generations=60", "snapshot_freq=0", "optimizer.args.stepsize=0.03"), tmp_path,
-                 evaluator=SerialEvaluator) as trainer:
+    with Trainer(
+        reach_config("run.generations=60", "snapshot_freq=0", "optimizer.args.stepsize=0.03"), tmp_path, evaluator=SerialEvaluator
+    ) as trainer:
         first = trainer.step()["eval_return_mean"]
         while not trainer.done():
             last = trainer.step()["eval_return_mean"]
@@ -119,8 +137,14 @@ def test_checkpoint_of_another_policy_shape(tmp_path: Path) -> None:
         Trainer(reach_config("hidden_dims=[16]", "run.generations=2"), tmp_path, resume=True, evaluator=SerialEvaluator)
 
 
-PONG = ["episodes_per_batch=4", "episode_cutoff_mode=100", "run.noise_table_size=1000000", "reference_batch_size=8",
-        "run.eval_episodes=1", "snapshot_freq=0"]
+PONG = [
+    "episodes_per_batch=4",
+    "episode_cutoff_mode=100",
+    "run.noise_table_size=1000000",
+    "reference_batch_size=8",
+    "run.eval_episodes=1",
+    "snapshot_freq=0",
+]
 
 
 def test_pong_runs_in_process_and_through_a_worker_host_alike(tmp_path: Path) -> None:
@@ -257,7 +281,10 @@ def test_a_run_directory_is_locked_by_its_run(tmp_path: Path) -> None:
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
-    code = "import sys, time; from esfast.run_directory import RunDirectory; RunDirectory(sys.argv[1]).lock(); print('locked', flush=True); time.sleep(60)"
+    code = (
+        "import sys, time; from esfast.run_directory import RunDirectory; RunDirectory(sys.argv[1]).lock(); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
@@ -274,11 +301,21 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
 
 
 def test_a_run_that_becomes_non_finite_stops_and_keeps_the_last_finite_checkpoint(tmp_path: Path) -> None:
-    config = apply_overrides(Config(), ["env_id=EsfastTest/Overflow-v0", "env_module=custom_envs", "episodes_per_batch=4",
-                                        "hidden_dims=[4]", "calc_obstat_prob=1.0", "run.eval_episodes=1", "run.generations=3",
-                                        "snapshot_freq=0"])
+    config = apply_overrides(
+        Config(),
+        [
+            "env_id=EsfastTest/Overflow-v0",
+            "env_module=custom_envs",
+            "episodes_per_batch=4",
+            "hidden_dims=[4]",
+            "calc_obstat_prob=1.0",
+            "run.eval_episodes=1",
+            "run.generations=3",
+            "snapshot_freq=0",
+        ],
+    )
     with Trainer(config, tmp_path, evaluator=SerialEvaluator) as trainer:
-        with pytest.raises(TrainingDiverged, match="observation statistics became non-finite in generation 2; .* generation 1$"):
+        with pytest.raises(TrainingDiverged, match=r"observation statistics became non-finite in generation 2; .* generation 1$"):
             trainer.train()
     state, _ = load_checkpoint(tmp_path / "checkpoints" / "latest.npz")
     assert state["generation"] == 1 and np.isfinite(state["theta"]).all() and np.isfinite(state["obstat_sumsq"]).all()

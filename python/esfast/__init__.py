@@ -30,4 +30,24 @@ from esfast.es import OpenES, Population
 
 __version__ = "0.1.0"
 
-__all__ = ["OpenES", "Population", "__version__", "core", *core.__all__]
+__all__ = [
+    "ConvForward",
+    "ConvNetwork",
+    "MLPForward",
+    "NoiseTable",
+    "OpenES",
+    "Population",
+    "__version__",
+    "centered_ranks",
+    "code_path",
+    "core",
+    "noise_samples",
+    "normalized",
+    "perturb",
+    "perturb_pair",
+    "sample_offsets",
+    "set_code_path",
+    "supported_code_paths",
+    "tanh_approx",
+    "weighted_noise_sum",
+]

@@ -48,8 +48,19 @@ MAX_ENTRIES = 256  # arrays in one file; an esfast checkpoint has about 25
 
 # What reading a damaged or foreign file can raise, from zipfile, zlib, numpy's .npy parser or the OS.
 _READ_ERRORS = (
-    zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, ValueError, TypeError, KeyError, IndexError,
-    MemoryError, OverflowError, RuntimeError, NotImplementedError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    EOFError,
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    MemoryError,
+    OverflowError,
+    RuntimeError,
+    NotImplementedError,
 )
 
 
@@ -74,7 +85,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], config: Config) -> 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
-            np.savez(file, **arrays)
+            np.savez(file, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as its options
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -245,14 +256,18 @@ def _check_state(path: Path, arrays: dict[str, np.ndarray]) -> None:
             fail(f"holds {key} of dtype {moment.dtype} and shape {moment.shape}; it must be finite float32 of theta's shape {theta.shape}")
     total, sumsq = arrays["obstat_sum"], arrays["obstat_sumsq"]
     if not (total.dtype == sumsq.dtype == np.float64 and total.ndim == 1 and sumsq.shape == total.shape):
-        fail(f"holds observation sums of dtypes {total.dtype}, {sumsq.dtype} and shapes {total.shape}, {sumsq.shape};"
-             " they must be float64 of one shape (obs_dim,)")
+        fail(
+            f"holds observation sums of dtypes {total.dtype}, {sumsq.dtype} and shapes {total.shape}, {sumsq.shape};"
+            " they must be float64 of one shape (obs_dim,)"
+        )
     if not (np.isfinite(total).all() and np.isfinite(sumsq).all() and (sumsq >= 0).all()):
         fail("holds observation sums with NaN or infinite values or negative sums of squares")
     batch = arrays.get("reference_batch")
     if batch is not None and not (batch.dtype == np.uint8 and batch.ndim == 4 and batch.shape[0] >= 2):
-        fail(f"holds a reference_batch of dtype {batch.dtype} and shape {batch.shape};"
-             " it must be uint8 of shape (N >= 2, stack, height, width)")
+        fail(
+            f"holds a reference_batch of dtype {batch.dtype} and shape {batch.shape};"
+            " it must be uint8 of shape (N >= 2, stack, height, width)"
+        )
     record = arrays.get("log_record")
     if record is not None and not (record.ndim == 0 and record.dtype.kind == "U"):
         fail(f"holds a log_record of dtype {record.dtype}; it must be a JSON string")

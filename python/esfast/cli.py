@@ -115,26 +115,36 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
     bind = args.bind
     latest = out_dir / "checkpoints" / "latest.npz"
-    with Trainer(config, out_dir, resume=bool(args.resume), evaluator=(lambda setup, table: Master(bind, setup)) if bind else None) as trainer:
+    with Trainer(
+        config, out_dir, resume=bool(args.resume), evaluator=(lambda setup, table: Master(bind, setup)) if bind else None
+    ) as trainer:
         logger.info(_describe(trainer))
         if isinstance(trainer.evaluator, Master) and bind:
-            logger.info("master listening at %s; start worker hosts with: esfast-worker --master %s", trainer.evaluator.endpoint,
-                        trainer.evaluator.endpoint.replace("0.0.0.0", "HOST"))
+            logger.info(
+                "master listening at %s; start worker hosts with: esfast-worker --master %s",
+                trainer.evaluator.endpoint,
+                trainer.evaluator.endpoint.replace("0.0.0.0", "HOST"),
+            )
         if config.run.generations is None and config.run.timesteps is None:
             logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
         try:
             trainer.train()
         except WorkerError as error:
-            where = (f"the last checkpoint is {latest}\ncontinue with: {command} --resume {out_dir}" if latest.exists()
-                     else "no generation was completed, so there is no checkpoint yet")
+            where = (
+                f"the last checkpoint is {latest}\ncontinue with: {command} --resume {out_dir}"
+                if latest.exists()
+                else "no generation was completed, so there is no checkpoint yet"
+            )
             print(f"{command}: error: {error} during generation {trainer.generation + 1}; {where}", file=sys.stderr)
             return 1
         except TrainingDiverged as error:
             print(f"{command}: error: {error} ({latest})", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print(f"\ninterrupted after generation {trainer.generation}; checkpoint {latest}\ncontinue with: {command} --resume {out_dir}",
-                  file=sys.stderr)
+            print(
+                f"\ninterrupted after generation {trainer.generation}; checkpoint {latest}\ncontinue with: {command} --resume {out_dir}",
+                file=sys.stderr,
+            )
             return 130
         logger.info("done: %d generations, %s timesteps; checkpoint %s", trainer.generation, f"{trainer.timesteps_total:,}", latest)
     return 0
@@ -143,7 +153,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _check_display() -> None:
     """Refuses --render where no window can open: GLFW would abort the process instead."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise EnvError("--render needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set (run without --render, or under a desktop or Xvfb)")
+        raise EnvError(
+            "--render needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set (run without --render, or under a desktop or Xvfb)"
+        )
 
 
 def cmd_play(args: argparse.Namespace) -> int:
@@ -158,7 +170,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         theta = np.asarray(state["theta"], dtype=np.float32)
         obstat = ObStat((policy.obs_stat_dim,))
         if policy.obs_stat_dim:
-            obstat.load_state_dict({key: state.get(f"obstat_{key}") for key in ("sum", "sumsq", "count")})
+            obstat.load_state_dict({key: state[f"obstat_{key}"] for key in ("sum", "sumsq", "count") if f"obstat_{key}" in state})
         actor = policy.actor(theta)
         actor.prepare(obstat.mean, obstat.std)
         returns = []
@@ -182,7 +194,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--timesteps", type=int, help="stop after this many environment steps")
     parser.add_argument("--seed", type=int, help="run seed (overrides the config)")
     parser.add_argument("--out", help="run directory (default: runs/<exp_prefix>-<time>)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01"
+    )
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     parser.set_defaults(handler=cmd_train)
 
@@ -211,8 +225,9 @@ def build_master_parser() -> argparse.ArgumentParser:
         description="Train a policy with OpenAI-ES; episodes run on worker hosts that connect with esfast-worker.",
     )
     _add_run_arguments(parser)
-    parser.add_argument("--bind", default=DEFAULT_BIND,
-                        help=f"address to listen on (default: {DEFAULT_BIND}; tcp://0.0.0.0:5555 accepts other machines)")
+    parser.add_argument(
+        "--bind", default=DEFAULT_BIND, help=f"address to listen on (default: {DEFAULT_BIND}; tcp://0.0.0.0:5555 accepts other machines)"
+    )
     parser.set_defaults(workers=None)
     return parser
 
@@ -230,7 +245,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # terminate like Ctrl-C: checkpoint, stop the workers
     try:
-        return args.handler(args)
+        status: int = args.handler(args)
+        return status
     except USER_ERRORS as error:
         print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2

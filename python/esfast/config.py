@@ -46,8 +46,17 @@ POLICY_TYPES = ("MujocoPolicy", "MLPPolicy", "AtariPolicy")
 ATARI_POLICY = "AtariPolicy"
 CURRENT_MUJOCO_VERSION = "v5"
 MUJOCO_TASKS = (
-    "Ant", "HalfCheetah", "Hopper", "Humanoid", "HumanoidStandup", "InvertedDoublePendulum",
-    "InvertedPendulum", "Pusher", "Reacher", "Swimmer", "Walker2d",
+    "Ant",
+    "HalfCheetah",
+    "Hopper",
+    "Humanoid",
+    "HumanoidStandup",
+    "InvertedDoublePendulum",
+    "InvertedPendulum",
+    "Pusher",
+    "Reacher",
+    "Swimmer",
+    "Walker2d",
 )
 
 
@@ -166,13 +175,21 @@ class AtariSettings:
         checks = (  # (name, at least the low bound, what it must be, high bound)
             ("noop_max", _is_int(self.noop_max) and self.noop_max >= 0, "an integer >= 0", MAX_NOOP),
             ("frame_skip", _is_int(self.frame_skip) and self.frame_skip >= 1, "an integer >= 1", MAX_FRAME_SKIP),
-            ("screen_size", _is_int(self.screen_size) and self.screen_size >= MIN_SCREEN_SIZE,
-             f"an integer >= {MIN_SCREEN_SIZE} (the network's smallest input)", MAX_SCREEN_SIZE),
+            (
+                "screen_size",
+                _is_int(self.screen_size) and self.screen_size >= MIN_SCREEN_SIZE,
+                f"an integer >= {MIN_SCREEN_SIZE} (the network's smallest input)",
+                MAX_SCREEN_SIZE,
+            ),
             ("stack", _is_int(self.stack) and self.stack >= 1, "an integer >= 1", MAX_STACK),
             ("terminal_on_life_loss", isinstance(self.terminal_on_life_loss, bool), "true or false", None),
             ("repeat_action_probability", _number_in(self.repeat_action_probability, 0, 1), "a number in [0, 1]", None),
-            ("reference_batch_size", _is_int(self.reference_batch_size) and self.reference_batch_size >= 2,
-             "an integer >= 2 (statistics need at least two observations)", None),  # high: the batch's bytes, below
+            (
+                "reference_batch_size",
+                _is_int(self.reference_batch_size) and self.reference_batch_size >= 2,
+                "an integer >= 2 (statistics need at least two observations)",
+                None,
+            ),  # high: the batch's bytes, below
         )
         for name, ok, expected, high in checks:
             value = getattr(self, name)
@@ -332,8 +349,10 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     validate(config)
     if config.es.timesteps_per_batch and not _warned_timesteps_per_batch:
         _warned_timesteps_per_batch.append(True)
-        logger.warning("config.timesteps_per_batch (%d) is not used: esfast runs exactly episodes_per_batch episodes a generation",
-                       config.es.timesteps_per_batch)
+        logger.warning(
+            "config.timesteps_per_batch (%d) is not used: esfast runs exactly episodes_per_batch episodes a generation",
+            config.es.timesteps_per_batch,
+        )
     return config
 
 
@@ -381,8 +400,10 @@ def _count(value: object, name: str, low: int, high: int, *, nullable: bool = Fa
     """Requires an integer in [low, high] (or null if ``nullable``); ``note`` explains the low end, ``why`` the high one."""
     if nullable and value is None:
         return
-    _require(_is_int(value) and value >= low,  # type: ignore[operator]
-             f"{name} must be an integer >= {low}{note}{' or null' if nullable else ''}, got {_show(value)}")
+    _require(
+        _is_int(value) and value >= low,  # type: ignore[operator]
+        f"{name} must be an integer >= {low}{note}{' or null' if nullable else ''}, got {_show(value)}",
+    )
     _require(value <= high, f"{name} must be at most {_bound(high)}{why}, got {_show(value)}")  # type: ignore[operator]
 
 
@@ -394,24 +415,29 @@ def _check_cutoff_mode(mode: object) -> None:
     if mode == "env_default":
         return
     match = re.fullmatch(rf"adaptive:([0-9]+),({_NUMBER}),({_NUMBER})", mode) if isinstance(mode, str) else None
-    _require(match is not None,
-             f"{name} must be 'env_default', a positive integer or 'adaptive:LIMIT,THRESHOLD,RATIO', got {_show(mode)}")
+    _require(match is not None, f"{name} must be 'env_default', a positive integer or 'adaptive:LIMIT,THRESHOLD,RATIO', got {_show(mode)}")
     assert match is not None
     limit, threshold, ratio = int(match.group(1)), float(match.group(2)), float(match.group(3))
-    _require(1 <= limit <= MAX_COUNT and 0 <= threshold <= 1 and 1 < ratio <= MAX_LIMIT_RATIO,
-             f"{name} 'adaptive:LIMIT,THRESHOLD,RATIO' needs LIMIT in [1, {_bound(MAX_COUNT)}], THRESHOLD in [0, 1] and"
-             f" RATIO in (1, {_bound(MAX_LIMIT_RATIO)}] (the factor the limit grows by), got {_show(mode)}")
+    _require(
+        1 <= limit <= MAX_COUNT and 0 <= threshold <= 1 and 1 < ratio <= MAX_LIMIT_RATIO,
+        f"{name} 'adaptive:LIMIT,THRESHOLD,RATIO' needs LIMIT in [1, {_bound(MAX_COUNT)}], THRESHOLD in [0, 1] and"
+        f" RATIO in (1, {_bound(MAX_LIMIT_RATIO)}] (the factor the limit grows by), got {_show(mode)}",
+    )
 
 
 def _check_hidden_dims(dims: object) -> None:
     name = "policy.args.hidden_dims"
-    _require(isinstance(dims, tuple) and len(dims) <= MAX_HIDDEN_LAYERS and all(_int_in(h, 1, MAX_HIDDEN_WIDTH) for h in dims),
-             f"{name} must be a list of positive integers, each <= {MAX_HIDDEN_WIDTH}, at most {MAX_HIDDEN_LAYERS} of them,"
-             f" got {_show(list(dims) if isinstance(dims, tuple) else dims)}")
+    _require(
+        isinstance(dims, tuple) and len(dims) <= MAX_HIDDEN_LAYERS and all(_int_in(h, 1, MAX_HIDDEN_WIDTH) for h in dims),
+        f"{name} must be a list of positive integers, each <= {MAX_HIDDEN_WIDTH}, at most {MAX_HIDDEN_LAYERS} of them,"
+        f" got {_show(list(dims) if isinstance(dims, tuple) else dims)}",
+    )
     assert isinstance(dims, tuple)
     weights = sum(a * b for a, b in itertools.pairwise(dims))
-    _require(weights <= MAX_HIDDEN_WEIGHTS,
-             f"{name} gives {weights} weights between hidden layers, more than {_bound(MAX_HIDDEN_WEIGHTS)}, got {_show(list(dims))}")
+    _require(
+        weights <= MAX_HIDDEN_WEIGHTS,
+        f"{name} gives {weights} weights between hidden layers, more than {_bound(MAX_HIDDEN_WEIGHTS)}, got {_show(list(dims))}",
+    )
 
 
 def _check_ac_bins(ac_bins: object) -> None:
@@ -424,10 +450,12 @@ def _check_ac_bins(ac_bins: object) -> None:
             ok = re.fullmatch(r"[0-9]{1,9}", arg) is not None and 2 <= int(arg) <= MAX_BINS
         elif kind == "custom":
             values = arg.split(",")
-            ok = 2 <= len(values) <= MAX_BINS and all(
-                re.fullmatch(_CUSTOM_BIN, v) is not None and -1 <= float(v) <= 1 for v in values)
-    _require(ok, f"policy.args.ac_bins must be 'continuous:', 'uniform:N' (N in [2, {MAX_BINS}]) or 'custom:v1,v2,...'"
-                 f" (2 to {MAX_BINS} numbers in [-1, 1]), got {_show(ac_bins)}")
+            ok = 2 <= len(values) <= MAX_BINS and all(re.fullmatch(_CUSTOM_BIN, v) is not None and -1 <= float(v) <= 1 for v in values)
+    _require(
+        ok,
+        f"policy.args.ac_bins must be 'continuous:', 'uniform:N' (N in [2, {MAX_BINS}]) or 'custom:v1,v2,...'"
+        f" (2 to {MAX_BINS} numbers in [-1, 1]), got {_show(ac_bins)}",
+    )
 
 
 def _is_name(value: object) -> bool:
@@ -443,42 +471,68 @@ def validate(config: Config) -> None:
     """
     es, opt, pol, run = config.es, config.optimizer, config.policy, config.run
     _require(_is_name(config.env_id), f"env_id must be a non-empty string without whitespace (a gymnasium id), got {_show(config.env_id)}")
-    _require(config.env_module is None or (isinstance(config.env_module, str) and all(
-        part.isidentifier() for part in config.env_module.split("."))),
-        f"env_module must be a module name (such as my_envs or package.envs) or null, got {_show(config.env_module)}")
-    _require(_is_name(config.exp_prefix) and len(config.exp_prefix) <= 200 and not any(c in config.exp_prefix for c in "/\\"),
-             f"exp_prefix must be a name of 1 to 200 characters without spaces or path separators, got {_show(config.exp_prefix)}")
-    _require(_number_in(es.noise_stdev, MIN_SCALE, MAX_SCALE),
-             f"config.noise_stdev must be a positive number in [{_bound(MIN_SCALE)}, {_bound(MAX_SCALE)}], got {_show(es.noise_stdev)}")
+    _require(
+        config.env_module is None
+        or (isinstance(config.env_module, str) and all(part.isidentifier() for part in config.env_module.split("."))),
+        f"env_module must be a module name (such as my_envs or package.envs) or null, got {_show(config.env_module)}",
+    )
+    _require(
+        _is_name(config.exp_prefix) and len(config.exp_prefix) <= 200 and not any(c in config.exp_prefix for c in "/\\"),
+        f"exp_prefix must be a name of 1 to 200 characters without spaces or path separators, got {_show(config.exp_prefix)}",
+    )
+    _require(
+        _number_in(es.noise_stdev, MIN_SCALE, MAX_SCALE),
+        f"config.noise_stdev must be a positive number in [{_bound(MIN_SCALE)}, {_bound(MAX_SCALE)}], got {_show(es.noise_stdev)}",
+    )
     _count(es.episodes_per_batch, "config.episodes_per_batch", 2, MAX_EPISODES_PER_BATCH, note=" (two episodes per antithetic pair)")
-    _require(es.episodes_per_batch % 2 == 0, "config.episodes_per_batch must be even: episodes come in antithetic pairs"
-                                             f" (θ + σε, θ − σε), got {es.episodes_per_batch}")
+    _require(
+        es.episodes_per_batch % 2 == 0,
+        f"config.episodes_per_batch must be even: episodes come in antithetic pairs (θ + σε, θ − σε), got {es.episodes_per_batch}",
+    )
     _count(es.timesteps_per_batch, "config.timesteps_per_batch", 0, MAX_COUNT, note=" (read, but not used)")
     for name in ("calc_obstat_prob", "eval_prob"):
         value = getattr(es, name)
         _require(_number_in(value, 0, 1), f"config.{name} must be a number in [0, 1], got {_show(value)}")
-    _require(_number_in(es.l2coeff, 0, MAX_COEFFICIENT),
-             f"config.l2coeff must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(es.l2coeff)}")
+    _require(
+        _number_in(es.l2coeff, 0, MAX_COEFFICIENT),
+        f"config.l2coeff must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(es.l2coeff)}",
+    )
     _count(es.snapshot_freq, "config.snapshot_freq", 0, MAX_COUNT, note=" (0: only latest.npz)")
-    _require(isinstance(es.return_proc_mode, str) and es.return_proc_mode in RETURN_PROC_MODES,
-             f"config.return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {_show(es.return_proc_mode)}")
+    _require(
+        isinstance(es.return_proc_mode, str) and es.return_proc_mode in RETURN_PROC_MODES,
+        f"config.return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {_show(es.return_proc_mode)}",
+    )
     _check_cutoff_mode(es.episode_cutoff_mode)
-    _require(isinstance(opt.type, str) and opt.type in OPTIMIZERS,
-             f"optimizer.type must be one of {', '.join(OPTIMIZERS)}, got {_show(opt.type)}")
-    _require(_number_in(opt.stepsize, MIN_SCALE, MAX_SCALE),
-             f"optimizer.args.stepsize must be a positive number in [{_bound(MIN_SCALE)}, {_bound(MAX_SCALE)}], got {_show(opt.stepsize)}")
-    _require(_number_in(opt.momentum, 0, 1) and opt.momentum < 1,
-             f"optimizer.args.momentum must be a number in [0, 1), got {_show(opt.momentum)}")
-    _require(isinstance(pol.type, str) and pol.type in POLICY_TYPES,
-             f"policy.type must be one of {', '.join(POLICY_TYPES)}, got {_show(pol.type)}")
+    _require(
+        isinstance(opt.type, str) and opt.type in OPTIMIZERS,
+        f"optimizer.type must be one of {', '.join(OPTIMIZERS)}, got {_show(opt.type)}",
+    )
+    _require(
+        _number_in(opt.stepsize, MIN_SCALE, MAX_SCALE),
+        f"optimizer.args.stepsize must be a positive number in [{_bound(MIN_SCALE)}, {_bound(MAX_SCALE)}], got {_show(opt.stepsize)}",
+    )
+    _require(
+        _number_in(opt.momentum, 0, 1) and opt.momentum < 1,
+        f"optimizer.args.momentum must be a number in [0, 1), got {_show(opt.momentum)}",
+    )
+    _require(
+        isinstance(pol.type, str) and pol.type in POLICY_TYPES,
+        f"policy.type must be one of {', '.join(POLICY_TYPES)}, got {_show(pol.type)}",
+    )
     _check_hidden_dims(pol.hidden_dims)
-    _require(isinstance(pol.nonlin_type, str) and pol.nonlin_type in NONLINEARITIES,
-             f"policy.args.nonlin_type must be one of {', '.join(NONLINEARITIES)}, got {_show(pol.nonlin_type)}")
-    _require(pol.type != ATARI_POLICY or pol.nonlin_type == "relu",
-             f"policy.args.nonlin_type must be 'relu' for {ATARI_POLICY} (the paper's network), got {_show(pol.nonlin_type)}")
+    _require(
+        isinstance(pol.nonlin_type, str) and pol.nonlin_type in NONLINEARITIES,
+        f"policy.args.nonlin_type must be one of {', '.join(NONLINEARITIES)}, got {_show(pol.nonlin_type)}",
+    )
+    _require(
+        pol.type != ATARI_POLICY or pol.nonlin_type == "relu",
+        f"policy.args.nonlin_type must be 'relu' for {ATARI_POLICY} (the paper's network), got {_show(pol.nonlin_type)}",
+    )
     _require(pol.connection_type == "ff", f"policy.args.connection_type must be 'ff', got {_show(pol.connection_type)}")
-    _require(_number_in(pol.ac_noise_std, 0, MAX_COEFFICIENT),
-             f"policy.args.ac_noise_std must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(pol.ac_noise_std)}")
+    _require(
+        _number_in(pol.ac_noise_std, 0, MAX_COEFFICIENT),
+        f"policy.args.ac_noise_std must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(pol.ac_noise_std)}",
+    )
     _check_ac_bins(pol.ac_bins)
     _require(_int_in(run.seed, 0, MAX_SEED - 1), f"run.seed must be an integer in [0, 2**63), got {_show(run.seed)}")
     _count(run.generations, "run.generations", 1, MAX_COUNT, nullable=True)

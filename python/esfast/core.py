@@ -119,7 +119,7 @@ class NoiseTable:
         MemoryError-like OSError (ENOMEM): the table does not fit in this machine's memory.
     """
 
-    __slots__ = ("_impl", "__weakref__")
+    __slots__ = ("__weakref__", "_impl")
 
     def __init__(self, size: int, seed: int, *, threads: int | None = None) -> None:
         self._impl = _core.NoiseTable.create(size, seed, threads)
@@ -464,8 +464,18 @@ class MLPForward:
         action_high: NDArray[np.float32] | None = None,
     ) -> None:
         self._impl = _core.MLPForward(
-            theta, sizes, hidden_activation, obs_mean, obs_inv_std, obs_clip, normalized,
-            action_mid, action_half, action_bounded, action_low, action_high,
+            theta,
+            sizes,
+            hidden_activation,
+            obs_mean,
+            obs_inv_std,
+            obs_clip,
+            normalized,
+            action_mid,
+            action_half,
+            action_bounded,
+            action_low,
+            action_high,
         )
 
     @property

@@ -236,12 +236,14 @@ class OpenES:
         generation = _integer(state["generation"], "generation", MAX_COUNT)
         if str(state["optimizer"]) != self.optimizer_name:
             raise ValueError(f"state is for optimizer {state['optimizer']!r}, this ES uses {self.optimizer_name!r}")
-        if (_integer(state["table_size"], "table_size", 2**64 - 1) != len(self.table)
-                or _integer(state["table_seed"], "table_seed", 2**64 - 1) != self.table.seed):
+        if (
+            _integer(state["table_size"], "table_size", 2**64 - 1) != len(self.table)
+            or _integer(state["table_seed"], "table_seed", 2**64 - 1) != self.table.seed
+        ):
             raise ValueError("state was made with a different noise table (size or seed)")
         optimizer_state: dict[str, np.ndarray | int] = {}
         for key, current in optimizer_keys.items():
-            name = key[len("optimizer_"):]
+            name = key[len("optimizer_") :]
             if not isinstance(current, np.ndarray):
                 optimizer_state[name] = _integer(state[key], key, MAX_COUNT)
                 continue

@@ -50,7 +50,8 @@ class Adam(Optimizer):
         a = self.stepsize * np.sqrt(1 - self.beta2**self.t) / (1 - self.beta1**self.t)
         self.m = np.float32(self.beta1) * self.m + np.float32(1 - self.beta1) * gradient
         self.v = np.float32(self.beta2) * self.v + np.float32(1 - self.beta2) * (gradient * gradient)
-        return np.float32(-a) * self.m / (np.sqrt(self.v) + np.float32(self.epsilon))
+        step: NDArray[np.float32] = np.float32(-a) * self.m / (np.sqrt(self.v) + np.float32(self.epsilon))
+        return step
 
     def state_dict(self) -> dict[str, np.ndarray | int]:
         return {"t": self.t, "m": self.m.copy(), "v": self.v.copy()}
@@ -71,7 +72,8 @@ class SGD(Optimizer):
 
     def _step(self, gradient: NDArray[np.float32]) -> NDArray[np.float32]:
         self.v = np.float32(self.momentum) * self.v + np.float32(1 - self.momentum) * gradient
-        return np.float32(-self.stepsize) * self.v
+        step: NDArray[np.float32] = np.float32(-self.stepsize) * self.v
+        return step
 
     def state_dict(self) -> dict[str, np.ndarray | int]:
         return {"t": self.t, "v": self.v.copy()}

@@ -63,8 +63,9 @@ class RunDirectory:
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunLockedError(f"run directory {self.path} is in use by process {holder}; wait for it to end or choose another "
-                                 "--out") from None
+            raise RunLockedError(
+                f"run directory {self.path} is in use by process {holder}; wait for it to end or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock = fd

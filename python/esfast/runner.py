@@ -55,8 +55,9 @@ class EpisodeRunner:
         self.plus = np.zeros(self.policy.num_params, dtype=np.float32)
         self.minus = np.zeros(self.policy.num_params, dtype=np.float32)
         self.center = np.zeros(self.policy.num_params, dtype=np.float32)
-        self.actors: dict[str, Actor] = {name: self.policy.actor(buffer) for name, buffer in
-                                         (("plus", self.plus), ("minus", self.minus), ("center", self.center))}
+        self.actors: dict[str, Actor] = {
+            name: self.policy.actor(buffer) for name, buffer in (("plus", self.plus), ("minus", self.minus), ("center", self.center))
+        }
         self.action_noise_std = setup.policy.ac_noise_std if self.policy.continuous else 0.0
 
     def run_pair(self, theta: NDArray[np.float32], spec: GenerationSpec, task: PairTask) -> PairResult:
@@ -81,7 +82,9 @@ class EpisodeRunner:
         if plus.obs_sum is not None and minus.obs_sum is not None and plus.obs_sumsq is not None and minus.obs_sumsq is not None:
             obs_sum = plus.obs_sum + minus.obs_sum
             obs_sumsq = plus.obs_sumsq + minus.obs_sumsq
-        return PairResult(task.pair, (plus.ret, minus.ret), (plus.length, minus.length), obs_sum, obs_sumsq, plus.obs_count + minus.obs_count)
+        return PairResult(
+            task.pair, (plus.ret, minus.ret), (plus.length, minus.length), obs_sum, obs_sumsq, plus.obs_count + minus.obs_count
+        )
 
     def run_eval(self, theta: NDArray[np.float32], spec: GenerationSpec, task: EvalTask) -> EvalResult:
         """One episode of the unperturbed θ, without action noise."""

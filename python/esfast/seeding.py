@@ -53,7 +53,8 @@ def derive_seed(seed: int, purpose: Purpose, *indices: int) -> int:
     _check_natural(seed, "seed")
     for i, index in enumerate(indices):
         _check_natural(index, f"index {i}")
-    if isinstance(purpose, bool) or not isinstance(purpose, int) or purpose not in _PURPOSES:
+    given: object = purpose  # checked as whatever a caller passed, not as the annotation says
+    if isinstance(given, bool) or not isinstance(given, int) or given not in _PURPOSES:
         raise ValueError(f"derive_seed: purpose must be a Purpose ({', '.join(p.name for p in Purpose)}), got {purpose!r}")
     sequence = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(purpose), *(int(index) for index in indices)))
     low, high = sequence.generate_state(2, dtype=np.uint32)

@@ -46,8 +46,14 @@ EvaluatorFactory = Callable[[WorkerSetup, core.NoiseTable], Evaluator]
 
 # Fields every log.jsonl record has (more may follow).
 LOG_FIELDS = (
-    "generation", "timesteps_total", "episodes_total", "time_elapsed", "return_mean", "return_max",
-    "eval_return_mean", "steps_per_second",
+    "generation",
+    "timesteps_total",
+    "episodes_total",
+    "time_elapsed",
+    "return_mean",
+    "return_max",
+    "eval_return_mean",
+    "steps_per_second",
 )
 
 
@@ -152,9 +158,7 @@ class Trainer:
         config, seed = self.config, self.config.run.seed
         assert self.table is not None
         if len(self.table) < self.policy.num_params:
-            raise PolicyError(
-                f"run.noise_table_size ({len(self.table)}) must be at least the policy's {self.policy.num_params} parameters"
-            )
+            raise PolicyError(f"run.noise_table_size ({len(self.table)}) must be at least the policy's {self.policy.num_params} parameters")
         self.es = OpenES(
             self.policy.num_params,
             sigma=config.es.noise_stdev,
@@ -178,9 +182,20 @@ class Trainer:
             self._load(self.run_dir.latest)
         self.run_dir.reconcile_log(self.generation, self.last_record)
         batch = self.reference_batch
-        self.setup = WorkerSetup(config.env_id, config.env_module, config.policy, self.policy.num_params, self.obs_dim,
-                                 len(self.table), self.table.seed, self.table.name, hostname(), config.atari,
-                                 None if batch is None else reference_digest(batch), batch)
+        self.setup = WorkerSetup(
+            config.env_id,
+            config.env_module,
+            config.policy,
+            self.policy.num_params,
+            self.obs_dim,
+            len(self.table),
+            self.table.seed,
+            self.table.name,
+            hostname(),
+            config.atari,
+            None if batch is None else reference_digest(batch),
+            batch,
+        )
         self.evaluator = make_evaluator(self.setup, self.table)
 
     # State ---------------------------------------------------------------------------------
@@ -212,14 +227,12 @@ class Trainer:
         state, saved = load_checkpoint(path)
         theta_size = int(np.asarray(state["theta"]).size)
         if theta_size != self.policy.num_params:
-            raise CheckpointError(
-                f"{path} holds a policy with {theta_size} parameters; this config's policy has {self.policy.num_params}"
-            )
+            raise CheckpointError(f"{path} holds a policy with {theta_size} parameters; this config's policy has {self.policy.num_params}")
         if saved.env_id != self.config.env_id:
             raise CheckpointError(f"{path} is a checkpoint for {saved.env_id}, this run is for {self.config.env_id}")
         try:
             self.es.load_state_dict(state)
-            self.obstat.load_state_dict({k[len("obstat_"):]: v for k, v in state.items() if k.startswith("obstat_")})
+            self.obstat.load_state_dict({k[len("obstat_") :]: v for k, v in state.items() if k.startswith("obstat_")})
         except (ValueError, PolicyError) as error:
             raise CheckpointError(f"{path} does not fit this run: {error}") from None
         limit = int(state["timestep_limit"])
@@ -254,8 +267,7 @@ class Trainer:
         record = derive_rng(seed, Purpose.OBSTAT, generation).random(len(offsets)) < self.config.es.calc_obstat_prob
         record &= self.obs_dim > 0  # the Atari network keeps no observation statistics
         pairs = [
-            PairTask(i, int(offsets[i]), derive_seed(seed, Purpose.EPISODE, generation, i), bool(record[i]))
-            for i in range(len(offsets))
+            PairTask(i, int(offsets[i]), derive_seed(seed, Purpose.EPISODE, generation, i), bool(record[i])) for i in range(len(offsets))
         ]
         evals = [EvalTask(k, derive_seed(seed, Purpose.EVAL, generation, k)) for k in range(self.config.eval_episodes())]
         return pairs, evals
@@ -298,13 +310,19 @@ class Trainer:
         if not (np.isfinite(self.es.theta).all() and self.obstat.finite()):
             self.diverged = True
             what = "θ" if not np.isfinite(self.es.theta).all() else "the observation statistics"
-            raise TrainingDiverged(f"{what} became non-finite in generation {generation + 1}; "
-                                   f"training stopped (a step size or σ too large?); the last finite checkpoint is generation {generation}")
+            raise TrainingDiverged(
+                f"{what} became non-finite in generation {generation + 1}; "
+                f"training stopped (a step size or σ too large?); the last finite checkpoint is generation {generation}"
+            )
         steps = int(lengths.sum()) + sum(r.length for r in eval_results)
         self.timesteps_total += int(lengths.sum())
         self.episodes_total += lengths.size
-        if (self.limit_threshold is not None and self.limit_ratio is not None and self.timestep_limit is not None
-                and np.mean(lengths == self.timestep_limit) > self.limit_threshold):
+        if (
+            self.limit_threshold is not None
+            and self.limit_ratio is not None
+            and self.timestep_limit is not None
+            and np.mean(lengths == self.timestep_limit) > self.limit_threshold
+        ):
             self.timestep_limit = int(self.limit_ratio * self.timestep_limit)
         elapsed = time.perf_counter() - start
         self.time_elapsed += elapsed

@@ -181,8 +181,9 @@ class WorkerHost:
                 except ProtocolError as error:
                     version, _ = peek(buffers)
                     if version is not None and version != PROTOCOL_VERSION:
-                        raise HostExit(2, f"the master at {self.master} speaks protocol version {version!r}, "
-                                          f"this worker speaks {PROTOCOL_VERSION}") from None
+                        raise HostExit(
+                            2, f"the master at {self.master} speaks protocol version {version!r}, this worker speaks {PROTOCOL_VERSION}"
+                        ) from None
                     self.dropped += 1
                     logger.warning("dropped a message from the master: %s", error)
         if self.pool is not None:
@@ -215,8 +216,15 @@ class WorkerHost:
             self._stop_evaluators()
             self._release_run()
             self._prepare_run(setup)
-            logger.info("connected to the master at %s as %s: %s, %d parameters, %d evaluator process%s", self.master,
-                        message["worker"], setup.env_id, setup.num_params, self.procs, "" if self.procs == 1 else "es")
+            logger.info(
+                "connected to the master at %s as %s: %s, %d parameters, %d evaluator process%s",
+                self.master,
+                message["worker"],
+                setup.env_id,
+                setup.num_params,
+                self.procs,
+                "" if self.procs == 1 else "es",
+            )
         else:
             logger.info("reconnected to the master at %s as %s", self.master, message["worker"])
         self._advertise()
@@ -229,8 +237,8 @@ class WorkerHost:
         """
         if self.setup is None or self.memory is None:
             return False
-        anonymous = {"table_name": None, "table_host": None}
-        same = dataclasses.replace(setup, **anonymous) == dataclasses.replace(self.setup, **anonymous)
+        anonymous = dataclasses.replace(setup, table_name=None, table_host=None)
+        same = anonymous == dataclasses.replace(self.setup, table_name=None, table_host=None)
         return same and (not self.memory.attached or setup.table_name == self.setup.table_name)
 
     def _prepare_run(self, setup: WorkerSetup) -> None:
@@ -349,8 +357,12 @@ class WorkerHost:
             for index, reply in self.pool.replies(events):
                 if reply is None:
                     requeued = self.queue.evaluator_lost(index)
-                    logger.warning("an evaluator process died (exit code %s); its %d task%s go back to the queue and a new "
-                                   "one starts", self.pool.last_exit_code, requeued, "" if requeued == 1 else "s")
+                    logger.warning(
+                        "an evaluator process died (exit code %s); its %d task%s go back to the queue and a new one starts",
+                        self.pool.last_exit_code,
+                        requeued,
+                        "" if requeued == 1 else "s",
+                    )
                 elif isinstance(reply, Ready):
                     self.queue.evaluator_ready(index)
                 elif isinstance(reply, Broken):

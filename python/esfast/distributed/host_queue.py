@@ -133,8 +133,11 @@ class HostQueue:
             How many tasks were re-queued.
         """
         jobs = self.jobs[index]
-        requeued = [QueuedTask(job.generation, job.task_id, job.task) for job in jobs
-                    if job.epoch == self.epoch and job.generation == self.generation]
+        requeued = [
+            QueuedTask(job.generation, job.task_id, job.task)
+            for job in jobs
+            if job.epoch == self.epoch and job.generation == self.generation
+        ]
         self.queue.extendleft(reversed(requeued))
         jobs.clear()
         self.ready[index] = False
@@ -143,4 +146,4 @@ class HostQueue:
 
 def batches(items: Sequence[Item], size: int) -> list[Sequence[Item]]:
     """``items`` in consecutive chunks of at most ``size``."""
-    return [items[start:start + size] for start in range(0, len(items), size)]
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -47,9 +47,8 @@ from esfast.distributed.protocol import (
     theta_message,
 )
 from esfast.distributed.scheduling import GenerationScheduler, Outcome
-from esfast.distributed.shm import hostname
 from esfast.errors import ConfigError, ProtocolError, WorkerError
-from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Task, WorkerSetup
+from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class Master:
         self.host_counter = 0
         self.stats = MasterStats()
         self.last_stats: dict[str, Any] = {}
-        self.scheduler: GenerationScheduler[Task, PairResult | EvalResult] | None = None
+        self.scheduler: GenerationScheduler[Task, Result] | None = None
         self.theta_frames: list[Any] = []
         self.task_seconds = (0.0, 0)  # this generation's accepted results: total time from assignment, count
         self.last_heartbeat = 0.0
@@ -158,7 +157,8 @@ class Master:
         """
         self._end_between()
         tasks: list[Task] = [*pairs, *evals]
-        self.scheduler = scheduler = GenerationScheduler(spec.generation, tasks)
+        scheduler: GenerationScheduler[Task, Result] = GenerationScheduler(spec.generation, tasks)
+        self.scheduler = scheduler
         self.stats = MasterStats()
         self.task_seconds = (0.0, 0)
         # θ is copied once: queued frames then never see the trainer's in-place update.
@@ -179,8 +179,11 @@ class Master:
                 waiting_since = now
             elif now - waiting_since > 2 * HEARTBEAT_INTERVAL and now - last_waiting_log > WAITING_LOG_INTERVAL:
                 last_waiting_log = now
-                logger.info("waiting for worker hosts at %s (none connected; start one with: esfast-worker --master %s)",
-                            self.endpoint, self.endpoint)
+                logger.info(
+                    "waiting for worker hosts at %s (none connected; start one with: esfast-worker --master %s)",
+                    self.endpoint,
+                    self.endpoint,
+                )
         results = scheduler.ordered_results()
         s = scheduler.stats
         self.last_stats = {
@@ -197,7 +200,7 @@ class Master:
         }
         self.scheduler = None
         self._start_between()
-        return cast("list[PairResult]", results[: len(pairs)]), cast("list[EvalResult]", results[len(pairs):])
+        return cast("list[PairResult]", results[: len(pairs)]), cast("list[EvalResult]", results[len(pairs) :])
 
     def generation_stats(self) -> dict[str, Any]:
         return dict(self.last_stats)
@@ -248,10 +251,10 @@ class Master:
             self._handle_safely(frames)
         for _ in range(DRAIN_BATCH):
             try:
-                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                received = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._handle_safely([f.buffer for f in frames])
+            self._handle_safely([f.buffer for f in received])
 
     def _handle_safely(self, frames: list[memoryview]) -> None:
         """Handles a message; whatever a peer sent, only WorkerError (a failed task) ends the run."""
@@ -339,8 +342,13 @@ class Master:
             scheduler = self.scheduler
             task, generation = message["task"], message["generation"]
             if scheduler is None or generation != scheduler.generation or task >= len(scheduler.tasks) or task in scheduler.results:
-                logger.warning("task %d of generation %d failed on worker host %s, but already has a result or is stale: %s",
-                               task, generation, host.name, message["error"])
+                logger.warning(
+                    "task %d of generation %d failed on worker host %s, but already has a result or is stale: %s",
+                    task,
+                    generation,
+                    host.name,
+                    message["error"],
+                )
                 return
             raise WorkerError(f"task {task} of generation {generation} failed on worker host {host.name}: {message['error']}")
         elif message.type == "WANT_THETA":
@@ -367,8 +375,11 @@ class Master:
         table = message["table"]
         expected = {"seed": self.setup.table_seed, "size": self.setup.table_size}
         if table is not None and table != expected:
-            self._refuse(identity, f"the worker holds a noise table with seed {table.get('seed')!r} and size {table.get('size')!r}; "
-                                   f"this run uses seed {expected['seed']} and size {expected['size']} (restart the worker)")
+            self._refuse(
+                identity,
+                f"the worker holds a noise table with seed {table.get('seed')!r} and size {table.get('size')!r}; "
+                f"this run uses seed {expected['seed']} and size {expected['size']} (restart the worker)",
+            )
             return
         name = f"{message['host']}:{message['pid']}"
         for old, known in list(self.hosts.items()):
@@ -379,8 +390,14 @@ class Master:
         self.hosts[identity] = host
         self.hosts_seen.add(name)
         self._send(identity, encode(Message("WELCOME", {"worker": host.key, "run": self.run}, self.run_arrays)))
-        logger.info("worker host %s joined with %d evaluator process%s (%d host%s connected)", name, host.procs,
-                    "" if host.procs == 1 else "es", len(self.hosts), "" if len(self.hosts) == 1 else "s")
+        logger.info(
+            "worker host %s joined with %d evaluator process%s (%d host%s connected)",
+            name,
+            host.procs,
+            "" if host.procs == 1 else "es",
+            len(self.hosts),
+            "" if len(self.hosts) == 1 else "s",
+        )
 
     def _refuse(self, identity: bytes, reason: str) -> None:
         self.stats.hosts_refused += 1
@@ -391,8 +408,14 @@ class Master:
         host = self.hosts.pop(identity)
         self.stats.hosts_lost += 1
         requeued = self.scheduler.host_lost(host.key) if self.scheduler is not None else 0
-        logger.warning("worker host %s %s; %d of its tasks go back to the queue (%d host%s connected)", host.name, why, requeued,
-                       len(self.hosts), "" if len(self.hosts) == 1 else "s")
+        logger.warning(
+            "worker host %s %s; %d of its tasks go back to the queue (%d host%s connected)",
+            host.name,
+            why,
+            requeued,
+            len(self.hosts),
+            "" if len(self.hosts) == 1 else "s",
+        )
 
     def _results(self, host: _Host, message: Message, now: float) -> None:
         scheduler = self.scheduler
@@ -430,7 +453,7 @@ class Master:
                 host.theta_generation = scheduler.generation
             given = scheduler.assign(host.key, host.credit, now, copy_after=copy_after)
             for start in range(0, len(given), MAX_TASKS_PER_MESSAGE):
-                chunk = given[start:start + MAX_TASKS_PER_MESSAGE]
+                chunk = given[start : start + MAX_TASKS_PER_MESSAGE]
                 tasks = [task_to_wire(task_id, task) for task_id, task in chunk]
                 if self._send(host.identity, encode(Message("TASKS", {"generation": scheduler.generation, "tasks": tasks}))):
                     host.credit -= len(chunk)
@@ -461,7 +484,18 @@ def local_cluster(procs: int, bind: str = "tcp://127.0.0.1:0") -> Callable[[Work
 
 def start_local_worker(endpoint: str, procs: int) -> subprocess.Popen[bytes]:
     """Starts ``esfast.distributed.host`` on this machine, connected to ``endpoint``, with ``procs`` evaluators."""
-    command = [sys.executable, "-m", "esfast.distributed.host", "--master", endpoint, "--procs", str(procs), "--quiet", "--parent", str(os.getpid())]
+    command = [
+        sys.executable,
+        "-m",
+        "esfast.distributed.host",
+        "--master",
+        endpoint,
+        "--procs",
+        str(procs),
+        "--quiet",
+        "--parent",
+        str(os.getpid()),
+    ]
     return subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
 

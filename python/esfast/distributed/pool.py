@@ -106,8 +106,9 @@ class EvaluatorPool:
             self.deaths.popleft()
         if len(self.deaths) > RESPAWN_LIMIT:
             self.processes.pop(index)
-            raise EvaluatorsFailing(f"{len(self.deaths)} evaluator processes died within {RESPAWN_WINDOW:.0f} s "
-                                    f"(last exit code {code}); giving up")
+            raise EvaluatorsFailing(
+                f"{len(self.deaths)} evaluator processes died within {RESPAWN_WINDOW:.0f} s (last exit code {code}); giving up"
+            )
         self.processes[index] = self._spawn()
         return code
 

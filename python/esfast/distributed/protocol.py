@@ -96,7 +96,7 @@ def encode(message: Message) -> list[bytes | memoryview]:
         if dtype not in ALLOWED_DTYPES:
             raise ProtocolError(f"arrays of dtype {contiguous.dtype} are not carried (allowed: {', '.join(ALLOWED_DTYPES)})")
         descriptions.append({"dtype": dtype, "shape": list(contiguous.shape)})
-        payload.append(memoryview(contiguous).cast("B"))
+        payload.append(contiguous.data.cast("B"))
     header: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": message.type, **message.fields}
     if descriptions:
         header["arrays"] = descriptions
@@ -195,7 +195,7 @@ def _check_fields(kind: str, fields: dict[str, Any]) -> None:
 
 def _decode_arrays(descriptions: object, payload: Sequence[bytes | memoryview]) -> tuple[np.ndarray, ...]:
     if not isinstance(descriptions, list) or len(descriptions) > MAX_ARRAYS:
-        raise ProtocolError("'arrays' must be a list of at most %d descriptions" % MAX_ARRAYS)
+        raise ProtocolError(f"'arrays' must be a list of at most {MAX_ARRAYS} descriptions")
     if len(descriptions) != len(payload):
         raise ProtocolError(f"header describes {len(descriptions)} arrays, message has {len(payload)} payload frames")
     arrays = []
@@ -205,7 +205,11 @@ def _decode_arrays(descriptions: object, payload: Sequence[bytes | memoryview]) 
         dtype, shape = description["dtype"], description["shape"]
         if dtype not in ALLOWED_DTYPES:
             raise ProtocolError(f"array {index}: dtype {dtype!r} not allowed")
-        if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        if (
+            not isinstance(shape, list)
+            or len(shape) > 8
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
             raise ProtocolError(f"array {index}: shape must be a list of at most 8 non-negative ints")
         if any(d > MAX_ARRAY_ELEMENTS for d in shape) or math.prod(d for d in shape if d) > MAX_ARRAY_ELEMENTS:
             raise ProtocolError(f"array {index}: shape {shape} is larger than {MAX_ARRAY_ELEMENTS} elements")
@@ -278,14 +282,21 @@ def theta_from_message(message: Message, num_params: int, obs_dim: int) -> tuple
 def task_to_wire(task_id: int, task: Task) -> dict[str, Any]:
     """The JSON object of one task in a ``TASKS`` message."""
     if isinstance(task, PairTask):
-        return {"task": task_id, "kind": "pair", "pair": task.pair, "offset": task.offset,
-                "episode_seed": task.episode_seed, "record_obs": task.record_obs}
+        return {
+            "task": task_id,
+            "kind": "pair",
+            "pair": task.pair,
+            "offset": task.offset,
+            "episode_seed": task.episode_seed,
+            "record_obs": task.record_obs,
+        }
     return {"task": task_id, "kind": "eval", "index": task.index, "episode_seed": task.episode_seed}
 
 
 def _field(obj: dict[str, Any], name: str, kind: type, *, minimum: int | None = None) -> Any:
-    value = obj.get(name)
-    if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+    value: Any = obj.get(name)
+    right_kind = isinstance(value, kind) and isinstance(value, bool) is (kind is bool)
+    if not right_kind:
         raise ProtocolError(f"task or result field {name!r} must be {kind.__name__}, got {value!r}")
     if minimum is not None and value < minimum:
         raise ProtocolError(f"task or result field {name!r} must be >= {minimum}, got {value}")
@@ -311,8 +322,12 @@ def task_from_wire(obj: object) -> tuple[int, Task]:
     kind = obj.get("kind") if isinstance(obj, dict) else None
     if kind == "pair":
         obj = _keys(obj, _PAIR_TASK_KEYS)
-        task: Task = PairTask(_field(obj, "pair", int, minimum=0), _field(obj, "offset", int, minimum=0),
-                              _field(obj, "episode_seed", int, minimum=0), _field(obj, "record_obs", bool))
+        task: Task = PairTask(
+            _field(obj, "pair", int, minimum=0),
+            _field(obj, "offset", int, minimum=0),
+            _field(obj, "episode_seed", int, minimum=0),
+            _field(obj, "record_obs", bool),
+        )
     elif kind == "eval":
         obj = _keys(obj, _EVAL_TASK_KEYS)
         task = EvalTask(_field(obj, "index", int, minimum=0), _field(obj, "episode_seed", int, minimum=0))
@@ -337,8 +352,15 @@ def result_message(generation: int, results: Sequence[tuple[int, Result]], *, cr
             if result.obs_sum is not None and result.obs_sumsq is not None:
                 index = len(arrays)
                 arrays += [np.asarray(result.obs_sum, dtype="<f8"), np.asarray(result.obs_sumsq, dtype="<f8")]
-            objects.append({"task": task_id, "returns": [float(r) for r in result.returns], "lengths": [int(n) for n in result.lengths],
-                            "obs_count": int(result.obs_count), "obs_arrays": index})
+            objects.append(
+                {
+                    "task": task_id,
+                    "returns": [float(r) for r in result.returns],
+                    "lengths": [int(n) for n in result.lengths],
+                    "obs_count": int(result.obs_count),
+                    "obs_arrays": index,
+                }
+            )
         else:
             objects.append({"task": task_id, "return": float(result.ret), "length": int(result.length)})
     return Message("RESULT", {"generation": generation, "results": objects, "credit": credit}, tuple(arrays))
@@ -399,7 +421,7 @@ def results_from_message(message: Message, tasks: Sequence[Task], obs_dim: int) 
                 if not task.record_obs:
                     raise ProtocolError(f"observation sums for task {task_id}, which records none")
                 index = _count(index, "obs_arrays")
-                pair = arrays[index:index + 2]
+                pair = arrays[index : index + 2]
                 if len(pair) != 2 or any(a.dtype != np.float64 or a.shape != (obs_dim,) for a in pair):
                     raise ProtocolError(f"observation sums must be two <f8 arrays of shape ({obs_dim},)")
                 if not (np.isfinite(pair[0]).all() and np.isfinite(pair[1]).all()):
@@ -407,8 +429,14 @@ def results_from_message(message: Message, tasks: Sequence[Task], obs_dim: int) 
                 obs_sum, obs_sumsq = pair
             elif count:
                 raise ProtocolError("a result with observations counted must carry their sums")
-            result: Result = PairResult(task.pair, (_number(returns[0], "returns"), _number(returns[1], "returns")),
-                                        (_count(lengths[0], "lengths"), _count(lengths[1], "lengths")), obs_sum, obs_sumsq, count)
+            result: Result = PairResult(
+                task.pair,
+                (_number(returns[0], "returns"), _number(returns[1], "returns")),
+                (_count(lengths[0], "lengths"), _count(lengths[1], "lengths")),
+                obs_sum,
+                obs_sumsq,
+                count,
+            )
         else:
             if obj.keys() != _EVAL_RESULT_KEYS:
                 raise ProtocolError(f"expected an object with keys {sorted(_EVAL_RESULT_KEYS)}, got {obj!r:.200}")
@@ -423,10 +451,19 @@ def results_from_message(message: Message, tasks: Sequence[Task], obs_dim: int) 
 def setup_to_wire(setup: WorkerSetup) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
     """The ``run`` object of a ``WELCOME`` message and its arrays (the reference batch, if any)."""
     config = Config(policy=setup.policy, atari=setup.atari).to_dict()
-    run = {"env_id": setup.env_id, "env_module": setup.env_module, "policy": config["policy"], "atari": config.get("atari"),
-           "num_params": setup.num_params, "obs_dim": setup.obs_dim, "table_size": setup.table_size,
-           "table_seed": setup.table_seed, "table_name": setup.table_name, "table_host": setup.table_host,
-           "reference_digest": setup.reference_digest}
+    run = {
+        "env_id": setup.env_id,
+        "env_module": setup.env_module,
+        "policy": config["policy"],
+        "atari": config.get("atari"),
+        "num_params": setup.num_params,
+        "obs_dim": setup.obs_dim,
+        "table_size": setup.table_size,
+        "table_seed": setup.table_seed,
+        "table_name": setup.table_name,
+        "table_host": setup.table_host,
+        "reference_digest": setup.reference_digest,
+    }
     return run, (() if setup.reference_batch is None else (setup.reference_batch,))
 
 
@@ -436,8 +473,19 @@ def setup_from_wire(run: object, arrays: tuple[np.ndarray, ...] = ()) -> WorkerS
     Raises:
         ValueError: a malformed run object (the message says which field).
     """
-    keys = {"env_id", "env_module", "policy", "atari", "num_params", "obs_dim", "table_size", "table_seed", "table_name",
-            "table_host", "reference_digest"}
+    keys = {
+        "env_id",
+        "env_module",
+        "policy",
+        "atari",
+        "num_params",
+        "obs_dim",
+        "table_size",
+        "table_seed",
+        "table_name",
+        "table_host",
+        "reference_digest",
+    }
     if not isinstance(run, dict) or set(run) != keys:
         raise ValueError(f"run description must have exactly the fields {sorted(keys)}")
     for name, low in (("num_params", 1), ("obs_dim", 0), ("table_size", 1), ("table_seed", 0)):
@@ -461,5 +509,17 @@ def setup_from_wire(run: object, arrays: tuple[np.ndarray, ...] = ()) -> WorkerS
         batch = arrays[0]
     elif arrays:
         raise ValueError("arrays sent without a reference digest")
-    return WorkerSetup(config.env_id, config.env_module, config.policy, run["num_params"], run["obs_dim"], run["table_size"],
-                       run["table_seed"], run["table_name"], run["table_host"], config.atari, run["reference_digest"], batch)
+    return WorkerSetup(
+        config.env_id,
+        config.env_module,
+        config.policy,
+        run["num_params"],
+        run["obs_dim"],
+        run["table_size"],
+        run["table_seed"],
+        run["table_name"],
+        run["table_host"],
+        config.atari,
+        run["reference_digest"],
+        batch,
+    )

@@ -118,8 +118,8 @@ class ThetaSlots:
         self._data = []
         for slot in range(2):
             start = self.HEADER_BYTES + slot * self.slot_bytes
-            self._headers.append(self._file[start:start + self.SLOT_HEADER_BYTES])
-            self._data.append(self._file[start + self.SLOT_HEADER_BYTES:start + self.SLOT_HEADER_BYTES + data_bytes].view(np.float32))
+            self._headers.append(self._file[start : start + self.SLOT_HEADER_BYTES])
+            self._data.append(self._file[start + self.SLOT_HEADER_BYTES : start + self.SLOT_HEADER_BYTES + data_bytes].view(np.float32))
 
     @classmethod
     def size(cls, num_params: int, obs_dim: int) -> int:
@@ -168,8 +168,8 @@ class ThetaSlots:
         header, data = self._headers[slot], self._data[slot]
         header[:8].view(np.int64)[0] = -1  # incomplete until the end
         data[:n] = theta
-        data[n:n + d] = spec.obs_mean
-        data[n + d:] = spec.obs_std
+        data[n : n + d] = spec.obs_mean
+        data[n + d :] = spec.obs_std
         header[8:16].view(np.int64)[0] = -1 if spec.timestep_limit is None else spec.timestep_limit
         header[16:24].view(np.float64)[0] = spec.sigma
         header[:8].view(np.int64)[0] = spec.generation
@@ -184,7 +184,7 @@ class ThetaSlots:
         n, d = self.num_params, self.obs_dim
         limit = int(header[8:16].view(np.int64)[0])
         sigma = float(header[16:24].view(np.float64)[0])
-        spec = GenerationSpec(generation, sigma, data[n:n + d], data[n + d:], None if limit < 0 else limit)
+        spec = GenerationSpec(generation, sigma, data[n : n + d], data[n + d :], None if limit < 0 else limit)
         return data[:n], spec
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+from typing import Any
 
 import gymnasium as gym
 
@@ -43,7 +44,7 @@ def _route_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(handle)
 
 
-def make_env(env_id: str, env_module: str | None = None, *, atari: AtariSettings | None = None, **kwargs: object) -> gym.Env:
+def make_env(env_id: str, env_module: str | None = None, *, atari: AtariSettings | None = None, **kwargs: Any) -> gym.Env[Any, Any]:
     """``gymnasium.make(env_id)``, after importing ``env_module`` (which may register ``env_id``).
 
     With ``atari`` settings (configs of the Atari policy), an ALE environment with the standard

@@ -40,11 +40,12 @@ import contextlib
 import io
 import logging
 import warnings
+from typing import Any
 
 import ale_py
-from ale_py import roms as ale_roms
 import gymnasium as gym
 import numpy as np
+from ale_py import roms as ale_roms
 from gymnasium.utils import seeding
 from gymnasium.wrappers import OrderEnforcing
 from numpy.typing import NDArray
@@ -227,17 +228,20 @@ class StandardPreprocessing(gym.Wrapper):
     ) -> None:
         super().__init__(env)
         if frame_skip < 1 or noop_max < 0 or screen_size < 1 or stack < 1:
-            raise ValueError(f"need frame_skip >= 1, noop_max >= 0, screen_size >= 1, stack >= 1; got {frame_skip}, {noop_max}, {screen_size}, {stack}")
+            raise ValueError(
+                f"need frame_skip >= 1, noop_max >= 0, screen_size >= 1, stack >= 1; got {frame_skip}, {noop_max}, {screen_size}, {stack}"
+            )
         if getattr(env.unwrapped, "_frameskip", None) != 1:
             raise ValueError("the base environment must not skip frames itself (make it with frameskip=1)")
-        if noop_max > 0 and env.unwrapped.get_action_meanings()[0] != "NOOP":
+        base: Any = env.unwrapped  # ale-py's AtariEnv: its ale and action meanings are not on gym.Env
+        if noop_max > 0 and base.get_action_meanings()[0] != "NOOP":
             raise ValueError("no-op starts need action 0 to be NOOP")
         self.noop_max = noop_max
         self.frame_skip = frame_skip
         self.screen_size = screen_size
         self.terminal_on_life_loss = terminal_on_life_loss
         self.stack = stack
-        self._ale = env.unwrapped.ale
+        self._ale = base.ale
         height, width = self._ale.getScreenDims()
         self._indices = np.zeros((height, width), dtype=np.uint8)  # a screen's palette indices
         self._screens = np.zeros((2, height, width), dtype=np.uint8)  # their grayscale
@@ -252,7 +256,7 @@ class StandardPreprocessing(gym.Wrapper):
         self.observation_space = gym.spaces.Box(0, 255, self._stacked.shape, np.uint8)
 
     @staticmethod
-    def _direct_action_set(env: gym.Env) -> list | None:
+    def _direct_action_set(env: gym.Env[Any, Any]) -> list[Any] | None:
         """ale-py's action set if ``env.step`` only passes steps down to ale-py's one-frame step, else None."""
         inner = env
         while isinstance(inner, gym.Wrapper):
@@ -276,7 +280,7 @@ class StandardPreprocessing(gym.Wrapper):
             self._gray_table[indices] = screen
             self._gray_known[indices] = 1
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[NDArray[np.uint8], dict]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[NDArray[np.uint8], dict[str, Any]]:
         """Resets, plays the no-ops, and returns the first stacked observation and the info."""
         _, info = self.env.reset(seed=seed, options=options)
         noops = int(self.env.unwrapped.np_random.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
@@ -294,12 +298,12 @@ class StandardPreprocessing(gym.Wrapper):
         self._stacked = stacked
         return stacked, info
 
-    def step(self, action: int) -> tuple[NDArray[np.uint8], float, bool, bool, dict]:
+    def step(self, action: int) -> tuple[NDArray[np.uint8], float, bool, bool, dict[str, Any]]:
         """The action on ``frame_skip`` frames; the new stacked observation, summed reward, flags, info."""
         ale, last = self._ale, self.frame_skip - 1
         total = 0.0
         terminated = truncated = False
-        info: dict = {}
+        info: dict[str, Any] = {}
         pool = last > 0
         direct = self._action_set is not None
         if direct and self._needs_reset:
@@ -312,7 +316,7 @@ class StandardPreprocessing(gym.Wrapper):
                 truncated = ale.game_truncated()
             else:
                 _, reward, terminated, truncated, info = self.env.step(action)
-                total += reward
+                total += float(reward)
             if self.terminal_on_life_loss:
                 lives = ale.lives()
                 terminated = terminated or lives < self._lives
@@ -345,10 +349,11 @@ class StartStateReset(gym.Wrapper):
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         env.reset(seed=0)
-        self._ale = env.unwrapped.ale
+        base: Any = env.unwrapped  # ale-py's AtariEnv
+        self._ale = base.ale
         self._start = self._ale.cloneState(include_rng=True)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[NDArray[np.uint8], dict[str, Any]]:
         """Restores the start state; ``seed`` (if given) reseeds ``env.unwrapped.np_random``.
 
         Returns:
@@ -434,7 +439,10 @@ def collect_reference_batch(
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise ValueError(f"collect_reference_batch needs a Discrete action space, got {env.action_space}")
     rng = np.random.Generator(np.random.PCG64(seed))
-    batch = np.empty((size, *env.observation_space.shape), dtype=np.uint8)
+    shape = env.observation_space.shape
+    if shape is None:
+        raise ValueError(f"collect_reference_batch needs an observation space with a shape, got {env.observation_space}")
+    batch = np.empty((size, *shape), dtype=np.uint8)
     actions = int(env.action_space.n)
     kept = steps = episodes = 0
     observation, _ = env.reset(seed=int(rng.integers(2**31)))

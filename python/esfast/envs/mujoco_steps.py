@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -34,15 +35,18 @@ from numpy.typing import NDArray
 
 # (observation, reward, terminated, truncated, info), as env.step returns them.
 StepResult = tuple[NDArray[np.float64], float, bool, bool, dict[str, object]]
-Step = Callable[[object], StepResult]
+Step = Callable[[Any], StepResult]
 
 # The gymnasium releases (major, minor) under which tests/test_mujoco_steps.py has been run and
 # passed: the lean steps are used under these only.
 VERIFIED_GYMNASIUM = ((1, 0), (1, 1), (1, 2), (1, 3), (1, 4))
 
 
-def _humanoid_v5(env: gym.Env) -> Step:
-    """``HumanoidEnv.step`` without the ``info`` dict and the repeated work."""
+def _humanoid_v5(env: Any) -> Step:
+    """``HumanoidEnv.step`` without the ``info`` dict and the repeated work.
+
+    ``env`` is a ``HumanoidEnv`` (typed Any: its options are private attributes gymnasium does not type).
+    """
     import mujoco  # here, not at the top: rollouts of other environments need not load it
 
     model, data = env.model, env.data
@@ -53,9 +57,10 @@ def _humanoid_v5(env: gym.Env) -> Step:
     positions = data.xipos
     weighted = np.empty_like(positions)
 
-    def mass_center() -> np.ndarray:
+    def mass_center() -> NDArray[np.float64]:
         np.multiply(mass, positions, out=weighted)
-        return (np.sum(weighted, axis=0) / total_mass)[0:2]
+        center: NDArray[np.float64] = (np.sum(weighted, axis=0) / total_mass)[0:2]
+        return center
 
     # _get_obs: flat views of the parts it concatenates, in its order, with its tests of the
     # options (``is True`` for the parts, truthiness for the positions).
@@ -81,7 +86,7 @@ def _humanoid_v5(env: gym.Env) -> Step:
     controls = (model.nu,)
     position = mass_center()
 
-    def step(action: object) -> StepResult:
+    def step(action: Any) -> StepResult:
         nonlocal position
         if np.shape(action) != controls:  # as MujocoEnv.do_simulation checks it
             raise ValueError(f"Action dimension mismatch. Expected {controls}, found {np.shape(action)}")

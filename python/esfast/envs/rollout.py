@@ -52,7 +52,7 @@ def _checks_done(checker: PassiveEnvChecker) -> bool:
     return getattr(checker, "checked_step", False) is True and getattr(checker, "checked_data_reuse", True) is True
 
 
-def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
+def _stepper(env: gym.Env) -> tuple[Callable[[Any], tuple[Any, ...]], int | None]:
     """The innermost ``step`` that behaves like ``env.step``, and the step limit it leaves to us.
 
     Peels, from the outside in, gymnasium's bookkeeping wrappers that ``gymnasium.make`` adds and
@@ -64,7 +64,7 @@ def _stepper(env: gym.Env) -> tuple[Callable[[object], tuple], int | None]:
     gymnasium's Humanoid) is stepped with that. Call it after each reset.
     """
     max_steps: int | None = None
-    inner = env
+    inner: Any = env  # wrappers' attributes (_max_episode_steps, env) are not on gym.Env
     while True:
         kind = type(inner)
         if kind is TimeLimit:
@@ -107,10 +107,11 @@ def run_episode(
     limit = timestep_limit if timestep_limit is not None else -1
     env_limit = max_steps if max_steps is not None else -1  # TimeLimit's truncation, >= 1
     noise_rng = np.random.Generator(np.random.PCG64(seed)) if action_noise_std > 0 else None
-    act_dim = int(env.action_space.shape[0]) if noise_rng is not None else 0  # noise applies to Box actions only
+    shape = env.action_space.shape
+    act_dim = int(shape[0]) if noise_rng is not None and shape else 0  # noise applies to Box actions only
     noise_std = np.float32(action_noise_std)
     noise_block = np.empty((0, act_dim), dtype=np.float32)
-    recorded: list[NDArray] = []
+    recorded: list[NDArray[Any]] = []
     total = 0.0
     length = 0
     row = 0

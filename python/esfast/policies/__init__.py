@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
@@ -24,7 +26,10 @@ __all__ = ["Actor", "MLPActor", "MLPPolicy", "ObStat", "Policy", "PolicyError", 
 
 
 def make_policy(
-    observation_space: gym.Space, action_space: gym.Space, settings: PolicySettings, reference_batch: NDArray[np.uint8] | None = None
+    observation_space: gym.Space[Any],
+    action_space: gym.Space[Any],
+    settings: PolicySettings,
+    reference_batch: NDArray[np.uint8] | None = None,
 ) -> Policy:
     """The policy a config asks for: :class:`MLPPolicy`, or the Atari network for ``AtariPolicy``.
 

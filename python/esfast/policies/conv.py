@@ -33,17 +33,19 @@ the rows of their weights whose input is nonzero after the relu (about half), wh
 finite weights. The
 refresh runs the reference batch (kept as ``uint8``) through the same kernels, the dense layers as
 one blocked matrix product over the batch, and computes the statistics in float64, summed in
-(example, position) order (the variance from the float32-rounded mean, as the numpy version did). Every output sums in one fixed order with no fused
-multiply-add, so results are identical on every machine and code path (AVX-512, AVX2, SSE2);
-they differ from a float64 reference by float32 rounding. The tests check all of this against a
-plain float64 numpy reference with ``sliding_window_view`` im2col and, bit for bit, against a
-float32 replica of the kernel's operations (``tests/numpy_reference.py``); ``docs/atari.md`` has
-the measured speed.
+(example, position) order (the variance from the float32-rounded mean, as the numpy version did).
+Every output sums in one fixed order with no fused multiply-add, so results are identical on every
+machine and code path (AVX-512, AVX2, SSE2); they differ from a float64 reference by float32
+rounding. The tests check all of this against a plain float64 numpy reference with
+``sliding_window_view`` im2col and, bit for bit, against a float32 replica of the kernel's
+operations (``tests/numpy_reference.py``); ``docs/atari.md`` has the measured speed.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -53,7 +55,7 @@ from esfast.config import PolicySettings
 from esfast.core import ConvForward, ConvNetwork
 from esfast.errors import PolicyError
 
-__all__ = ["CONV_LAYERS", "ConvActor", "ConvLayer", "ConvPolicy", "VBN_EPS"]
+__all__ = ["CONV_LAYERS", "VBN_EPS", "ConvActor", "ConvLayer", "ConvPolicy"]
 
 VBN_EPS = 1e-5  # the kernel's epsilon (kVbnEpsilon in cpp/include/esfast/conv_network.hpp)
 HIDDEN_INIT_STD = 1.0
@@ -118,8 +120,8 @@ class ConvPolicy:
 
     def __init__(
         self,
-        observation_space: gym.Space,
-        action_space: gym.Space,
+        observation_space: gym.Space[Any],
+        action_space: gym.Space[Any],
         settings: PolicySettings,
         reference_batch: NDArray[np.uint8],
     ) -> None:
@@ -163,18 +165,17 @@ class ConvPolicy:
         for index, outputs in enumerate((*settings.hidden_dims, self.act_dim)):
             weight = slice(start, start + inputs * outputs)
             hidden = index < len(settings.hidden_dims)
-            gamma = slice(weight.stop, weight.stop + outputs) if hidden else None
-            beta = slice(weight.stop + (outputs if hidden else 0), weight.stop + (2 * outputs if hidden else outputs))
-            start = beta.stop
-            self.dense.append(_Dense(inputs, outputs, weight, gamma, beta))
+            scale = slice(weight.stop, weight.stop + outputs) if hidden else None
+            shift = slice(weight.stop + (outputs if hidden else 0), weight.stop + (2 * outputs if hidden else outputs))
+            start = shift.stop
+            self.dense.append(_Dense(inputs, outputs, weight, scale, shift))
             inputs = outputs
         self.num_params = start
 
         batch = np.asarray(reference_batch)
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != self.obs_shape or batch.shape[0] < 2:
             raise PolicyError(
-                f"reference batch must be uint8 of shape (N >= 2, {', '.join(map(str, self.obs_shape))}),"
-                f" got {batch.dtype} {batch.shape}"
+                f"reference batch must be uint8 of shape (N >= 2, {', '.join(map(str, self.obs_shape))}), got {batch.dtype} {batch.shape}"
             )
         self.reference_size = int(batch.shape[0])
         try:
@@ -210,7 +211,7 @@ class ConvPolicy:
             weight *= HIDDEN_INIT_STD / np.linalg.norm(weight, axis=1, keepdims=True)
             theta[conv.weight] = weight.ravel()
             theta[conv.gamma] = 1.0
-        for index, dense in enumerate(self.dense):
+        for dense in self.dense:
             std = OUTPUT_INIT_STD if dense.gamma is None else HIDDEN_INIT_STD
             weight = rng.standard_normal((dense.inputs, dense.outputs))
             weight *= std / np.linalg.norm(weight, axis=0, keepdims=True)
@@ -279,7 +280,7 @@ class ConvActor:
         mean, var = self.forward.refresh()
         widths = [conv.filters for conv in self.policy.convs] + [dense.outputs for dense in self.policy.dense[:-1]]
         bounds = np.cumsum([0, *widths])
-        self.statistics = [(mean[start:stop], var[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:])]
+        self.statistics = [(mean[start:stop], var[start:stop]) for start, stop in itertools.pairwise(bounds)]
 
     def __call__(self, observation: NDArray[np.uint8], noise: NDArray[np.float32] | None = None) -> int:
         """The action (argmax of the outputs) for one observation.

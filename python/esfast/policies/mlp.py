@@ -10,6 +10,7 @@ compiled one sums each output in input order and uses a tanh approximation withi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from esfast.config import PolicySettings
 from esfast.core import MLPForward
 from esfast.errors import PolicyError
 
-__all__ = ["MLPActor", "MLPPolicy", "OBS_CLIP", "parse_bins"]
+__all__ = ["OBS_CLIP", "MLPActor", "MLPPolicy", "parse_bins"]
 
 OBS_CLIP = 5.0
 HIDDEN_INIT_STD = 1.0
@@ -93,14 +94,14 @@ class MLPPolicy:
         PolicyError: spaces this policy cannot handle.
     """
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, settings: PolicySettings) -> None:
+    def __init__(self, observation_space: gym.Space[Any], action_space: gym.Space[Any], settings: PolicySettings) -> None:
         if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
             raise PolicyError(f"MLPPolicy needs a flat Box observation space, got {observation_space}")
         self.settings = settings
         self.obs_dim = int(observation_space.shape[0])
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.bins: NDArray[np.float32] | None = None
-        if self.discrete:
+        if isinstance(action_space, gym.spaces.Discrete):
             self.act_dim = int(action_space.n)
             outputs = self.act_dim
         elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
@@ -125,8 +126,10 @@ class MLPPolicy:
         sizes = [self.obs_dim, *settings.hidden_dims, outputs]
         self.layers: list[_Layer] = []
         start = 0
-        for inputs, outs in zip(sizes[:-1], sizes[1:]):
-            self.layers.append(_Layer(inputs, outs, slice(start, start + inputs * outs), slice(start + inputs * outs, start + inputs * outs + outs)))
+        for inputs, outs in itertools.pairwise(sizes):
+            self.layers.append(
+                _Layer(inputs, outs, slice(start, start + inputs * outs), slice(start + inputs * outs, start + inputs * outs + outs))
+            )
             start += inputs * outs + outs
         self.num_params = start
         self.sizes = tuple(sizes)
@@ -251,7 +254,8 @@ class MLPActor:
                 return int(np.argmax(forward(observation)))
             if policy.bins is not None:
                 choice = forward(observation).reshape(policy.act_dim, policy.bins.size).argmax(axis=1)
-                return self.bin_values[self.dims, choice]
+                binned: NDArray[np.float32] = self.bin_values[self.dims, choice]
+                return binned
             return forward(observation, noise)
         x = self.obs
         np.subtract(observation, self.mean, out=x, casting="unsafe")
@@ -268,7 +272,8 @@ class MLPActor:
             return int(np.argmax(x))
         if policy.bins is not None:
             choice = x.reshape(policy.act_dim, policy.bins.size).argmax(axis=1)
-            return self.bin_values[self.dims, choice]
+            binned = self.bin_values[self.dims, choice]
+            return binned
         if self.all_bounded:
             action = np.tanh(x)
         else:

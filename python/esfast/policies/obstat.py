@@ -50,7 +50,7 @@ class ObStat:
         try:
             total = np.asarray(state["sum"], dtype=np.float64)
             sumsq = np.asarray(state["sumsq"], dtype=np.float64)
-            count = float(state["count"])  # type: ignore[arg-type]
+            count = float(state["count"])
         except KeyError as error:
             raise PolicyError(f"observation statistics lack {error.args[0]!r}") from None
         except (TypeError, ValueError) as error:
