@@ -28,6 +28,7 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
+import machine  # noqa: E402
 import numpy as np  # noqa: E402
 
 from esfast.config import AtariSettings, PolicySettings  # noqa: E402
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="agent steps per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the best of each loop is kept")
     args = parser.parse_args()
+    print(machine.describe(), flush=True)
     env_id = f"ALE/{args.game}-v5"
     settings = AtariSettings()
 

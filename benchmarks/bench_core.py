@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import machine
 import numpy as np
 
 from esfast import core
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="kernel threads (default: cores)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (best is kept)")
     args = parser.parse_args()
+    print(machine.describe(), flush=True)
     size = PAPER_TABLE_SIZE // 10 if args.quick else PAPER_TABLE_SIZE
     threads, repeats = args.threads, args.repeats
 

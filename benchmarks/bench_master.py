@@ -58,6 +58,7 @@ import statistics
 import time
 from typing import Any
 
+import machine
 import numpy as np
 import zmq
 
@@ -447,6 +448,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the master over the timed generations")
     parser.add_argument("--quick", action="store_true", help="4 hosts, 5,000 pairs, 2 generations, 2 broadcasts")
     args = parser.parse_args()
+    print(machine.describe(), flush=True)
     if args.quick:
         args.hosts, args.pairs, args.generations, args.broadcasts = 4, 5_000, 2, 2
     if (

@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import time
 
+import machine
 import numpy as np
 
 from esfast.cli import resolve_config
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="steps per measurement (default 20,000)")
     parser.add_argument("--repeats", type=int, default=5, help="measurements per loop, interleaved; the fastest is kept")
     args = parser.parse_args()
+    print(machine.describe(), flush=True)
     header = (
         f"{'environment':<16} {'policy':>18} {'bare steps/s':>13} {'esfast steps/s':>15} {'ratio':>6} "
         f"{'replay steps/s':>15} {'ratio':>6} {'forward us':>11}"

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import machine
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -56,22 +57,6 @@ def configure_sleep_env(step_ms: float, steps: int) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
-
-
-def start_worker(endpoint: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "esfast.distributed.host",
-        "--master",
-        endpoint,
-        "--procs",
-        "1",
-        "--quiet",
-        "--parent",
-        str(os.getpid()),
-    ]
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL)
 
 
 def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> list[int]:
@@ -109,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
 
     from esfast import core
     from esfast.config import PolicySettings
-    from esfast.distributed.master import Master
+    from esfast.distributed.master import Master, start_local_worker
     from esfast.envs import make_env
     from esfast.es import population_offsets
     from esfast.policies import MLPPolicy
@@ -181,7 +166,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         for count in args.workers:
             while len(workers) < count:
-                workers.append(start_worker(master.endpoint))
+                workers.append(start_local_worker(master.endpoint, 1))
             joined_at = time.perf_counter()
             deadline = joined_at + args.join_timeout
             complete = 0
@@ -244,6 +229,7 @@ def main() -> None:
     parser.add_argument("--join-timeout", type=float, default=180.0, help="seconds for new workers to join (default 180)")
     parser.add_argument("--quick", action="store_true", help="workers 1 2 4 8, 64 pairs, 2 generations")
     args = parser.parse_args()
+    print(machine.describe(), flush=True)
     if args.quick:
         args.workers, args.pairs, args.generations = [1, 2, 4, 8], 64, 2
     if sorted(args.workers) != args.workers or args.workers[0] < 1 or args.pairs < 1 or args.generations < 1 or args.steps < 1:

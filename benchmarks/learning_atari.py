@@ -30,6 +30,7 @@ from esfast.envs import make_env
 from esfast.training import Trainer, resolved_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine
 from png_plot import line_plot
 
 
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--from-run", type=Path, help="read this run directory instead of training")
     parser.add_argument("--plot", type=Path, default=Path("atari-learning.png"))
     args = parser.parse_args()
+    print(machine.describe(), flush=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     run = args.from_run or args.out
@@ -79,7 +81,8 @@ def main() -> None:
         flush=True,
     )
     if not args.from_run:
-        Trainer(config, args.out).train(seconds=60 * args.minutes)
+        with Trainer(config, args.out) as trainer:
+            trainer.train(seconds=60 * args.minutes)
 
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     steps = np.array([r["timesteps_total"] for r in records], dtype=np.float64)

@@ -26,6 +26,7 @@ from esfast.cli import resolve_config
 from esfast.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine
 from png_plot import line_plot
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_mujoco_table3.csv"
@@ -49,7 +50,8 @@ def train(out: Path, timesteps: int, seed: int) -> None:
     config = resolve_config("halfcheetah")
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, timesteps=timesteps, generations=None, seed=seed))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    Trainer(config, out).train()
+    with Trainer(config, out) as trainer:
+        trainer.train()
 
 
 def main() -> None:
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--from-run", type=Path, help="read this run directory's log.jsonl instead of training")
     parser.add_argument("--plot", type=Path, default=Path("halfcheetah-learning.png"))
     args = parser.parse_args()
+    print(machine.describe(), flush=True)
 
     run = args.from_run or args.out
     if not args.from_run:

@@ -19,7 +19,6 @@ from esfast.cli import resolve_config
 from esfast.config import AtariSettings, ConfigError, PolicySettings
 from esfast.envs.atari import (
     AreaResize,
-    AtariEnvError,
     StandardPreprocessing,
     StartStateReset,
     check_atari_id,
@@ -27,7 +26,7 @@ from esfast.envs.atari import (
     make_atari_env,
 )
 from esfast.envs.rollout import run_episode
-from esfast.errors import EnvError
+from esfast.errors import AtariEnvError, EnvError
 from esfast.policies.conv import ConvPolicy
 
 PONG = "ALE/Pong-v5"

@@ -9,7 +9,7 @@ import numpy_reference as ref
 import pytest
 
 from esfast.config import PolicySettings
-from esfast.policies import PolicyError
+from esfast.errors import PolicyError
 from esfast.policies.conv import VBN_EPS, ConvPolicy
 
 SETTINGS = PolicySettings(type="AtariPolicy", hidden_dims=(256,), nonlin_type="relu", ac_noise_std=0.0)

@@ -20,15 +20,15 @@ def started(procs: int) -> HostQueue:
 
 def test_credit_counts_what_is_held_and_asked_for() -> None:
     queue = started(3)
-    assert queue.free_credit() == PREFETCH * 3
-    assert queue.free_credit() == 0  # asked for, not yet received
+    assert queue.take_credit() == PREFETCH * 3
+    assert queue.take_credit() == 0  # asked for, not yet received
     queue.theta_arrived(0)
     assert queue.tasks_arrived(0, tasks(4), 4) == 4
     assert queue.advertised == PREFETCH * 3 - 4 and queue.held() == 4
-    assert queue.free_credit() == 0
+    assert queue.take_credit() == 0
     queue.assign()
-    queue.job_replied(0, queue.epoch)
-    assert queue.free_credit() == 1
+    queue.job_replied(0)
+    assert queue.take_credit() == 1
 
 
 def test_idle_evaluators_get_tasks_first_then_one_waiting_job_each() -> None:
@@ -62,10 +62,10 @@ def test_tasks_without_their_theta_wait_and_are_asked_for() -> None:
 
 def test_stale_tasks_are_dropped_and_their_credit_comes_back() -> None:
     queue = started(1)
-    queue.free_credit()
+    queue.take_credit()
     queue.theta_arrived(3)
     assert queue.tasks_arrived(2, tasks(2), 2) == 0
-    assert queue.held() == 0 and queue.free_credit() == PREFETCH
+    assert queue.held() == 0 and queue.take_credit() == PREFETCH
     queue.tasks_arrived(3, tasks(2), 2)
     queue.theta_arrived(4)  # generation 3 is over: its queued tasks go
     assert queue.held() == 0
@@ -73,10 +73,10 @@ def test_stale_tasks_are_dropped_and_their_credit_comes_back() -> None:
 
 def test_malformed_tasks_return_their_credit() -> None:
     queue = started(2)
-    assert queue.free_credit() == 4
+    assert queue.take_credit() == 4
     queue.theta_arrived(0)
     assert queue.tasks_arrived(0, tasks(1), 3) == 1  # two of three did not parse
-    assert queue.free_credit() == 2  # 4, less one held and one still asked for
+    assert queue.take_credit() == 2  # 4, less one held and one still asked for
 
 
 def test_a_dead_evaluator_gives_its_jobs_back_in_order() -> None:
@@ -100,7 +100,7 @@ def test_jobs_of_an_earlier_connection_are_not_reported_or_requeued() -> None:
     queue.reconnected()
     assert queue.generation == -1 and not queue.queue and queue.advertised == 0
     assert queue.held() == 1  # the job still runs in the evaluator
-    assert queue.job_replied(0, old) is False
+    assert queue.job_replied(0) is None and old < queue.epoch
     queue.theta_arrived(0)
     queue.tasks_arrived(0, tasks(1), 1)
     queue.assign()
@@ -110,11 +110,25 @@ def test_jobs_of_an_earlier_connection_are_not_reported_or_requeued() -> None:
 
 def test_credit_not_sent_is_not_counted() -> None:
     queue = started(2)
-    credit = queue.free_credit()
+    credit = queue.take_credit()
     queue.credit_not_sent(credit)
-    assert queue.free_credit() == credit
+    assert queue.take_credit() == credit
 
 
 def test_batches() -> None:
     assert batches(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
     assert batches([], 3) == []
+
+
+def test_a_skipped_job_of_the_current_generation_is_queued_again() -> None:
+    queue = started(1)
+    queue.theta_arrived(2)
+    queue.tasks_arrived(2, tasks(2), 2)
+    first = queue.assign()[0][1]
+    job = queue.job_replied(0)
+    assert job == first
+    queue.requeue(job)
+    assert [item.task_id for item in queue.queue] == [0] and [j.task_id for j in queue.jobs[0]] == [1]
+    queue.theta_arrived(3)
+    queue.requeue(job)  # of a finished generation now: stale, not queued
+    assert not queue.queue

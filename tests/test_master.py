@@ -18,8 +18,9 @@ import zmq
 from cluster import CARTPOLE, SLOW_REACH, Cluster, evaluators, final_theta, records
 
 from esfast.config import PolicySettings
-from esfast.distributed.master import Master
+from esfast.distributed.master import Master, _Host
 from esfast.distributed.protocol import PROTOCOL_VERSION, Message, decode, encode
+from esfast.distributed.scheduling import GenerationScheduler
 from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
 
 
@@ -307,3 +308,38 @@ def test_a_stalled_host_does_not_stall_the_generation(cluster: Cluster, tmp_path
     assert [r["generation"] for r in log] == [1, 2, 3, 4, 5]
     assert sum(r["tasks_duplicated"] for r in log) > 0 and sum(r["hosts_lost"] for r in log) == 0
     assert "silent" not in master.output
+
+
+def test_sends_the_socket_refuses_are_seen_not_lost() -> None:
+    """ROUTER_MANDATORY: θ refused is sent again later, tasks refused go back to the queue."""
+    setup = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(4,)), 30, 4, 1000, 0)
+    master = Master("tcp://127.0.0.1:0", setup)
+    try:
+        assert master._send(b"nobody", [b"x"]) is False  # an unknown peer: refused, not dropped in silence
+        host = _Host(b"peer", "w1", "peer:1", procs=2, last_seen=0.0, credit=3)
+        master.hosts[host.identity] = host
+        master.scheduler = GenerationScheduler(4, [PairTask(i, i, i, False) for i in range(5)])
+        master.theta_frames = [b"theta"]
+        refuse: set[bytes] = {b"theta"}
+        sent: list[bytes] = []
+
+        def send(identity: bytes, frames: list[bytes]) -> bool:
+            kind = b"theta" if frames is master.theta_frames else b"tasks"
+            if kind in refuse:
+                return False
+            sent.append(kind)
+            return True
+
+        master._send = send  # type: ignore[method-assign]
+        master._dispatch(1.0)
+        assert host.theta_generation == -1 and host.credit == 3 and list(master.scheduler.pending) == [0, 1, 2, 3, 4]
+        refuse = {b"tasks"}
+        master._dispatch(2.0)
+        assert sent == [b"theta"] and host.theta_generation == 4
+        assert host.credit == 3 and list(master.scheduler.pending) == [0, 1, 2, 3, 4] and not master.scheduler.holders
+        refuse = set()
+        master._dispatch(3.0)
+        assert sent == [b"theta", b"tasks"] and host.credit == 0 and list(master.scheduler.pending) == [3, 4]
+    finally:
+        master.scheduler = None
+        master.close()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from esfast.config import PolicySettings
-from esfast.policies import MLPPolicy, ObStat, PolicyError
+from esfast.errors import PolicyError
+from esfast.policies import MLPPolicy, ObStat
 
 BOX_OBS = gym.spaces.Box(-np.inf, np.inf, shape=(5,), dtype=np.float32)
 

@@ -110,5 +110,5 @@ def test_theta_slots_refuse_arrays_of_other_shapes(tmp_path: Path) -> None:
 
 
 def test_theta_slots_are_padded_to_64_bytes() -> None:
-    assert ThetaSlots.size(3, 1) == 64 + 2 * (32 + 64)
-    assert ThetaSlots.size(16, 0) == 64 + 2 * (32 + 64) and ThetaSlots.size(17, 0) == 64 + 2 * (32 + 128)
+    assert ThetaSlots.size(3, 1) == 64 + 2 * (64 + 64)
+    assert ThetaSlots.size(16, 0) == 64 + 2 * (64 + 64) and ThetaSlots.size(17, 0) == 64 + 2 * (64 + 128)

@@ -15,9 +15,9 @@ import pytest
 
 from esfast.checkpoint import load_checkpoint
 from esfast.config import Config, apply_overrides, load_config
-from esfast.errors import CheckpointError, RunLockedError, TrainingDiverged
+from esfast.errors import CheckpointError, ConfigError, RunExistsError, RunLockedError, TrainingDiverged
 from esfast.evaluators import SerialEvaluator
-from esfast.training import LOG_FIELDS, EvaluatorFactory, Trainer
+from esfast.training import LOG_FIELDS, EvaluatorFactory, Trainer, resolved_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REACH = [
@@ -317,6 +317,42 @@ def test_a_run_that_becomes_non_finite_stops_and_keeps_the_last_finite_checkpoin
     with Trainer(config, tmp_path, evaluator=SerialEvaluator) as trainer:
         with pytest.raises(TrainingDiverged, match=r"observation statistics became non-finite in generation 2; .* generation 1$"):
             trainer.train()
+        with pytest.raises(TrainingDiverged, match="resume it from its last finite checkpoint"):
+            trainer.train()
     state, _ = load_checkpoint(tmp_path / "checkpoints" / "latest.npz")
     assert state["generation"] == 1 and np.isfinite(state["theta"]).all() and np.isfinite(state["obstat_sumsq"]).all()
     assert [json.loads(line)["generation"] for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [1]
+
+
+def test_train_again_after_a_failed_save_leaves_no_hole_in_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Trainer(reach_config("run.generations=4"), tmp_path, evaluator=SerialEvaluator) as trainer:
+        save = trainer.save
+        failures = [3]
+
+        def fail_once_at_3(*, snapshot: bool = False) -> Path:
+            if trainer.generation in failures:
+                failures.clear()
+                raise OSError(28, "No space left on device")
+            return save(snapshot=snapshot)
+
+        monkeypatch.setattr(trainer, "save", fail_once_at_3)
+        with pytest.raises(OSError, match="No space left"):
+            trainer.train()
+        trainer.train()  # the disk has room again: generation 3 is saved and logged first
+    records = [json.loads(line)["generation"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert records == [1, 2, 3, 4]
+    np.testing.assert_array_equal(trainer.theta, train(reach_config("run.generations=4"), tmp_path / "straight").theta)
+
+
+def test_a_new_run_in_a_directory_holding_one_is_refused(tmp_path: Path) -> None:
+    train(reach_config("run.generations=1"), tmp_path)
+    with pytest.raises(RunExistsError, match="already holds a run; continue it with --resume"):
+        Trainer(reach_config("run.generations=2"), tmp_path, evaluator=SerialEvaluator)
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1  # untouched
+
+
+def test_a_damaged_config_json_is_one_line(tmp_path: Path) -> None:
+    train(reach_config("run.generations=1"), tmp_path)
+    (tmp_path / "config.json").write_text('{"env_id": ')
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        resolved_config(tmp_path)

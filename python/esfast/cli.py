@@ -4,8 +4,9 @@
 ``esfast-master`` is the same master on an address worker hosts of other machines connect to
 (``esfast-worker``, in :mod:`esfast.distributed.host`). Errors a user can fix (bad config, unknown
 environment, mismatched checkpoint, an address in use) end the command with one line on stderr
-and exit status 2; Ctrl-C (or SIGTERM) during training writes a checkpoint, tells the worker
-hosts to stop and exits with status 130.
+and exit status 2; Ctrl-C (or SIGTERM) during training keeps the checkpoint of the last completed
+generation (every generation is checkpointed as it ends), tells the worker hosts to stop and
+exits with status 130.
 """
 
 from __future__ import annotations
@@ -111,15 +112,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.append(f"run.seed={args.seed}")
         config = _budget(apply_overrides(config, overrides), args)
         out_dir = Path(args.out) if args.out else Path("runs") / f"{config.exp_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out_dir / "checkpoints" / "latest.npz").exists():
-            raise FileExistsError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
     bind = args.bind
     latest = out_dir / "checkpoints" / "latest.npz"
     with Trainer(
         config, out_dir, resume=bool(args.resume), evaluator=(lambda setup, table: Master(bind, setup)) if bind else None
     ) as trainer:
         logger.info(_describe(trainer))
-        if isinstance(trainer.evaluator, Master) and bind:
+        if isinstance(trainer.evaluator, Master) and bind:  # the master, with the address it bound
             logger.info(
                 "master listening at %s; start worker hosts with: esfast-worker --master %s",
                 trainer.evaluator.endpoint,
@@ -127,6 +126,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         if config.run.generations is None and config.run.timesteps is None:
             logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
+        elif trainer.done():
+            logger.info(
+                "the run has already spent its budget (generation %d, %s timesteps): raise --generations or --timesteps to go on",
+                trainer.generation,
+                f"{trainer.timesteps_total:,}",
+            )
         try:
             trainer.train()
         except WorkerError as error:

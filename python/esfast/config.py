@@ -65,7 +65,7 @@ MIN_SCREEN_SIZE = 20
 
 # Bounds of the settings; docs/configs.md gives each one's reason. Every value is checked against
 # them before a process starts or a byte of the noise table is generated.
-MAX_COUNT = 2**53  # generations, timesteps, episode lengths: exact as doubles (JSON readers, the wire's MAX_COUNT)
+MAX_COUNT = 2**53  # generations, timesteps, episode lengths, counts on the wire: exact as doubles
 MAX_EPISODES_PER_BATCH = 2**24  # 2**23 antithetic pairs: tasks, offsets and returns of a generation stay in memory
 MAX_NOISE_TABLE_SIZE = 2**40  # samples; the noise table binding's limit
 MAX_WORKERS = 4096  # evaluator processes of a host, as the wire protocol allows (MAX_PROCS_PER_HOST)

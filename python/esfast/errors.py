@@ -12,8 +12,11 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "EnvError",
+    "EvaluatorsFailing",
+    "HostExit",
     "PolicyError",
     "ProtocolError",
+    "RunExistsError",
     "RunLockedError",
     "TrainingDiverged",
     "UserError",
@@ -49,12 +52,28 @@ class RunLockedError(UserError):
     """The run directory is in use by another live esfast process."""
 
 
+class RunExistsError(UserError):
+    """A new run was asked for in a directory that holds one (resume it, or choose another)."""
+
+
 class ProtocolError(ValueError):
     """A message that breaks the wire protocol; the text says which rule."""
 
 
 class WorkerError(RuntimeError):
     """A worker process died or failed, so the generation could not be evaluated."""
+
+
+class EvaluatorsFailing(RuntimeError):
+    """A worker host's evaluator processes keep dying (more than its restart limit allows)."""
+
+
+class HostExit(Exception):
+    """Ends a worker host with an exit status (and a message, logged by the host)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TrainingDiverged(RuntimeError):

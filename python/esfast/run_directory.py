@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from esfast.config import Config
 from esfast.errors import RunLockedError
 
 __all__ = ["RunDirectory"]
@@ -41,6 +42,23 @@ class RunDirectory:
         self.checkpoints = self.path / "checkpoints"
         self.latest = self.checkpoints / "latest.npz"
         self._lock: int | None = None
+
+    def write_config(self, config: Config) -> None:
+        """Writes ``config.json`` atomically (a temporary file, flushed to disk, renamed).
+
+        Raises:
+            OSError: it could not be written; the previous file, if any, is left as it was.
+        """
+        temporary = self.config.with_name(self.config.name + ".tmp")
+        try:
+            with open(temporary, "w") as file:
+                file.write(json.dumps(config.to_dict(), indent=2) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.config)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def snapshot(self, generation: int) -> Path:
         """The path of generation ``generation``'s snapshot checkpoint."""

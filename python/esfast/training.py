@@ -26,11 +26,11 @@ import numpy as np
 
 from esfast import core
 from esfast.checkpoint import load_checkpoint, save_checkpoint
-from esfast.config import Config, config_from_dict
+from esfast.config import Config, load_config
 from esfast.distributed.master import local_cluster
 from esfast.distributed.shm import hostname, remove_stale_segments
 from esfast.envs import make_env
-from esfast.errors import CheckpointError, PolicyError, TrainingDiverged
+from esfast.errors import CheckpointError, PolicyError, RunExistsError, TrainingDiverged
 from esfast.es import OpenES
 from esfast.evaluators import Evaluator
 from esfast.policies import ObStat, make_policy
@@ -103,6 +103,7 @@ class Trainer:
     Raises:
         ConfigError, EnvError, PolicyError, CheckpointError: with a one-line message.
         RunLockedError: another live process trains in ``out_dir``.
+        RunExistsError: ``out_dir`` holds a run already and ``resume`` is not set.
     """
 
     def __init__(self, config: Config, out_dir: str | Path, *, evaluator: EvaluatorFactory | None = None, resume: bool = False) -> None:
@@ -112,9 +113,14 @@ class Trainer:
         self.table: core.NoiseTable | None = None
         self.interrupted = False
         self.diverged = False
+        self.unsaved = False  # a generation updated in memory whose checkpoint or log record failed
         self.run_dir = RunDirectory(self.out_dir)  # fails early, before any resource is taken
         self.run_dir.lock()
         try:
+            if not resume and self.run_dir.latest.exists():
+                raise RunExistsError(
+                    f"{self.out_dir} already holds a run; continue it with --resume {self.out_dir} or choose another --out"
+                )
             env = make_env(config.env_id, config.env_module, atari=config.atari)
             try:
                 self.reference_batch = self._reference_batch(env, resume) if config.atari is not None else None
@@ -122,6 +128,11 @@ class Trainer:
             finally:
                 env.close()
             self.obs_dim = self.policy.obs_stat_dim
+            if config.run.noise_table_size < self.policy.num_params:  # checked before the table is made
+                raise PolicyError(
+                    f"run.noise_table_size ({config.run.noise_table_size}) must be at least the policy's "
+                    f"{self.policy.num_params} parameters"
+                )
             workers = config.run.workers if config.run.workers is not None else default_workers()
             self.workers = max(1, min(workers, config.pop_pairs))
             # Shared, so that worker hosts on this machine map it instead of generating their own.
@@ -130,7 +141,7 @@ class Trainer:
             name = f"esfast-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, config.run.seed)
             self._build(resume, evaluator or local_cluster(self.workers))
-            self.run_dir.config.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+            self.run_dir.write_config(config)
         except BaseException:
             self.close()
             raise
@@ -157,8 +168,6 @@ class Trainer:
     def _build(self, resume: bool, make_evaluator: EvaluatorFactory) -> None:
         config, seed = self.config, self.config.run.seed
         assert self.table is not None
-        if len(self.table) < self.policy.num_params:
-            raise PolicyError(f"run.noise_table_size ({len(self.table)}) must be at least the policy's {self.policy.num_params} parameters")
         self.es = OpenES(
             self.policy.num_params,
             sigma=config.es.noise_stdev,
@@ -276,7 +285,8 @@ class Trainer:
         """Runs one generation and returns its log record (nothing is written to the run directory).
 
         Raises:
-            TrainingDiverged: θ or the observation statistics became non-finite.
+            TrainingDiverged: θ, the optimizer's state or the observation statistics became
+                non-finite (now, or in an earlier call).
         """
         results = self._evaluate()
         with deferred_sigint():
@@ -286,6 +296,8 @@ class Trainer:
         """Runs the current generation's episodes (Ctrl-C interrupts it; nothing has changed then)."""
         if self.evaluator is None:
             raise RuntimeError("the trainer is closed")
+        if self.diverged:
+            raise TrainingDiverged(f"the run diverged in generation {self.generation}; resume it from its last finite checkpoint")
         start = time.perf_counter()
         generation = self.generation
         pairs, evals = self.tasks(generation)
@@ -307,12 +319,18 @@ class Trainer:
         for result in pair_results:
             if result.obs_count and result.obs_sum is not None and result.obs_sumsq is not None:
                 self.obstat.increment(result.obs_sum, result.obs_sumsq, result.obs_count)
-        if not (np.isfinite(self.es.theta).all() and self.obstat.finite()):
+        moments = [value for value in self.es.optimizer.state_dict().values() if isinstance(value, np.ndarray)]
+        finite = {
+            "θ": bool(np.isfinite(self.es.theta).all()),
+            "the optimizer's state": all(np.isfinite(m).all() for m in moments),
+            "the observation statistics": self.obstat.finite(),
+        }
+        if not all(finite.values()):
             self.diverged = True
-            what = "θ" if not np.isfinite(self.es.theta).all() else "the observation statistics"
+            what = next(name for name, ok in finite.items() if not ok)
+            kept = f"the last finite checkpoint is generation {generation}" if generation else "no generation completed: no checkpoint"
             raise TrainingDiverged(
-                f"{what} became non-finite in generation {generation + 1}; "
-                f"training stopped (a step size or σ too large?); the last finite checkpoint is generation {generation}"
+                f"{what} became non-finite in generation {generation + 1}; training stopped (a step size or σ too large?); {kept}"
             )
         steps = int(lengths.sum()) + sum(r.length for r in eval_results)
         self.timesteps_total += int(lengths.sum())
@@ -372,12 +390,19 @@ class Trainer:
         snapshot_freq = self.config.es.snapshot_freq
         self.interrupted = False
         try:
+            if self.unsaved:  # a save or log write failed last time: finish it before going on
+                with deferred_sigint():
+                    self.save()
+                    self.run_dir.reconcile_log(self.generation, self.last_record)
+                    self.unsaved = False
             while not self.done() and (deadline is None or time.monotonic() < deadline):
                 results = self._evaluate()
                 with deferred_sigint():
                     record = self._update(*results)
+                    self.unsaved = True
                     self.save(snapshot=snapshot_freq > 0 and self.generation % snapshot_freq == 0)
                     self.run_dir.append(record)
+                    self.unsaved = False
                 logger.info(format_progress(record))
         except KeyboardInterrupt:
             self.interrupted = True
@@ -386,14 +411,19 @@ class Trainer:
             raise
 
     def close(self) -> None:
-        """Stops the evaluator, releases the noise table and the run directory's lock. Idempotent."""
-        if self.evaluator is not None:
-            self.evaluator.close(interrupted=self.interrupted)
-            self.evaluator = None
-        if self.table is not None:
-            self.table.close()
-            self.table = None
-        self.run_dir.unlock()
+        """Stops the evaluator, releases the noise table and the run directory's lock. Idempotent;
+        the table and the lock are released even if stopping the evaluator fails."""
+        evaluator, self.evaluator = self.evaluator, None
+        table, self.table = self.table, None
+        try:
+            if evaluator is not None:
+                evaluator.close(interrupted=self.interrupted)
+        finally:
+            try:
+                if table is not None:
+                    table.close()
+            finally:
+                self.run_dir.unlock()
 
 
 def format_progress(record: dict[str, Any]) -> str:
@@ -409,5 +439,9 @@ def format_progress(record: dict[str, Any]) -> str:
 
 
 def resolved_config(path: Path) -> Config:
-    """The config saved in a run directory."""
-    return config_from_dict(json.loads((path / "config.json").read_text()))
+    """The config saved in a run directory.
+
+    Raises:
+        ConfigError: a missing, unreadable or damaged ``config.json`` (one line).
+    """
+    return load_config(path / "config.json")

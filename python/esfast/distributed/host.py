@@ -24,12 +24,13 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 
 import zmq
 
-from esfast.distributed.evaluator import Broken, Done, Failed, Ready, Skipped
+from esfast.distributed.evaluator import Broken, Done, Failed, Ready
 from esfast.distributed.host_queue import HostQueue, batches
-from esfast.distributed.pool import EvaluatorPool, EvaluatorsFailing
+from esfast.distributed.pool import Died, EvaluatorPool
 from esfast.distributed.protocol import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
@@ -37,6 +38,7 @@ from esfast.distributed.protocol import (
     LIVENESS,
     MAX_RESULTS_PER_MESSAGE,
     PROTOCOL_VERSION,
+    THETA_REQUEST_INTERVAL,
     Message,
     check_endpoint,
     decode,
@@ -48,22 +50,12 @@ from esfast.distributed.protocol import (
     theta_from_message,
 )
 from esfast.distributed.shm import HostMemory, hostname, remove_stale_segments
-from esfast.errors import ConfigError, ProtocolError
+from esfast.errors import ConfigError, EvaluatorsFailing, HostExit, ProtocolError
 from esfast.tasks import Result, Task, WorkerSetup
 
-__all__ = ["HostExit", "WorkerHost", "main"]
+__all__ = ["WorkerHost", "main"]
 
 logger = logging.getLogger(__name__)
-
-THETA_REQUEST_INTERVAL = HEARTBEAT_INTERVAL  # seconds between WANT_THETA messages for one generation
-
-
-class HostExit(Exception):
-    """Ends the host with an exit status (and a message, logged by the caller)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class WorkerHost:
@@ -88,6 +80,9 @@ class WorkerHost:
         self.memory: HostMemory | None = None
         self.pool: EvaluatorPool | None = None
         self.theta_requested = (-1, 0.0)  # (generation, when) of the last WANT_THETA
+        # RESULT and FAILED messages the socket refused (its queue was full), sent first when it
+        # takes messages again: a result is never dropped while the connection lasts.
+        self.outbox: deque[list[bytes | memoryview]] = deque()
         self.dropped = 0
 
     # Lifecycle ----------------------------------------------------------------------------
@@ -149,6 +144,7 @@ class WorkerHost:
             raise HostExit(2, f"cannot connect to {self.master!r}: {error.strerror} (expected e.g. tcp://HOST:5555)") from None
         self.poller.register(self.socket, zmq.POLLIN)
         self.queue.reconnected()  # results of tasks from earlier connections are not reported
+        self.outbox.clear()
         if self.memory is not None:
             self.memory.slots.clear()  # a restarted master may count generations from an earlier checkpoint
         table = {"seed": self.memory.table.seed, "size": len(self.memory.table)} if self.memory is not None else None
@@ -192,14 +188,28 @@ class WorkerHost:
 
     def _send(self, message: Message) -> bool:
         """Sends to the master; False (and a warning) if the socket's queue is full."""
+        if self._send_frames(encode(message)):
+            return True
+        logger.warning("a %s message to the master was not sent: its queue is full", message.type)
+        return False
+
+    def _send_frames(self, frames: list[bytes | memoryview]) -> bool:
         if self.socket is None:
             return False
         try:
-            self.socket.send_multipart(encode(message), copy=False, flags=zmq.NOBLOCK)
+            self.socket.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
         except zmq.Again:
-            logger.warning("a %s message to the master was dropped: its queue is full", message.type)
             return False
         return True
+
+    def _deliver(self, frames: list[bytes | memoryview]) -> None:
+        """Sends a RESULT or FAILED now, or after those the socket refused before it, in order."""
+        if self.outbox or not self._send_frames(frames):
+            self.outbox.append(frames)
+
+    def _flush_outbox(self) -> None:
+        while self.outbox and self._send_frames(self.outbox[0]):
+            self.outbox.popleft()
 
     def _check_parent(self) -> None:
         if self.parent is not None and os.getppid() != self.parent:
@@ -276,6 +286,7 @@ class WorkerHost:
                 last_master = now
             for message in messages:
                 self._handle(message)
+            self._flush_outbox()
             self._dispatch()
             self._advertise()
             self._ask_for_theta(now)
@@ -310,6 +321,8 @@ class WorkerHost:
             self.dropped += 1
             logger.warning("dropped THETA of generation %d: %s", message["generation"], error)
             return
+        if spec.generation <= self.queue.generation:
+            return  # a copy of θ held already (sent again on WANT_THETA), or a late one of a past generation
         self.memory.slots.write(theta, spec)
         self.queue.theta_arrived(spec.generation)
 
@@ -345,7 +358,7 @@ class WorkerHost:
         """Asks for as many tasks as this host can hold beyond what it holds and has asked for."""
         if self.setup is None:
             return
-        free = self.queue.free_credit()
+        free = self.queue.take_credit()
         if free > 0 and not self._send(Message("READY", {"credit": free})):
             self.queue.credit_not_sent(free)
 
@@ -355,11 +368,11 @@ class WorkerHost:
         results: dict[int, list[tuple[int, Result]]] = {}
         try:
             for index, reply in self.pool.replies(events):
-                if reply is None:
+                if isinstance(reply, Died):
                     requeued = self.queue.evaluator_lost(index)
                     logger.warning(
                         "an evaluator process died (exit code %s); its %d task%s go back to the queue and a new one starts",
-                        self.pool.last_exit_code,
+                        reply.exit_code,
                         requeued,
                         "" if requeued == 1 else "s",
                     )
@@ -367,26 +380,26 @@ class WorkerHost:
                     self.queue.evaluator_ready(index)
                 elif isinstance(reply, Broken):
                     raise HostExit(1, f"an evaluator process cannot serve this run: {reply.error}")
-                elif self.queue.job_replied(index, reply.epoch):
+                elif (job := self.queue.job_replied(index)) is not None:
                     if isinstance(reply, Done):
                         results.setdefault(reply.generation, []).append((reply.task_id, reply.result))
                     elif isinstance(reply, Failed):
-                        self._send(Message("FAILED", {"generation": reply.generation, "task": reply.task_id, "error": reply.error}))
-                    else:
-                        assert isinstance(reply, Skipped)
+                        failure = {"generation": reply.generation, "task": reply.task_id, "error": reply.error}
+                        self._deliver(encode(Message("FAILED", failure)))
+                    else:  # skipped: a task of the current generation is run again, one of a past one is stale
+                        self.queue.requeue(job)
         except EvaluatorsFailing as error:
             raise HostExit(1, str(error)) from None
         chunks = [(generation, chunk) for generation, batch in results.items() for chunk in batches(batch, MAX_RESULTS_PER_MESSAGE)]
         for number, (generation, chunk) in enumerate(chunks):
-            credit = self.queue.free_credit() if number == len(chunks) - 1 else 0  # the freed slots travel with the results
+            credit = self.queue.take_credit() if number == len(chunks) - 1 else 0  # the freed slots travel with the results
             try:
-                message = result_message(generation, chunk, credit=credit)
-                sent = self._send(message)
-            except (ProtocolError, ValueError) as error:  # a non-finite return cannot travel as JSON
-                sent = False
-                self._send(Message("FAILED", {"generation": generation, "task": chunk[0][0], "error": f"unsendable result: {error}"}))
-            if not sent:
+                frames = encode(result_message(generation, chunk, credit=credit))
+            except ValueError as error:  # a non-finite return cannot travel as JSON
                 self.queue.credit_not_sent(credit)
+                failure = {"generation": generation, "task": chunk[0][0], "error": f"unsendable result: {error}"}
+                frames = encode(Message("FAILED", failure))
+            self._deliver(frames)
 
 
 def build_parser() -> argparse.ArgumentParser:

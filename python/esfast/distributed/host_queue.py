@@ -88,14 +88,15 @@ class HostQueue:
         """Tasks queued here or in evaluators."""
         return len(self.queue) + sum(len(jobs) for jobs in self.jobs)
 
-    def free_credit(self) -> int:
-        """Tasks this host can take beyond what it holds and has asked for; counted as asked for."""
+    def take_credit(self) -> int:
+        """Tasks this host can take beyond what it holds and has asked for, counted from now on as
+        asked for (the caller sends them to the master as credit)."""
         free = max(0, PREFETCH * self.procs - self.held() - self.advertised)
         self.advertised += free
         return free
 
     def credit_not_sent(self, credit: int) -> None:
-        """Credit from :meth:`free_credit` that did not reach the master."""
+        """Credit from :meth:`take_credit` that did not reach the master."""
         self.advertised = max(0, self.advertised - credit)
 
     # Evaluators -----------------------------------------------------------------------------
@@ -119,11 +120,17 @@ class HostQueue:
         """Evaluator ``index`` has started and takes jobs."""
         self.ready[index] = True
 
-    def job_replied(self, index: int, epoch: int) -> bool:
-        """Evaluator ``index`` answered its oldest job; whether the answer is to be reported
-        (it is not if it belongs to an earlier connection)."""
-        self.jobs[index].popleft()
-        return epoch == self.epoch
+    def job_replied(self, index: int) -> Job | None:
+        """Evaluator ``index`` answered its oldest job: that job, if its answer is to be reported
+        (None if it belongs to an earlier connection)."""
+        job = self.jobs[index].popleft()
+        return job if job.epoch == self.epoch else None
+
+    def requeue(self, job: Job) -> None:
+        """Puts ``job``'s task back at the front of the queue, if it belongs to the current
+        generation (an evaluator skipped it without running it)."""
+        if job.epoch == self.epoch and job.generation == self.generation:
+            self.queue.appendleft(QueuedTask(job.generation, job.task_id, job.task))
 
     def evaluator_lost(self, index: int) -> int:
         """Evaluator ``index`` died: its unfinished jobs of the current connection and generation go

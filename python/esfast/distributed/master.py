@@ -15,6 +15,7 @@ queueing what arrives for the next generation, so hosts never see a silent maste
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -37,6 +38,7 @@ from esfast.distributed.protocol import (
     MAX_PROCS_PER_HOST,
     MAX_TASKS_PER_MESSAGE,
     PROTOCOL_VERSION,
+    THETA_REQUEST_INTERVAL,
     Message,
     decode,
     encode,
@@ -76,6 +78,7 @@ class _Host:
     last_seen: float
     credit: int = 0
     theta_generation: int = -1
+    theta_sent: float = -float("inf")  # when θ last went to this host
 
 
 @dataclass
@@ -141,9 +144,14 @@ class Master:
         self.between: threading.Thread | None = None
         self.pending: list[list[memoryview]] = []
         self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
         self.local: subprocess.Popen[bytes] | None = None
         if local_procs is not None:
-            self.local = start_local_worker(self.endpoint, local_procs)
+            try:
+                self.local = start_local_worker(self.endpoint, local_procs)
+            except BaseException:
+                self.close()
+                raise
 
     # Evaluator ------------------------------------------------------------------------------
 
@@ -163,27 +171,11 @@ class Master:
         self.task_seconds = (0.0, 0)
         # θ is copied once: queued frames then never see the trainer's in-place update.
         self.theta_frames = encode(theta_message(theta.copy(), spec))
-        waiting_since = time.monotonic()
-        last_waiting_log = waiting_since
-        self._drain()  # credit and hosts that arrived during the update count from the first dispatch
-        while True:
-            now = time.monotonic()
-            self._dispatch(now)
-            if scheduler.done:
-                break
-            if self.poller.poll(timeout=self._timeout_ms(now)):
-                self._drain()
-            now = time.monotonic()
-            self._housekeeping(now)
-            if self.hosts:
-                waiting_since = now
-            elif now - waiting_since > 2 * HEARTBEAT_INTERVAL and now - last_waiting_log > WAITING_LOG_INTERVAL:
-                last_waiting_log = now
-                logger.info(
-                    "waiting for worker hosts at %s (none connected; start one with: esfast-worker --master %s)",
-                    self.endpoint,
-                    self.endpoint,
-                )
+        try:
+            self._serve_generation(scheduler)
+        finally:  # also on Ctrl-C or a failed task: hosts are heart-beaten until close()
+            self.scheduler = None
+            self._start_between()
         results = scheduler.ordered_results()
         s = scheduler.stats
         self.last_stats = {
@@ -198,9 +190,31 @@ class Master:
             "hosts_lost": self.stats.hosts_lost,
             "hosts_refused": self.stats.hosts_refused,
         }
-        self.scheduler = None
-        self._start_between()
         return cast("list[PairResult]", results[: len(pairs)]), cast("list[EvalResult]", results[len(pairs) :])
+
+    def _serve_generation(self, scheduler: GenerationScheduler[Task, Result]) -> None:
+        """Dispatches, receives and keeps hosts alive until every task of ``scheduler`` has a result."""
+        waiting_since = time.monotonic()
+        last_waiting_log = waiting_since
+        self._drain()  # credit and hosts that arrived during the update count from the first dispatch
+        while True:
+            now = time.monotonic()
+            self._dispatch(now)
+            if scheduler.done:
+                return
+            if self.poller.poll(timeout=self._timeout_ms(now)):
+                self._drain()
+            now = time.monotonic()
+            self._housekeeping(now)
+            if self.hosts:
+                waiting_since = now
+            elif now - waiting_since > 2 * HEARTBEAT_INTERVAL and now - last_waiting_log > WAITING_LOG_INTERVAL:
+                last_waiting_log = now
+                logger.info(
+                    "waiting for worker hosts at %s (none connected; start one with: esfast-worker --master %s)",
+                    self.endpoint,
+                    self.endpoint,
+                )
 
     def generation_stats(self) -> dict[str, Any]:
         return dict(self.last_stats)
@@ -273,8 +287,10 @@ class Master:
         if self.between is not None:
             os.write(self.wake_write, b"x")
             self.between.join()
-            os.read(self.wake_read, 1)
             self.between = None
+        with contextlib.suppress(BlockingIOError):  # every wake-up byte, so the next thread does not stop at once
+            while os.read(self.wake_read, 64):
+                pass
 
     def _serve_between(self) -> None:
         """Owns the socket between generations: queues incoming messages and sends heartbeats."""
@@ -353,9 +369,11 @@ class Master:
             raise WorkerError(f"task {task} of generation {generation} failed on worker host {host.name}: {message['error']}")
         elif message.type == "WANT_THETA":
             scheduler = self.scheduler
-            if scheduler is not None and message["generation"] == scheduler.generation:
+            # Answered for the current generation only, and at most once per THETA_REQUEST_INTERVAL
+            # (a host asks again as long as its tasks wait; θ may still be on its way).
+            if scheduler is not None and message["generation"] == scheduler.generation and now - host.theta_sent >= THETA_REQUEST_INTERVAL:
                 logger.info("worker host %s lacks θ of generation %d; sending it again", host.name, scheduler.generation)
-                host.theta_generation = scheduler.generation if self._send(identity, self.theta_frames) else -1
+                self._send_theta(host, scheduler.generation, now)
         elif message.type == "BYE":
             self._lose(identity, "said goodbye")
         elif message.type != "HEARTBEAT":
@@ -447,10 +465,8 @@ class Master:
         for host in list(self.hosts.values()):
             if host.credit <= 0 or scheduler.done:
                 continue
-            if host.theta_generation != scheduler.generation:
-                if not self._send(host.identity, self.theta_frames):
-                    continue  # its queue is full: θ and tasks wait for the next dispatch
-                host.theta_generation = scheduler.generation
+            if host.theta_generation != scheduler.generation and not self._send_theta(host, scheduler.generation, now):
+                continue  # its queue is full: θ and tasks wait for the next dispatch
             given = scheduler.assign(host.key, host.credit, now, copy_after=copy_after)
             for start in range(0, len(given), MAX_TASKS_PER_MESSAGE):
                 chunk = given[start : start + MAX_TASKS_PER_MESSAGE]
@@ -460,6 +476,13 @@ class Master:
                 else:  # not sent: the tasks go to whoever asks next, this host included
                     scheduler.release(host.key, [task_id for task_id, _ in given[start:]])
                     break
+
+    def _send_theta(self, host: _Host, generation: int, now: float) -> bool:
+        """Sends this generation's θ to ``host``; whether the socket took it."""
+        if not self._send(host.identity, self.theta_frames):
+            return False
+        host.theta_generation, host.theta_sent = generation, now
+        return True
 
     def _housekeeping(self, now: float) -> None:
         for identity, host in list(self.hosts.items()):

@@ -16,24 +16,28 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import zmq
 
 from esfast.distributed.evaluator import Job, Reply, evaluator_main
+from esfast.errors import EvaluatorsFailing
 from esfast.tasks import WorkerSetup
 
-__all__ = ["RESPAWN_LIMIT", "RESPAWN_WINDOW", "EvaluatorPool", "EvaluatorsFailing"]
+__all__ = ["RESPAWN_LIMIT", "RESPAWN_WINDOW", "Died", "EvaluatorPool"]
 
 RESPAWN_LIMIT = 5  # evaluator deaths a host survives within RESPAWN_WINDOW seconds
 RESPAWN_WINDOW = 60.0
 STOP_TIMEOUT = 5.0  # seconds evaluators get to finish their episode when told to stop
 # Each evaluator is one core's worth of work: BLAS thread pools in N evaluators would fight over
-# the same cores (a 12x slowdown of the Atari network's forward pass was measured with them).
+# the same cores (docs/atari.md has the slowdown measured with them).
 SINGLE_THREADED = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-class EvaluatorsFailing(RuntimeError):
-    """More than RESPAWN_LIMIT evaluators died within RESPAWN_WINDOW seconds."""
+class Died(NamedTuple):
+    """The evaluator process exited (``exit_code``) and a new one took its number."""
+
+    exit_code: int | None
 
 
 @dataclass
@@ -58,7 +62,6 @@ class EvaluatorPool:
         self.poller = poller
         self.context = multiprocessing.get_context("spawn")
         self.deaths: deque[float] = deque()
-        self.last_exit_code: int | None = None  # of the evaluator that died last
         for variable in SINGLE_THREADED:  # read by numpy's BLAS when the evaluator imports it
             os.environ.setdefault(variable, "1")
         self.processes = [self._spawn() for _ in range(size)]
@@ -78,9 +81,9 @@ class EvaluatorPool:
         except OSError:
             pass  # it died: replies() sees the closed pipe
 
-    def replies(self, events: dict[object, int]) -> Iterator[tuple[int, Reply | None]]:
+    def replies(self, events: dict[object, int]) -> Iterator[tuple[int, Reply | Died]]:
         """What the evaluators with pending input (``events`` from the poller) sent, as
-        (evaluator, reply); ``None`` for an evaluator that died, which is replaced.
+        (evaluator, reply); :class:`Died` for an evaluator that died, which is replaced.
 
         Raises:
             EvaluatorsFailing: too many deaths in a short time.
@@ -92,8 +95,7 @@ class EvaluatorPool:
                 while entry.conn.poll():
                     yield index, entry.conn.recv()
             except (EOFError, OSError):
-                self.last_exit_code = self._replace(index)
-                yield index, None
+                yield index, Died(self._replace(index))
 
     def _replace(self, index: int) -> int | None:
         entry = self.processes[index]

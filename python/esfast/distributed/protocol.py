@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from esfast.config import Config, config_from_dict
+from esfast.config import MAX_COUNT, Config, config_from_dict
 from esfast.errors import ConfigError, ProtocolError
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup, reference_digest
 
@@ -25,7 +25,6 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
 MAX_INT_DIGITS = 20  # any int64, and no more
 MAX_ARRAY_ELEMENTS = 1 << 32  # per array, and per dimension
-MAX_COUNT = 1 << 53  # lengths and observation counts: exact as doubles
 ALLOWED_DTYPES = ("<f4", "<f8", "<i8", "|u1")
 
 # A message's tasks or results are split so that its header stays far below MAX_HEADER_BYTES
@@ -41,6 +40,7 @@ HEARTBEAT_INTERVAL = 1.0
 LIVENESS = 5
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 8.0
+THETA_REQUEST_INTERVAL = HEARTBEAT_INTERVAL  # a host asks again for a missing θ, the master answers, at most this often
 
 
 # Field rules per message type: name -> (accepted Python types, allows None).

@@ -88,13 +88,16 @@ class ThetaSlots:
     Generation ``g`` lives in slot ``g % 2``, so the host can write the next generation while
     evaluators finish tasks of the current one. Layout (native byte order)::
 
-        header   int64 latest         the generation last written (-1: none)
-        slot k   int64 generation, int64 timestep_limit (-1: none), float64 sigma, int64 unused,
-                 float32 theta[num_params], obs_mean[obs_dim], obs_std[obs_dim]   (padded to 64 bytes)
+        header   int64 latest         the generation last written (-1: none); 64 bytes
+        slot k   int64 generation, int64 timestep_limit (-1: none), float64 sigma; 64 bytes,
+                 float32 theta[num_params], obs_mean[obs_dim], obs_std[obs_dim], padded to 64 bytes
 
-    A slot's generation is written last, so a reader that finds its generation there finds its
-    data complete (a slot is rewritten only two generations later, when its tasks are stale).
-    One process writes (the host); any number read.
+    Every part starts on a 64-byte boundary. One process writes (the host), any number read (its
+    evaluators). A generation is written once, before the host hands out any of its tasks; an
+    evaluator reads it for a job that came through a pipe after the writes (the pipe's system
+    calls order them), and a slot is rewritten only two generations later, when its tasks are
+    stale. The generation number is written last and cleared first, so a reader that finds the
+    wrong one skips the job rather than read a slot being rewritten.
 
     Args:
         path: the file.
@@ -104,14 +107,14 @@ class ThetaSlots:
     """
 
     HEADER_BYTES = 64
-    SLOT_HEADER_BYTES = 32
+    SLOT_HEADER_BYTES = 64
 
     def __init__(self, path: Path, num_params: int, obs_dim: int, *, writable: bool) -> None:
         self.path = path
         self.num_params = num_params
         self.obs_dim = obs_dim
         data_bytes = 4 * (num_params + 2 * obs_dim)
-        self.slot_bytes = self.SLOT_HEADER_BYTES + -(-data_bytes // 64) * 64
+        self.slot_bytes = self._slot_bytes(num_params, obs_dim)
         self._file = np.memmap(path, dtype=np.uint8, mode="r+" if writable else "r", shape=(self.size(num_params, obs_dim),))
         self._latest = self._file[:8].view(np.int64)
         self._headers = []
@@ -122,9 +125,14 @@ class ThetaSlots:
             self._data.append(self._file[start + self.SLOT_HEADER_BYTES : start + self.SLOT_HEADER_BYTES + data_bytes].view(np.float32))
 
     @classmethod
+    def _slot_bytes(cls, num_params: int, obs_dim: int) -> int:
+        """Bytes of one slot: its header and its float32 data, padded to 64 bytes."""
+        return cls.SLOT_HEADER_BYTES + -(-4 * (num_params + 2 * obs_dim) // 64) * 64
+
+    @classmethod
     def size(cls, num_params: int, obs_dim: int) -> int:
         """Bytes of the file for θ of ``num_params`` and statistics of ``obs_dim``."""
-        return cls.HEADER_BYTES + 2 * (cls.SLOT_HEADER_BYTES + -(-4 * (num_params + 2 * obs_dim) // 64) * 64)
+        return cls.HEADER_BYTES + 2 * cls._slot_bytes(num_params, obs_dim)
 
     @classmethod
     def create(cls, directory: Path, num_params: int, obs_dim: int) -> ThetaSlots:

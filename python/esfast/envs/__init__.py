@@ -19,7 +19,7 @@ import gymnasium as gym
 from esfast.config import AtariSettings
 from esfast.errors import EnvError
 
-__all__ = ["EnvError", "make_env"]
+__all__ = ["make_env"]
 
 logger = logging.getLogger(__name__)
 

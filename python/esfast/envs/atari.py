@@ -56,8 +56,6 @@ from esfast.errors import AtariEnvError
 
 __all__ = [
     "AreaResize",
-    "AtariEnvError",
-    "AtariSettings",
     "StandardPreprocessing",
     "StartStateReset",
     "check_atari_id",

@@ -22,7 +22,7 @@ from esfast.policies.mlp import MLPActor, MLPPolicy
 from esfast.policies.obstat import ObStat
 from esfast.policies.protocol import Actor, Policy
 
-__all__ = ["Actor", "MLPActor", "MLPPolicy", "ObStat", "Policy", "PolicyError", "make_policy"]
+__all__ = ["Actor", "MLPActor", "MLPPolicy", "ObStat", "Policy", "make_policy"]
 
 
 def make_policy(
