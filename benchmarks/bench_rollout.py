@@ -24,7 +24,7 @@ import time
 import machine
 import numpy as np
 
-from esfast.cli import resolve_config
+from esfast.config import resolve_config
 from esfast.envs import make_env
 from esfast.envs.rollout import run_episode
 from esfast.policies import MLPActor, MLPPolicy

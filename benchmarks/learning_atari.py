@@ -6,7 +6,7 @@ host) on a game and budget that fit this machine. In the same run it first measu
 random policy on the same preprocessed environment (``--random-episodes`` episodes, seeded), then
 trains with the game's shipped config (or ``--config``) for ``--minutes`` of wall time, and reports
 the evaluation return of the unperturbed policy (no action noise) per generation against the random
-policy's mean and best, with a PNG curve.
+policy's mean and best, with a PNG curve drawn by :mod:`esfast.plotting` (``pip install 'esfast[plot]'``).
 
 Usage:
     python benchmarks/learning_atari.py [--config freeway] [--minutes 30] [--set KEY=VALUE ...] [--out DIR] [--plot FILE]
@@ -16,7 +16,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import logging
 import sys
 import time
@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from esfast.cli import resolve_config
-from esfast.config import Config, apply_overrides
+from esfast import plotting
+from esfast.config import Config, apply_overrides, resolve_config
 from esfast.envs import make_env
-from esfast.training import Trainer, resolved_config
+from esfast.errors import UserError
+from esfast.training import Trainer, default_workers, resolved_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine
-from png_plot import line_plot
 
 
 def random_returns(config: Config, episodes: int, seed: int) -> list[float]:
@@ -55,6 +55,33 @@ def random_returns(config: Config, episodes: int, seed: int) -> list[float]:
     return returns
 
 
+def draw(run: plotting.Run, config: Config, random: list[float], path: Path, *, cores: int | None) -> None:
+    """The run's evaluation and population returns against agent steps, the random policy's mean and best as dashed lines."""
+    (evaluation,) = plotting.learning_curves([run], x="timesteps", y="eval_return_mean")
+    (population,) = plotting.learning_curves([run], x="timesteps", y="return_mean")
+    figure, axes = plotting.new_figure()
+    plotting.draw_curves(
+        axes,
+        [
+            dataclasses.replace(evaluation, label="evaluation return (unperturbed policy)"),
+            dataclasses.replace(population, label="mean return of the population"),
+        ],
+        x="timesteps",
+    )
+    mean, best = float(np.mean(random)), float(np.max(random))
+    for value, label in [(mean, "random policy")] if best == mean else [(mean, "random policy, mean"), (best, "random policy, best")]:
+        axes.axhline(value, color="0.6", linestyle="--", linewidth=0.8)
+        axes.text(0.99, value, label, transform=axes.get_yaxis_transform(), ha="right", va="bottom", color="0.45")
+    frames = f" ({config.atari.frame_skip} frames each)" if config.atari is not None else ""
+    axes.set_xlabel(f"agent steps{frames}")
+    axes.set_ylabel("return")
+    workers = config.run.workers  # None: one per core of the machine that trained
+    where = f" ({workers} workers)" if workers else f" ({cores} cores)" if cores else ""
+    axes.set_title(f"esfast on {config.env_id}{where}")
+    axes.legend(loc="upper left", fontsize="small")
+    plotting.save_figure(figure, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="freeway", help="shipped config name or file (default: freeway)")
@@ -65,6 +92,10 @@ def main() -> None:
     parser.add_argument("--from-run", type=Path, help="read this run directory instead of training")
     parser.add_argument("--plot", type=Path, default=Path("atari-learning.png"))
     args = parser.parse_args()
+    try:
+        plotting.require_matplotlib()  # before the run, not after it
+    except UserError as error:
+        parser.error(str(error))
     print(machine.describe(), flush=True)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
@@ -84,10 +115,10 @@ def main() -> None:
         with Trainer(config, args.out) as trainer:
             trainer.train(seconds=60 * args.minutes)
 
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    loaded = plotting.load_run(run)
+    records = loaded.records
     steps = np.array([r["timesteps_total"] for r in records], dtype=np.float64)
     evals = np.array([r["eval_return_mean"] for r in records], dtype=np.float64)
-    means = np.array([r["return_mean"] for r in records], dtype=np.float64)
     seconds = np.array([r["time_elapsed"] for r in records], dtype=np.float64)
     frames = steps * config.atari.frame_skip if config.atari is not None else steps
     print(f"\nrun {run}: {len(records)} generations, {int(steps[-1]):,} agent steps ({int(frames[-1]):,} frames), {seconds[-1]:.0f} s")
@@ -104,18 +135,7 @@ def main() -> None:
         )
     else:
         print(f"no evaluation above the best random episode ({np.max(random):.1f})")
-    line_plot(
-        args.plot,
-        [(steps, evals, (30, 90, 200), "EVAL RETURN"), (steps, means, (120, 170, 230), "MEAN RETURN OF POPULATION")],
-        title=f"ESFAST ON {config.env_id.upper()} (2 CORES)",
-        xlabel="AGENT STEPS",
-        ylabel="RETURN",
-        hlines=(
-            [(float(np.mean(random)), "RANDOM POLICY")]
-            if np.max(random) == np.mean(random)
-            else [(float(np.mean(random)), "RANDOM MEAN"), (float(np.max(random)), "RANDOM BEST")]
-        ),
-    )
+    draw(loaded, config, random, args.plot, cores=None if args.from_run else default_workers())
     print(f"curve written to {args.plot}")
 
 

@@ -3,7 +3,8 @@
 Trains with ``configs/halfcheetah.json`` (or reads an existing run with ``--from-run``),
 records the timesteps at which the evaluation return (unperturbed policy, no action noise)
 first reaches each of the paper's HalfCheetah scores (50%, 75% and 100% of TRPO's final score:
-793, 1589, 2385), prints them next to the timesteps ES needed in the paper, and draws the curve.
+793, 1589, 2385), prints them next to the timesteps ES needed in the paper, and draws the curve
+with :mod:`esfast.plotting` (``pip install 'esfast[plot]'``).
 
 Usage:
     python benchmarks/learning_halfcheetah.py [--timesteps 3000000] [--out DIR] [--plot FILE]
@@ -15,19 +16,19 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from esfast.cli import resolve_config
-from esfast.training import Trainer
+from esfast import plotting
+from esfast.config import resolve_config
+from esfast.errors import UserError
+from esfast.training import Trainer, default_workers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine
-from png_plot import line_plot
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_mujoco_table3.csv"
 # The same rows of the paper's Table 3, for machines without the reference folder.
@@ -54,6 +55,39 @@ def train(out: Path, timesteps: int, seed: int) -> None:
         trainer.train()
 
 
+def draw(run: plotting.Run, rows: list[tuple[str, float, float]], path: Path, *, cores: int | None) -> None:
+    """The run's evaluation and population returns, TRPO's scores as dashed lines, the paper's ES points as crosses."""
+    (evaluation,) = plotting.learning_curves([run], x="timesteps", y="eval_return_mean")
+    (population,) = plotting.learning_curves([run], x="timesteps", y="return_mean")
+    figure, axes = plotting.new_figure()
+    plotting.draw_curves(
+        axes,
+        [
+            dataclasses.replace(evaluation, label="evaluation return (unperturbed policy)"),
+            dataclasses.replace(population, label="mean return of the population"),
+        ],
+        x="timesteps",
+    )
+    for label, score, _ in rows:
+        axes.axhline(score, color="0.6", linestyle="--", linewidth=0.8)
+        axes.text(0.01, score, f"{label} of TRPO", transform=axes.get_yaxis_transform(), ha="left", va="bottom", color="0.45")
+    axes.scatter(
+        [paper_steps for _, _, paper_steps in rows],
+        [score for _, score, _ in rows],
+        marker="x",
+        s=60,
+        color="tab:red",
+        zorder=3,
+        label="paper's ES (Table 3): timesteps to reach each score",
+    )
+    workers = run.config.get("run.workers")  # None: one per core of the machine that trained
+    where = f", {workers} workers" if workers else f", {cores} cores" if cores else ""
+    axes.set_title(f"esfast on {run.config.get('env_id')} (shipped config{where})")
+    axes.set_ylabel("return")
+    axes.legend(loc="lower right", fontsize="small")  # the curves rise from lower left to upper right
+    plotting.save_figure(figure, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=3_000_000)
@@ -62,38 +96,32 @@ def main() -> None:
     parser.add_argument("--from-run", type=Path, help="read this run directory's log.jsonl instead of training")
     parser.add_argument("--plot", type=Path, default=Path("halfcheetah-learning.png"))
     args = parser.parse_args()
+    try:
+        plotting.require_matplotlib()  # before a run of hours, not after it
+    except UserError as error:
+        parser.error(str(error))
     print(machine.describe(), flush=True)
 
     run = args.from_run or args.out
     if not args.from_run:
         train(args.out, args.timesteps, args.seed)
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    loaded = plotting.load_run(run)
+    records = loaded.records
     steps = np.array([r["timesteps_total"] for r in records], dtype=np.float64)
     evals = np.array([r["eval_return_mean"] for r in records], dtype=np.float64)
-    means = np.array([r["return_mean"] for r in records], dtype=np.float64)
     seconds = np.array([r["time_elapsed"] for r in records], dtype=np.float64)
 
     print(f"\nrun {run}: {len(records)} generations, {int(steps[-1]):,} timesteps, {seconds[-1]:.0f} s")
     print(f"{'TRPO %':>7} {'score':>8} {'paper ES steps':>15} {'esfast steps':>13} {'ratio':>6} {'esfast time':>12}")
-    markers = []
-    for label, score, paper_steps in paper_rows():
+    rows = paper_rows()
+    for label, score, paper_steps in rows:
         reached = np.flatnonzero(evals >= score)
         if reached.size:
             ours = steps[reached[0]]
-            markers.append((paper_steps, score, "PAPER ES"))
             print(f"{label:>7} {score:>8.1f} {paper_steps:>15,.0f} {ours:>13,.0f} {ours / paper_steps:>6.2f} {seconds[reached[0]]:>11.0f}s")
         else:
-            markers.append((paper_steps, score, "PAPER ES"))
             print(f"{label:>7} {score:>8.1f} {paper_steps:>15,.0f} {'not reached':>13}")
-    line_plot(
-        args.plot,
-        [(steps, evals, (30, 90, 200), "EVAL RETURN"), (steps, means, (120, 170, 230), "MEAN RETURN OF POPULATION")],
-        title="ESFAST ON HALFCHEETAH-V5 (SHIPPED CONFIG, 2 CORES)",
-        xlabel="TIMESTEPS",
-        ylabel="RETURN",
-        hlines=[(score, f"{label} TRPO") for label, score, _ in paper_rows()],
-        markers=markers,
-    )
+    draw(loaded, rows, args.plot, cores=None if args.from_run else default_workers())
     print(f"curve written to {args.plot}")
 
 

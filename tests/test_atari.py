@@ -15,8 +15,7 @@ import pytest
 from gymnasium.utils import seeding
 
 from esfast import _core
-from esfast.cli import resolve_config
-from esfast.config import AtariSettings, ConfigError, PolicySettings
+from esfast.config import AtariSettings, ConfigError, PolicySettings, resolve_config
 from esfast.envs.atari import (
     AreaResize,
     StandardPreprocessing,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from cluster import evaluators
 
+import esfast as esfast_package
 from esfast.checkpoint import load_checkpoint
 
 TESTS = Path(__file__).resolve().parent
@@ -262,3 +263,15 @@ def test_two_runs_in_one_directory_are_refused(tmp_path: Path) -> None:
     assert [r["generation"] for r in records] == list(range(1, len(records) + 1))
     resumed = esfast("train", "--resume", str(out), "--generations", str(len(records) + 1))  # the lock went with the process
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_version_and_the_list_of_shipped_configs() -> None:
+    version = esfast("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"esfast {esfast_package.__version__}"
+    listing = esfast("configs")
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["name", "task", "policy", "pairs", "budget"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {path.stem for path in (TESTS.parent / "configs").glob("*.json")}
+    assert "HalfCheetah-v5" in rows["halfcheetah"] and "64x64 tanh" in rows["halfcheetah"] and "timesteps" in rows["halfcheetah"]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import esfast.config as config_module
-from esfast.cli import shipped_configs
 from esfast.config import (
     AtariSettings,
     Config,
@@ -24,6 +23,7 @@ from esfast.config import (
     config_from_dict,
     load_config,
     map_env_id,
+    shipped_configs,
 )
 
 PAPER_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper-code-humanoid.json"
@@ -301,6 +301,7 @@ BAD_VALUES: dict[str, list] = {
     "run.workers": [*_not_null(COUNT_BAD), 0, 4097],
     "run.eval_episodes": [*_not_null(COUNT_BAD), 2**24 + 1],
     "run.noise_table_size": [*COUNT_BAD, 0, 2**40 + 1, 10**14],
+    "run.tensorboard": [0, 1, "true", None, NAN, [True]],
     "atari.noop_max": [*COUNT_BAD, 10_001],
     "atari.frame_skip": [*COUNT_BAD, 0, 101],
     "atari.screen_size": [*COUNT_BAD, 10, 19, 513],
@@ -353,6 +354,7 @@ GOOD_VALUES: dict[str, list] = {
     "run.workers": [None, 1, 4096],
     "run.eval_episodes": [None, 0, 2**24],
     "run.noise_table_size": [1, 2**40],
+    "run.tensorboard": [True, False],
     "atari.noop_max": [0, 10_000],
     "atari.frame_skip": [1, 100],
     "atari.screen_size": [20, 512],

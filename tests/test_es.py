@@ -1,6 +1,8 @@
-"""OpenES: the update against a numpy reference, black-box problems, determinism, state."""
+"""OpenES: the update against a numpy reference, the population as candidates, black-box problems, determinism, state."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import numpy_reference as ref
@@ -17,7 +19,7 @@ def test_update_matches_numpy_reference() -> None:
     population = es.ask()
     returns = np.random.default_rng(0).standard_normal((8, 2))
     # The population is θ ± σ ε.
-    for i, (plus, minus) in enumerate(population):
+    for i, (plus, minus) in enumerate(population.pairs()):
         eps = table.get(int(population.offsets[i]), 50)
         np.testing.assert_array_equal(plus, theta0 + np.float32(0.1) * eps)
         np.testing.assert_array_equal(minus, theta0 - np.float32(0.1) * eps)
@@ -37,9 +39,113 @@ def test_solves_quadratic_20d() -> None:
     target = np.linspace(-1, 1, 20)
     es = OpenES(20, sigma=0.1, stepsize=0.05, pop_pairs=50, seed=0, theta=np.zeros(20))
     for _ in range(300):
-        returns = np.array([[-np.sum((p - target) ** 2), -np.sum((m - target) ** 2)] for p, m in es.ask()])
+        returns = np.array([[-np.sum((p - target) ** 2), -np.sum((m - target) ** 2)] for p, m in es.ask().pairs()])
         es.tell(returns)
     assert np.linalg.norm(es.theta - target) < 0.05
+
+
+def test_population_is_a_sequence_of_candidates() -> None:
+    """len, iteration, indexing and np.asarray go over θ+σε₀, θ−σε₀, θ+σε₁, ...; pairs() over the pairs."""
+    es = OpenES(7, sigma=0.3, stepsize=0.1, pop_pairs=4, seed=3, table=core.NoiseTable(10_000, 1))
+    population = es.ask()
+    expected = np.stack([vector for i in range(4) for vector in population.pair(i)])
+    array = np.asarray(population)
+    assert array.shape == (8, 7) and array.dtype == np.float32 and array.flags.c_contiguous
+    np.testing.assert_array_equal(array, expected)
+    np.testing.assert_array_equal(array, population.vectors().reshape(8, 7))
+    np.testing.assert_array_equal(np.array(population), expected)
+    np.testing.assert_array_equal(np.asarray(population, dtype=np.float64), expected.astype(np.float64))
+    assert np.asarray(population, dtype=np.float64).dtype == np.float64
+    assert len(population) == 8 and population.pop_pairs == 4
+    candidates = list(population)
+    assert len(candidates) == 8 and all(c.shape == (7,) and c.dtype == np.float32 for c in candidates)
+    np.testing.assert_array_equal(np.stack(candidates), expected)
+    for k in range(-8, 8):
+        np.testing.assert_array_equal(population[k], expected[k])
+    np.testing.assert_array_equal(population[np.int64(3)], expected[3])
+    pairs = list(population.pairs())
+    assert len(pairs) == 4
+    for i, (plus, minus) in enumerate(pairs):
+        np.testing.assert_array_equal(plus, expected[2 * i])
+        np.testing.assert_array_equal(minus, expected[2 * i + 1])
+    np.testing.assert_allclose(plus - es.theta, es.theta - minus, atol=1e-6)  # antithetic, around θ
+    # Each candidate is a new array: changing one changes nothing else.
+    candidates[0][:] = 0
+    np.testing.assert_array_equal(population[0], expected[0])
+    with pytest.raises(IndexError, match=r"^population index 8 is out of range for 8 candidates$"):
+        population[8]
+    with pytest.raises(IndexError, match=r"^population index -9 is out of range"):
+        population[-9]
+    with pytest.raises(TypeError, match=r"^population indices must be integers, got slice$"):
+        population[1:3]  # type: ignore[index]
+    with pytest.raises(ValueError, match="computed when asked for"):
+        np.asarray(population, copy=False)
+
+
+def test_both_returns_layouts_and_lists_give_identical_theta() -> None:
+    def objective(vector: np.ndarray) -> float:
+        return -float(np.sum(np.abs(vector - 0.5)))
+
+    def run(layout: str) -> np.ndarray:
+        es = OpenES(16, sigma=0.05, stepsize=0.02, pop_pairs=6, seed=11)
+        for _ in range(4):
+            population = es.ask()
+            fitness = [objective(x) for x in population]  # one per candidate, in population order
+            if layout == "pairs":
+                es.tell(np.array([[objective(plus), objective(minus)] for plus, minus in population.pairs()]))
+            elif layout == "flat":
+                es.tell(np.array(fitness))
+            else:
+                es.tell(fitness)
+        return es.theta
+
+    pairs = run("pairs")
+    np.testing.assert_array_equal(run("flat"), pairs)
+    np.testing.assert_array_equal(run("list"), pairs)
+
+
+def test_minimize_equals_maximizing_the_negated_values() -> None:
+    def loss(vectors: np.ndarray) -> np.ndarray:
+        return np.square(vectors - 0.2).sum(axis=-1)
+
+    minimizer = OpenES(12, sigma=0.05, stepsize=0.02, pop_pairs=5, seed=8, maximize=False)
+    maximizer = OpenES(12, sigma=0.05, stepsize=0.02, pop_pairs=5, seed=8)
+    start = float(loss(minimizer.theta))
+    for _ in range(20):
+        minimizer.tell(loss(np.asarray(minimizer.ask())))
+        maximizer.tell(-loss(np.asarray(maximizer.ask())))
+    np.testing.assert_array_equal(minimizer.theta, maximizer.theta)
+    assert float(loss(minimizer.theta)) < start
+
+
+def sphere(x: np.ndarray) -> float:
+    return float(np.sum(np.square(x, dtype=np.float64)))
+
+
+def rosenbrock_loss(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2))
+
+
+def test_estool_loop_minimizes_sphere_50d() -> None:
+    """The loop of estool and pycma, unchanged: ask, one loss per candidate, tell."""
+    es = OpenES(50, sigma=0.1, stepsize=0.05, pop_pairs=50, seed=0, theta=np.full(50, 3.0), maximize=False)
+    start = sphere(es.theta)  # 450
+    for _ in range(300):
+        solutions = es.ask()
+        es.tell([sphere(x) for x in solutions])
+    # Measured over seeds 0-4: 2.9e-7 to 4.3e-7 of the initial loss.
+    assert sphere(es.theta) < 1e-5 * start
+
+
+def test_estool_loop_minimizes_rosenbrock_10d() -> None:
+    es = OpenES(10, sigma=0.02, stepsize=0.01, pop_pairs=50, seed=0, theta=np.zeros(10), maximize=False)
+    start = rosenbrock_loss(es.theta)  # 9
+    for _ in range(1000):
+        solutions = es.ask()
+        es.tell([rosenbrock_loss(x) for x in solutions])
+    # Measured over seeds 0-4: 0.046 to 0.068 (the minimum is 0, at all ones).
+    assert start == 9.0 and rosenbrock_loss(es.theta) < 0.2
 
 
 def test_solves_rosenbrock_20d() -> None:
@@ -84,6 +190,29 @@ def test_state_dict_resume_equals_uninterrupted() -> None:
     assert second.generation == 6
 
 
+def test_maximize_is_kept_in_the_state_and_checked() -> None:
+    table = core.NoiseTable(10_000, 0)
+    minimizer = OpenES(6, sigma=0.1, stepsize=0.1, pop_pairs=3, seed=0, table=table, maximize=False)
+    minimizer.tell(np.arange(6.0))
+    state = minimizer.state_dict()
+    assert state["maximize"] is False
+    resumed = OpenES(6, sigma=0.1, stepsize=0.1, pop_pairs=3, seed=0, table=table, maximize=False)
+    resumed.load_state_dict(state)
+    np.testing.assert_array_equal(resumed.theta, minimizer.theta)
+    maximizer = OpenES(6, sigma=0.1, stepsize=0.1, pop_pairs=3, seed=0, table=table)
+    with pytest.raises(ValueError, match=r"^state is of an ES that minimizes, this ES maximizes \(maximize=True\)$"):
+        maximizer.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^state is of an ES that maximizes, this ES minimizes"):
+        resumed.load_state_dict(maximizer.state_dict())
+    with pytest.raises(ValueError, match=r"^state holds maximize = 'yes', which must be True or False$"):
+        resumed.load_state_dict({**state, "maximize": "yes"})
+    resumed.load_state_dict({**state, "maximize": np.asarray(False)})  # as a checkpoint file holds it
+    del state["maximize"]  # a state from before the setting: a maximizing ES's
+    maximizer.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"^state is of an ES that maximizes"):
+        resumed.load_state_dict(state)
+
+
 def test_offsets_depend_on_seed_and_generation_only() -> None:
     es = OpenES(10, sigma=0.1, stepsize=0.1, pop_pairs=4, seed=5)
     np.testing.assert_array_equal(es.ask().offsets, population_offsets(5, 0, 4, 10, len(es.table)))
@@ -102,6 +231,7 @@ def test_offsets_depend_on_seed_and_generation_only() -> None:
         ({"return_proc_mode": "ranks"}, "return_proc_mode must be one of"),
         ({"optimizer": "rmsprop"}, "optimizer must be 'adam' or 'sgd'"),
         ({"theta": np.zeros(3)}, "theta must have 10 elements"),
+        ({"maximize": "no"}, "maximize must be True or False, got 'no'"),
     ],
 )
 def test_bad_arguments(kwargs: dict, message: str) -> None:
@@ -112,10 +242,17 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
 
 def test_bad_returns_and_state() -> None:
     es = OpenES(10, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0)
-    with pytest.raises(ValueError, match=r"returns must have shape \(2, 2\)"):
-        es.tell(np.zeros(4))
+    for bad, shape in ((np.zeros(3), "(3,)"), (np.zeros((2, 3)), "(2, 3)"), (np.zeros((4, 1)), "(4, 1)"), (0.0, "()")):
+        with pytest.raises(ValueError, match=rf"^returns must have shape \(4,\) or \(2, 2\), got {re.escape(shape)}$"):
+            es.tell(bad)
+    for bad in ([[0.0, 1.0], [2.0]], ["a", "b", "c", "d"], [{}, 1.0, 2.0, 3.0]):
+        with pytest.raises(ValueError, match=r"^returns must be real numbers, one per candidate: shape \(4,\) or \(2, 2\)$"):
+            es.tell(bad)
     with pytest.raises(ValueError, match="NaN"):
         es.tell([[0.0, np.nan], [1.0, 2.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        es.tell([0.0, 1.0, np.nan, 2.0])
+    assert es.generation == 0
     other = OpenES(11, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0)
     with pytest.raises(ValueError, match="theta of shape"):
         es.load_state_dict(other.state_dict())

@@ -356,3 +356,18 @@ def test_a_damaged_config_json_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"env_id": ')
     with pytest.raises(ConfigError, match="is not valid JSON"):
         resolved_config(tmp_path)
+
+
+def test_a_callback_sees_every_generation_and_can_stop_the_run(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    def stop_at_3(record: dict[str, object]) -> bool:
+        seen.append(int(record["generation"]))  # type: ignore[call-overload]
+        assert (tmp_path / "checkpoints" / "latest.npz").exists()  # the generation is saved when it is called
+        return record["generation"] == 3
+
+    with Trainer(reach_config("run.generations=10"), tmp_path, evaluator=SerialEvaluator) as trainer:
+        trainer.train(on_generation=stop_at_3)
+        assert trainer.generation == 3 and seen == [1, 2, 3]
+        trainer.train(on_generation=lambda record: None)  # None goes on
+        assert trainer.generation == 10

@@ -1,4 +1,4 @@
-"""The ``esfast`` command (``esfast train``, ``esfast play``) and ``esfast-master``.
+"""The ``esfast`` command (``esfast train``, ``esfast play``, ``esfast plot``, ``esfast configs``) and ``esfast-master``.
 
 ``esfast train`` is a master on a loopback port plus one worker host on this machine;
 ``esfast-master`` is the same master on an address worker hosts of other machines connect to
@@ -18,13 +18,13 @@ import os
 import signal
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from esfast import __version__, plotting
 from esfast.checkpoint import load_checkpoint
-from esfast.config import Config, apply_overrides, load_config, validate
+from esfast.config import DEFAULT_CONFIG, Config, apply_overrides, load_config, resolve_config, shipped_configs, validate
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import check_endpoint
 from esfast.envs import make_env
@@ -35,33 +35,10 @@ from esfast.training import Trainer, resolved_config
 
 logger = logging.getLogger("esfast")
 
-DEFAULT_CONFIG = "halfcheetah"
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 # Errors whose message tells the user what to change; anything else is a bug and keeps its traceback.
 # OSError covers the machine's answers: no memory for the noise table, an unwritable run directory.
 USER_ERRORS = (UserError, OSError)
-
-
-def shipped_configs() -> dict[str, Path]:
-    """Configs that ship with esfast, by name (file name without ``.json``)."""
-    installed = resources.files("esfast") / "configs"
-    source_tree = Path(__file__).resolve().parents[2] / "configs"  # editable installs
-    for directory in (Path(str(installed)), source_tree):
-        if directory.is_dir():
-            return {path.stem: path for path in sorted(directory.glob("*.json"))}
-    return {}
-
-
-def resolve_config(name: str | None) -> Config:
-    """A config from a file path or a shipped config's name (default: HalfCheetah)."""
-    name = name or DEFAULT_CONFIG
-    path = Path(name)
-    if path.suffix == ".json" or path.exists():
-        return load_config(path)
-    shipped = shipped_configs()
-    if name in shipped:
-        return load_config(shipped[name])
-    raise ConfigError(f"no config file {name!r} and no shipped config of that name (shipped: {', '.join(shipped) or 'none'})")
 
 
 def _budget(config: Config, args: argparse.Namespace) -> Config:
@@ -72,6 +49,8 @@ def _budget(config: Config, args: argparse.Namespace) -> Config:
         run = dataclasses.replace(run, timesteps=args.timesteps, generations=None)
     if args.workers is not None:
         run = dataclasses.replace(run, workers=args.workers)
+    if args.tensorboard:
+        run = dataclasses.replace(run, tensorboard=True)
     config = dataclasses.replace(config, run=run)
     validate(config)
     return config
@@ -164,13 +143,42 @@ def _check_display() -> None:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    """``esfast play``: a checkpoint's policy without action noise, its returns, and with ``--video`` a video of it."""
+    from esfast.video import FrameRecorder, VideoWriter, check_video_path, frame_rate, requested_backend, screen_reader, tracking_camera
+
     state, config = load_checkpoint(args.checkpoint)
+    if args.video:
+        check_video_path(args.video)  # PyAV installed, a known suffix, an existing folder: before any work
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note on loading ("No OpenGL_accelerate module")
+        if config.atari is None:
+            requested_backend()  # a MUJOCO_GL that MuJoCo would fail on at import
+    size = {name: getattr(args, name) for name in ("width", "height") if getattr(args, name) is not None}
+    for name, value in [*size.items(), ("fps", args.fps)]:
+        if value is not None and value <= 0:
+            raise UserError(f"--{name} must be positive, got {value}")
+    if (size or args.fps is not None) and not args.video:
+        raise UserError("--width, --height and --fps are options of --video")
+    if size and config.atari is not None:
+        raise EnvError("--width and --height size MuJoCo renderings; an Atari video is the 210x160 ALE screen")
     if args.render:
         _check_display()
     if args.render and config.atari is not None:
         raise EnvError("--render is not supported for Atari runs yet (the preprocessed environment has no window)")
-    env = make_env(config.env_id, config.env_module, atari=config.atari, **({"render_mode": "human"} if args.render else {}))
+    render_mode = {"render_mode": "human"} if args.render else {"render_mode": "rgb_array"} if args.video and config.atari is None else {}
     try:
+        env = make_env(config.env_id, config.env_module, atari=config.atari, **render_mode, **size)
+        if args.video and (camera := tracking_camera(env)) is not None:  # a camera that follows the agent
+            env.close()
+            env = make_env(config.env_id, config.env_module, atari=config.atari, **render_mode, **size, camera_name=camera)
+    except TypeError as error:  # an environment that takes no width or height
+        raise EnvError(f"cannot make {config.env_id!r} with --width/--height: {error}") from None
+    video = None
+    try:
+        if args.video:
+            read_screen, source = screen_reader(env)
+            frame_skip = config.atari.frame_skip if config.atari is not None else None
+            video = VideoWriter(args.video, frame_rate(env, frame_skip, fps=args.fps))
+            env = FrameRecorder(env, video, read_screen)
         policy = make_policy(env.observation_space, env.action_space, config.policy, state.get("reference_batch"))
         theta = np.asarray(state["theta"], dtype=np.float32)
         obstat = ObStat((policy.obs_stat_dim,))
@@ -185,7 +193,12 @@ def cmd_play(args: argparse.Namespace) -> int:
             print(f"episode {episode + 1}: return {result.ret:.2f}, length {result.length}")
         print(f"mean return over {len(returns)} episodes: {np.mean(returns):.2f} (std {np.std(returns):.2f})")
     finally:
+        if video is not None:
+            video.close()  # flushed before the environment (and its renderer) goes
         env.close()
+    if video is not None:
+        height, width = video.size or (0, 0)
+        print(f"video: {video.path} ({video.frames} frames, {width}x{height}, {float(video.fps):g} fps, from {source})")
     return 0
 
 
@@ -203,12 +216,44 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01"
     )
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (esfast[tensorboard])")
     parser.set_defaults(handler=cmd_train)
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    """``esfast configs``: the shipped configs, one line each."""
+    rows = [("name", "task", "policy", "pairs", "budget")]
+    config_logger = logging.getLogger("esfast.config")
+    level = config_logger.level
+    config_logger.setLevel(logging.ERROR)  # a listing, not a run: no notes about what a run would ignore
+    try:
+        configs = {name: load_config(path) for name, path in shipped_configs().items()}
+    finally:
+        config_logger.setLevel(level)
+    for name, config in configs.items():
+        run = config.run
+        budget = (
+            f"{run.timesteps:,} timesteps"
+            if run.timesteps is not None
+            else f"{run.generations:,} generations"
+            if run.generations is not None
+            else "none"
+        )
+        network = f"{config.policy.type} {'x'.join(map(str, config.policy.hidden_dims))} {config.policy.nonlin_type}"
+        rows.append((name, config.env_id, network, str(config.pop_pairs), budget))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esfast", description="Evolution strategies (OpenAI-ES) for gymnasium environments.")
+    parser.add_argument("--version", action="version", version=f"esfast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    configs = commands.add_parser("configs", help="list the shipped configs", description="List the configs that ship with esfast.")
+    configs.set_defaults(handler=cmd_configs)
 
     train = commands.add_parser("train", help="train a policy", description="Train a policy with OpenAI-ES on this machine.")
     _add_run_arguments(train)
@@ -219,8 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("checkpoint", help="a checkpoint file (.npz)")
     play.add_argument("--episodes", type=int, default=5, help="episodes to run (default: 5)")
     play.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    play.add_argument("--render", action="store_true", help="show the environment in a window")
+    shown = play.add_mutually_exclusive_group()
+    shown.add_argument("--render", action="store_true", help="show the environment in a window")
+    shown.add_argument(
+        "--video", metavar="FILE.mp4", help="record the episodes into one video (.mp4, .mkv or .mov), no display needed (esfast[video])"
+    )
+    play.add_argument("--width", type=int, help="video width in pixels, MuJoCo (default: the environment's, 480)")
+    play.add_argument("--height", type=int, help="video height in pixels, MuJoCo (default: the environment's, 480)")
+    play.add_argument("--fps", type=float, help="video frames per second (default: the environment's speed; Atari: 60 / frame_skip)")
     play.set_defaults(handler=cmd_play)
+
+    plotting.add_parser(commands)
     return parser
 
 

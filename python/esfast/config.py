@@ -32,6 +32,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ MUJOCO_TASKS = (
 
 # Smallest square input of the Atari network: conv 8x8 stride 4 must leave at least 4x4 for conv 4x4 stride 2.
 MIN_SCREEN_SIZE = 20
+DEFAULT_CONFIG = "halfcheetah"  # the shipped config esfast train and esfast.train use without one
 
 # Bounds of the settings; docs/configs.md gives each one's reason. Every value is checked against
 # them before a process starts or a byte of the noise table is generated.
@@ -131,7 +133,8 @@ class RunSettings:
     ``generations`` and ``timesteps`` are budgets (the run stops at the first reached; neither
     means run until interrupted); ``workers`` is the number of local evaluator processes (None:
     one per core); ``eval_episodes`` overrides the number of evaluation episodes per generation
-    that ``eval_prob`` implies.
+    that ``eval_prob`` implies; ``tensorboard`` writes TensorBoard event files besides the log
+    (the optional extra ``esfast[tensorboard]``).
     """
 
     seed: int = 0
@@ -140,6 +143,7 @@ class RunSettings:
     noise_table_size: int = 25_000_000
     workers: int | None = None
     eval_episodes: int | None = None
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)
@@ -540,6 +544,29 @@ def validate(config: Config) -> None:
     _count(run.workers, "run.workers", 1, MAX_WORKERS, nullable=True, why=" (evaluator processes a worker host may announce)")
     _count(run.eval_episodes, "run.eval_episodes", 0, MAX_EVAL_EPISODES, nullable=True, why=" (a batch's worth)")
     _count(run.noise_table_size, "run.noise_table_size", 1, MAX_NOISE_TABLE_SIZE, why=" samples (the noise table's limit)")
+    _require(isinstance(run.tensorboard, bool), f"run.tensorboard must be true or false, got {_show(run.tensorboard)}")
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Configs that ship with esfast, by name (file name without ``.json``)."""
+    installed = resources.files("esfast") / "configs"
+    source_tree = Path(__file__).resolve().parents[2] / "configs"  # editable installs
+    for directory in (Path(str(installed)), source_tree):
+        if directory.is_dir():
+            return {path.stem: path for path in sorted(directory.glob("*.json"))}
+    return {}
+
+
+def resolve_config(name: str | None) -> Config:
+    """A config from a file path or a shipped config's name (default: HalfCheetah)."""
+    name = name or DEFAULT_CONFIG
+    path = Path(name)
+    if path.suffix == ".json" or path.exists():
+        return load_config(path)
+    shipped = shipped_configs()
+    if name in shipped:
+        return load_config(shipped[name])
+    raise ConfigError(f"no config file {name!r} and no shipped config of that name (shipped: {', '.join(shipped) or 'none'})")
 
 
 def load_config(path: str | Path) -> Config:

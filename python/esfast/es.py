@@ -1,10 +1,16 @@
 """OpenAI-ES with an ask/tell interface, for any black-box objective.
 
-    es = OpenES(num_params, sigma=0.02, stepsize=0.01, pop_pairs=50, seed=0)
+The loop of estool, pycma, evosax and EvoTorch works as it is: a population is a sequence of
+``2 * pop_pairs`` candidates, and ``tell`` takes one fitness per candidate, in that order::
+
+    es = OpenES(num_params, sigma=0.02, stepsize=0.01, pop_pairs=50, seed=0, maximize=False)
     for generation in range(100):
-        population = es.ask()
-        returns = np.array([[f(plus), f(minus)] for plus, minus in population])  # (pop_pairs, 2)
-        es.tell(returns)
+        solutions = es.ask()                   # np.asarray(solutions): (2 * pop_pairs, num_params)
+        es.tell([loss(x) for x in solutions])  # θ+σε₀, θ−σε₀, θ+σε₁, θ−σε₁, ...
+
+The antithetic pairs stay available: ``solutions.pairs()``, ``solutions.pair(i)``,
+``solutions.vectors()`` (pop_pairs, 2, num_params), and ``tell`` also takes returns of shape
+(pop_pairs, 2).
 
 Each generation's population is fixed by (seed, generation): its noise offsets come from
 ``sample_offsets`` with a seed derived from both, so a population can be rebuilt anywhere from
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,7 +31,7 @@ from esfast.optimizers import Adam, make_optimizer
 from esfast.seeding import Purpose, derive_rng, derive_seed
 
 if TYPE_CHECKING:
-    from numpy.typing import ArrayLike, NDArray
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 __all__ = ["OpenES", "Population", "default_table_size", "population_offsets"]
 
@@ -42,10 +48,14 @@ def population_offsets(seed: int, generation: int, pop_pairs: int, num_params: i
 
 @dataclass
 class Population:
-    """One generation's antithetic pairs θ ± σ·table[offsets[i] : offsets[i] + num_params].
+    """One generation's candidates: the antithetic pairs θ ± σ·table[offsets[i] : offsets[i] + num_params].
 
-    Iterating yields ``(plus, minus)`` float32 arrays of shape (num_params,), new for each pair;
-    :meth:`pair` can write into given buffers instead.
+    A sequence of ``2 * pop_pairs`` candidates in the order θ + σε₀, θ − σε₀, θ + σε₁, ...:
+    ``len``, iteration and ``population[k]`` go over them one at a time (each a new float32
+    array of shape (num_params,)), and ``np.asarray(population)`` is all of them as one
+    (2 * pop_pairs, num_params) float32 array, so that a loop written for estool, pycma or evosax
+    works as it is. :meth:`pairs`, :meth:`pair` and :meth:`vectors` give the same vectors by
+    antithetic pair; :meth:`pair` can write into given buffers.
     """
 
     generation: int
@@ -54,8 +64,40 @@ class Population:
     sigma: float
     table: core.NoiseTable
 
-    def __len__(self) -> int:
+    @property
+    def pop_pairs(self) -> int:
+        """Antithetic pairs: half the number of candidates."""
         return len(self.offsets)
+
+    def __len__(self) -> int:
+        """Candidates: ``2 * pop_pairs``."""
+        return 2 * len(self.offsets)
+
+    def __getitem__(self, index: int) -> NDArray[np.float32]:
+        """Candidate ``index``: θ + σε_{index // 2} when ``index`` is even, θ − σε_{index // 2} when odd.
+
+        Raises:
+            TypeError: an index that is not an integer.
+            IndexError: an index out of [-len, len).
+        """
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"population indices must be integers, got {type(index).__name__}")
+        size = len(self)
+        if not -size <= index < size:
+            raise IndexError(f"population index {index} is out of range for {size} candidates")
+        pair, sign = divmod(int(index) % size, 2)
+        return self.pair(pair)[sign]
+
+    def __iter__(self) -> Iterator[NDArray[np.float32]]:
+        """The candidates in order: θ + σε₀, θ − σε₀, θ + σε₁, ..."""
+        for plus, minus in self.pairs():
+            yield plus
+            yield minus
+
+    def pairs(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+        """The antithetic pairs ``(θ + σε_i, θ − σε_i)`` in order, each two new arrays of shape (num_params,)."""
+        for i in range(self.pop_pairs):
+            yield self.pair(i)
 
     def pair(
         self, i: int, *, out_plus: NDArray[np.float32] | None = None, out_minus: NDArray[np.float32] | None = None
@@ -63,16 +105,23 @@ class Population:
         """(θ + σε_i, θ − σε_i) for pair ``i``."""
         return core.perturb_pair(self.theta, self.table, int(self.offsets[i]), self.sigma, out_plus=out_plus, out_minus=out_minus)
 
-    def __iter__(self) -> Iterator[tuple[NDArray[np.float32], NDArray[np.float32]]]:
-        for i in range(len(self)):
-            yield self.pair(i)
-
     def vectors(self) -> NDArray[np.float32]:
         """All members as one (pop_pairs, 2, num_params) array: [:, 0] is θ + σε, [:, 1] is θ − σε."""
-        out = np.empty((len(self), 2, self.theta.size), dtype=np.float32)
-        for i in range(len(self)):
+        out = np.empty((self.pop_pairs, 2, self.theta.size), dtype=np.float32)
+        for i in range(self.pop_pairs):
             self.pair(i, out_plus=out[i, 0], out_minus=out[i, 1])
         return out
+
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> NDArray[Any]:
+        """The candidates as one new (2 * pop_pairs, num_params) array (float32 unless ``dtype`` says otherwise).
+
+        Raises:
+            ValueError: ``copy=False``: the array is computed on request, so it is always new.
+        """
+        if copy is False:
+            raise ValueError("a Population's array is computed when asked for: np.asarray(population, copy=False) cannot avoid that")
+        array = self.vectors().reshape(len(self), self.theta.size)
+        return array if dtype is None else array.astype(dtype, copy=False)
 
 
 def process_returns(returns: NDArray[np.float64], mode: str) -> NDArray[np.float32]:
@@ -101,6 +150,8 @@ class OpenES:
         return_proc_mode: ``"centered_rank"``, ``"normalized"`` or ``"raw"``.
         table: the noise table; None creates a private one of :func:`default_table_size` from ``seed``.
         theta: initial θ (copied to float32); None draws N(0, 1) from ``seed``.
+        maximize: whether :meth:`tell` gets values to maximize (returns, fitness); False:
+            values to minimize (losses).
 
     Raises:
         ValueError: a non-positive population, sigma or step size, or an unknown mode.
@@ -120,6 +171,7 @@ class OpenES:
         return_proc_mode: str = "centered_rank",
         table: core.NoiseTable | None = None,
         theta: ArrayLike | None = None,
+        maximize: bool = True,
     ) -> None:
         if not (isinstance(num_params, (int, np.integer)) and num_params >= 1):
             raise ValueError(f"num_params must be a positive integer, got {num_params!r}")
@@ -133,6 +185,9 @@ class OpenES:
             raise ValueError(f"l2coeff must be >= 0, got {l2coeff!r}")
         if return_proc_mode not in RETURN_PROC_MODES:
             raise ValueError(f"return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {return_proc_mode!r}")
+        if not isinstance(maximize, (bool, np.bool_)):
+            raise ValueError(f"maximize must be True or False, got {maximize!r}")
+        self.maximize = bool(maximize)
         self.num_params = int(num_params)
         self.sigma = float(sigma)
         self.pop_pairs = int(pop_pairs)
@@ -163,26 +218,40 @@ class OpenES:
         return self._offsets[1]
 
     def ask(self) -> Population:
-        """The current generation's population."""
+        """The current generation's population: ``2 * pop_pairs`` candidates (see :class:`Population`)."""
         return Population(self.generation, self.offsets(), self.theta, self.sigma, self.table)
 
     def tell(self, returns: ArrayLike) -> dict[str, float]:
         """Updates θ from the returns of the current population and advances the generation.
 
         Args:
-            returns: shape (pop_pairs, 2): column 0 for θ + σε_i, column 1 for θ − σε_i.
+            returns: one value per candidate, to maximize (or to minimize, for an ES made with
+                ``maximize=False``), as an array or a list: shape (2 * pop_pairs,) in the
+                population's order θ + σε₀, θ − σε₀, θ + σε₁, ..., or (pop_pairs, 2) with column
+                0 for θ + σε_i and column 1 for θ − σε_i. NaN is refused; infinite values are
+                ranked first or last by ``centered_rank`` and refused by the other modes.
 
         Returns:
             Update statistics: ``grad_norm``, ``update_ratio`` (|step| / |θ|).
 
         Raises:
-            ValueError: wrong shape or NaN returns.
+            ValueError: values that are not real numbers, of another shape, NaN, or infinite
+                outside ``centered_rank``; one line, before anything changes.
         """
-        values = np.asarray(returns, dtype=np.float64)
+        try:
+            values = np.asarray(returns, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):  # ragged lists, strings, None
+            raise ValueError(
+                f"returns must be real numbers, one per candidate: shape ({2 * self.pop_pairs},) or ({self.pop_pairs}, 2)"
+            ) from None
+        if values.shape == (2 * self.pop_pairs,):
+            values = values.reshape(self.pop_pairs, 2)  # candidate 2i is θ + σε_i, 2i + 1 is θ − σε_i
         if values.shape != (self.pop_pairs, 2):
-            raise ValueError(f"returns must have shape ({self.pop_pairs}, 2), got {values.shape}")
+            raise ValueError(f"returns must have shape ({2 * self.pop_pairs},) or ({self.pop_pairs}, 2), got {values.shape}")
         if np.isnan(values).any():
             raise ValueError("returns must not contain NaN")
+        if not self.maximize:
+            values = -values
         shaped = process_returns(values, self.return_proc_mode)
         weights = (shaped[:, 0] - shaped[:, 1]).astype(np.float32)
         gradient = core.weighted_noise_sum(self.table, self.offsets(), weights, self.num_params)
@@ -206,6 +275,7 @@ class OpenES:
             "pop_pairs": self.pop_pairs,
             "l2coeff": self.l2coeff,
             "return_proc_mode": self.return_proc_mode,
+            "maximize": self.maximize,
             "optimizer": self.optimizer_name,
             "table_size": len(self.table),
             "table_seed": self.table.seed,
@@ -217,12 +287,15 @@ class OpenES:
         """Restores :meth:`state_dict` output, checked whole before anything changes.
 
         The ES settings in ``state`` (``sigma``, ``pop_pairs``, ...) are not restored: they come
-        from the constructor, as a resumed run's config gives them.
+        from the constructor, as a resumed run's config gives them. ``maximize`` must agree when
+        ``state`` has it (the optimizer's moments point the way it says); a state without it is
+        one of a maximizing ES.
 
         Raises:
             ValueError: one line: a missing key, θ of another size or not finite, a generation out of
-                [0, 2**53], a state from a different optimizer or noise table, or optimizer state of
-                the wrong shape, non-finite or negative where it cannot be.
+                [0, 2**53], a state from a different optimizer or noise table, one that maximizes
+                where this ES minimizes or the reverse, or optimizer state of the wrong shape,
+                non-finite or negative where it cannot be.
         """
         optimizer_keys = {f"optimizer_{key}": value for key, value in self.optimizer.state_dict().items()}
         missing = [key for key in ("theta", "generation", "optimizer", "table_size", "table_seed", *optimizer_keys) if key not in state]
@@ -241,6 +314,14 @@ class OpenES:
             or _integer(state["table_seed"], "table_seed", 2**64 - 1) != self.table.seed
         ):
             raise ValueError("state was made with a different noise table (size or seed)")
+        maximize = state.get("maximize", True)
+        if isinstance(maximize, np.ndarray) and maximize.ndim == 0:
+            maximize = maximize.item()
+        if not isinstance(maximize, (bool, np.bool_)):
+            raise ValueError(f"state holds maximize = {_short(maximize)}, which must be True or False")
+        if bool(maximize) != self.maximize:
+            wanted, other = ("maximizes", "minimizes") if maximize else ("minimizes", "maximizes")
+            raise ValueError(f"state is of an ES that {wanted}, this ES {other} (maximize={self.maximize})")
         optimizer_state: dict[str, np.ndarray | int] = {}
         for key, current in optimizer_keys.items():
             name = key[len("optimizer_") :]
@@ -277,7 +358,11 @@ def _integer(value: object, key: str, high: int) -> int:
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) <= high:
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         bound = "2**53" if high == MAX_COUNT else str(high)
-        raise ValueError(f"state holds {key} = {shown}, which must be an integer in [0, {bound}]")
+        raise ValueError(f"state holds {key} = {_short(value)}, which must be an integer in [0, {bound}]")
     return int(value)
+
+
+def _short(value: object) -> str:
+    """``repr(value)`` cut to 60 characters."""
+    return repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."

@@ -4,18 +4,23 @@ Layout::
 
     config.json          the resolved config
     log.jsonl            one JSON record per generation, generations 1, 2, ... in order
+    progress.csv         the same records as a table (one row per generation, one column per field)
+    tensorboard/         TensorBoard event files, when asked for (:mod:`esfast.tensorboard_log`)
     checkpoints/         latest.npz, and gen_NNNNN.npz every snapshot_freq generations
     .lock                held (flock) by the process training the run; it holds its pid
 
 The log and the latest checkpoint always agree: each checkpoint carries the log record of its
 generation, and :meth:`RunDirectory.reconcile_log` makes the log end with exactly that generation
 when a run starts or resumes (dropping records of generations a failed save did not checkpoint,
-appending the record a crash kept from being written).
+appending the record a crash kept from being written). ``log.jsonl`` is the source of truth;
+``progress.csv`` is rewritten from it whenever the two differ.
 """
 
 from __future__ import annotations
 
+import csv
 import fcntl
+import io
 import json
 import os
 from pathlib import Path
@@ -39,6 +44,8 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         self.config = self.path / "config.json"
         self.log = self.path / "log.jsonl"
+        self.csv = self.path / "progress.csv"
+        self.tensorboard = self.path / "tensorboard"
         self.checkpoints = self.path / "checkpoints"
         self.latest = self.checkpoints / "latest.npz"
         self._lock: int | None = None
@@ -97,9 +104,40 @@ class RunDirectory:
     # The log -----------------------------------------------------------------------------
 
     def append(self, record: dict[str, Any]) -> None:
-        """Appends one generation's record to ``log.jsonl`` and flushes it to the file."""
+        """Appends one generation's record to ``log.jsonl`` and a row to ``progress.csv``."""
         with open(self.log, "a") as file:
             file.write(json.dumps(record) + "\n")
+        columns = self._csv_columns()
+        if columns is None or any(key not in columns for key in record):
+            self._write_csv(self.records())  # a new field (or a new file): the whole table again
+            return
+        with open(self.csv, "a", newline="") as file:
+            csv.DictWriter(file, columns, restval="").writerow(record)
+
+    def _csv_columns(self) -> list[str] | None:
+        """The header of ``progress.csv``, or None if there is no usable one."""
+        try:
+            with open(self.csv, newline="") as file:
+                header = next(csv.reader(file), None)
+        except OSError:
+            return None
+        return header or None
+
+    def _write_csv(self, records: list[dict[str, Any]]) -> None:
+        """Writes ``progress.csv`` for ``records``: the columns in the order fields first appear."""
+        columns: dict[str, None] = {}
+        for record in records:
+            columns.update(dict.fromkeys(record))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, list(columns), restval="")
+        writer.writeheader()
+        writer.writerows(records)
+        text = buffer.getvalue() if records else ""
+        if self.csv.exists() and self.csv.read_text() == text:
+            return
+        temporary = self.csv.with_name(self.csv.name + ".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, self.csv)
 
     def records(self) -> list[dict[str, Any]]:
         """The log's records; a line cut short by a crash, and what follows it, are left out."""
@@ -130,8 +168,8 @@ class RunDirectory:
         text = "".join(json.dumps(r) + "\n" for r in kept)
         if not self.log.exists() and not text:
             return
-        if self.log.exists() and self.log.read_text() == text:
-            return
-        temporary = self.log.with_name(self.log.name + ".tmp")
-        temporary.write_text(text)
-        os.replace(temporary, self.log)
+        if not self.log.exists() or self.log.read_text() != text:
+            temporary = self.log.with_name(self.log.name + ".tmp")
+            temporary.write_text(text)
+            os.replace(temporary, self.log)
+        self._write_csv(kept)

@@ -37,6 +37,7 @@ from esfast.policies import ObStat, make_policy
 from esfast.run_directory import RunDirectory
 from esfast.seeding import Purpose, derive_rng, derive_seed
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup, reference_digest
+from esfast.tensorboard_log import TensorBoardLog
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Trainer:
         self.interrupted = False
         self.diverged = False
         self.unsaved = False  # a generation updated in memory whose checkpoint or log record failed
+        self.tensorboard: TensorBoardLog | None = None
         self.run_dir = RunDirectory(self.out_dir)  # fails early, before any resource is taken
         self.run_dir.lock()
         try:
@@ -142,6 +144,9 @@ class Trainer:
             self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, config.run.seed)
             self._build(resume, evaluator or local_cluster(self.workers))
             self.run_dir.write_config(config)
+            if config.run.tensorboard:
+                self.tensorboard = TensorBoardLog(self.run_dir.tensorboard)
+                self.tensorboard.catch_up(self.run_dir.records())
         except BaseException:
             self.close()
             raise
@@ -370,7 +375,7 @@ class Trainer:
             run.timesteps is not None and self.timesteps_total >= run.timesteps
         )
 
-    def train(self, *, seconds: float | None = None) -> None:
+    def train(self, *, seconds: float | None = None, on_generation: Callable[[dict[str, Any]], bool | None] | None = None) -> None:
         """Runs generations until the budget is spent; may be called again to go on.
 
         After each generation its checkpoint is written, then its log record; Ctrl-C (or SIGTERM)
@@ -380,6 +385,8 @@ class Trainer:
 
         Args:
             seconds: also stop after the generation under way when this much wall time has passed.
+            on_generation: called with each generation's log record once its checkpoint and log
+                record are written; returning True stops the run there (train() returns).
 
         Raises:
             KeyboardInterrupt: Ctrl-C or SIGTERM; the checkpoint is the last completed generation's.
@@ -395,6 +402,8 @@ class Trainer:
                     self.save()
                     self.run_dir.reconcile_log(self.generation, self.last_record)
                     self.unsaved = False
+                if self.tensorboard is not None:
+                    self.tensorboard.catch_up(self.run_dir.records())
             while not self.done() and (deadline is None or time.monotonic() < deadline):
                 results = self._evaluate()
                 with deferred_sigint():
@@ -403,7 +412,11 @@ class Trainer:
                     self.save(snapshot=snapshot_freq > 0 and self.generation % snapshot_freq == 0)
                     self.run_dir.append(record)
                     self.unsaved = False
+                if self.tensorboard is not None:
+                    self.tensorboard.write(record)
                 logger.info(format_progress(record))
+                if on_generation is not None and on_generation(record) is True:
+                    return
         except KeyboardInterrupt:
             self.interrupted = True
             if not self.run_dir.latest.exists():
@@ -415,6 +428,9 @@ class Trainer:
         the table and the lock are released even if stopping the evaluator fails."""
         evaluator, self.evaluator = self.evaluator, None
         table, self.table = self.table, None
+        tensorboard, self.tensorboard = self.tensorboard, None
+        if tensorboard is not None:
+            tensorboard.close()
         try:
             if evaluator is not None:
                 evaluator.close(interrupted=self.interrupted)
