@@ -265,3 +265,8 @@ def test_load_policy_errors(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "widened.npz", widened, config)
     with pytest.raises(CheckpointError, match="does not fit its policy: observation statistics have shapes"):
         esfast.load_policy(tmp_path / "widened.npz")
+
+
+def test_a_budget_of_none_does_not_clear_the_other_one(tmp_path: Path) -> None:
+    result = esfast.train("inverted_pendulum", out=tmp_path, generations=None, timesteps=2_000, evaluator=SerialEvaluator, snapshot_freq=0)
+    assert result.config.run.generations is None and result.config.run.timesteps == 2_000 and result.timesteps_total >= 2_000

@@ -309,3 +309,11 @@ def test_sgd_momentum_may_be_negative() -> None:
     es = OpenES(10, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0, optimizer="sgd")
     es.load_state_dict(_state(es, optimizer_v=np.full(10, -0.5, dtype=np.float32), generation=np.int64(3), optimizer_t=np.array(3)))
     assert es.generation == 3 and es.optimizer.t == 3 and (es.optimizer.v == -0.5).all()
+
+
+def test_tell_refuses_strings_and_a_population_compares_by_identity() -> None:
+    es = OpenES(3, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0, theta=np.zeros(3))
+    with pytest.raises(ValueError, match="returns must be real numbers"):
+        es.tell(["1.0", "2.0", "3.0", "4.0"])
+    population = es.ask()
+    assert population == population and population != es.ask()

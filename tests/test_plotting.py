@@ -233,3 +233,15 @@ def test_records_are_read_as_the_run_directory_reads_them(tmp_path: Path) -> Non
     loaded = plotting.load_run(run)
     assert [record["generation"] for record in loaded.records] == [1, 2]
     assert loaded.config["config.noise_stdev"] == 0.02 and loaded.config["run.seed"] == 0
+
+
+def test_seeds_stay_one_group_whatever_a_resume_or_an_older_version_changed(tmp_path: Path) -> None:
+    resumed = dataclasses.replace(HALFCHEETAH, run=RunSettings(seed=1, generations=5, workers=7, tensorboard=True))
+    first = fake_run(tmp_path / "a", seeded(HALFCHEETAH, 0, 5), [100, 200, 300], [1, 2, 3])
+    second = fake_run(tmp_path / "b", resumed, [100, 200, 300], [3, 4, 5])
+    older = fake_run(tmp_path / "c", seeded(HALFCHEETAH, 2, 5), [100, 200, 300], [5, 6, 7])
+    saved = json.loads((older / "config.json").read_text())
+    del saved["run"]["tensorboard"]  # a config.json written before the key existed
+    (older / "config.json").write_text(json.dumps(saved))
+    curves = plotting.learning_curves([plotting.load_run(p) for p in (first, second, older)], x="timesteps", y="eval_return_mean")
+    assert len(curves) == 1 and curves[0].label.endswith("(3 seeds)")

@@ -68,3 +68,14 @@ def test_the_missing_package_is_one_line_naming_the_extra(tmp_path: Path, monkey
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     with pytest.raises(UserError, match=r"pip install 'esfast\[tensorboard\]'"):
         TensorBoardLog(tmp_path / "tb")
+
+
+def test_generations_past_the_checkpoint_are_dropped_for_tensorboard(tmp_path: Path) -> None:
+    log = TensorBoardLog(tmp_path)
+    log.catch_up([{"generation": g, "return_mean": float(g), "timesteps_total": 10 * g} for g in (1, 2, 3, 4)])
+    log.close()
+    rolled_back = TensorBoardLog(tmp_path, generation=2)  # a run resumed from generation 2's checkpoint
+    assert rolled_back.last_step == 2
+    rolled_back.catch_up([{"generation": g, "return_mean": -float(g), "timesteps_total": 10 * g} for g in (1, 2, 3)])
+    rolled_back.close()
+    assert scalars(tmp_path, "return/mean") == [(1, 1.0), (2, 2.0), (3, -3.0)]

@@ -190,8 +190,10 @@ class FakeBackends:
 
 
 def test_backend_falls_back_to_osmesa_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MUJOCO_GL", raising=False)
-    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "")  # recorded, so the test's own choice is undone after it
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "")
+    monkeypatch.delenv("PYOPENGL_PLATFORM")
     fake = FakeBackends({"egl"})
     monkeypatch.setattr(video, "_probe", fake)
     assert video.choose_offscreen_backend() == "osmesa"
@@ -201,8 +203,10 @@ def test_backend_falls_back_to_osmesa_in_process(monkeypatch: pytest.MonkeyPatch
 
 
 def test_no_backend_is_one_line_naming_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MUJOCO_GL", raising=False)
-    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    monkeypatch.setenv("MUJOCO_GL", "")  # recorded, so the test's own choice is undone after it
+    monkeypatch.delenv("MUJOCO_GL")
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "")
+    monkeypatch.delenv("PYOPENGL_PLATFORM")
     monkeypatch.setattr(video, "_probe", FakeBackends({"egl", "osmesa"}))
     with pytest.raises(EnvError) as caught:
         video.choose_offscreen_backend()

@@ -163,7 +163,7 @@ def _resolve(config_or_name: Config | str | os.PathLike[str], overrides: dict[st
     items = dict(overrides)
     for budget in _BUDGETS:  # one budget given: the config's other one no longer applies
         other = _BUDGETS[1 - _BUDGETS.index(budget)]
-        if budget in overrides and other not in overrides:
+        if overrides.get(budget) is not None and other not in overrides:
             items[other] = None
     settings = []
     for key, value in items.items():

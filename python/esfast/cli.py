@@ -78,7 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not (out_dir / "checkpoints" / "latest.npz").exists():
             raise CheckpointError(f"{out_dir} holds no checkpoints/latest.npz to resume from")
         if args.config is not None or args.env is not None or args.set or args.seed is not None:
-            raise ConfigError("--resume continues a run with its own config; only --generations, --timesteps and --workers may change")
+            raise ConfigError(
+                "--resume continues a run with its own config; only --generations, --timesteps, --workers and --tensorboard may change"
+            )
         config = _budget(resolved_config(out_dir), args)
     else:
         config = resolve_config(args.config)

@@ -46,7 +46,7 @@ def population_offsets(seed: int, generation: int, pop_pairs: int, num_params: i
     return core.sample_offsets(derive_seed(seed, Purpose.OFFSETS, generation), pop_pairs, num_params, table_size)
 
 
-@dataclass
+@dataclass(eq=False)  # a population of arrays: identity, not element-wise comparison
 class Population:
     """One generation's candidates: the antithetic pairs θ ± σ·table[offsets[i] : offsets[i] + num_params].
 
@@ -239,7 +239,10 @@ class OpenES:
                 outside ``centered_rank``; one line, before anything changes.
         """
         try:
-            values = np.asarray(returns, dtype=np.float64)
+            given = np.asarray(returns)
+            if given.dtype.kind not in "biuf":  # strings ("1.0") and objects are not returns
+                raise TypeError(given.dtype)
+            values = given.astype(np.float64)
         except (TypeError, ValueError, OverflowError):  # ragged lists, strings, None
             raise ValueError(
                 f"returns must be real numbers, one per candidate: shape ({2 * self.pop_pairs},) or ({self.pop_pairs}, 2)"

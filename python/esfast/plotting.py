@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from esfast.config import Config
-from esfast.errors import UserError
+from esfast.config import Config, config_from_dict
+from esfast.errors import ConfigError, UserError
 from esfast.run_directory import RunDirectory
 
 if TYPE_CHECKING:
@@ -59,7 +59,9 @@ DEFAULT_X = "timesteps"
 DEFAULT_Y = "eval_return_mean"
 DEFAULT_OUT = "plot.png"
 # Config keys in which runs of one group may differ: the seed, and how long each run went on.
-SEED_KEYS = frozenset({"run.seed", "run.generations", "run.timesteps"})
+# Keys that do not make another experiment: the seed, the budget, and what only changes how a run
+# is executed or logged (a resume may change them).
+SEED_KEYS = frozenset({"run.seed", "run.generations", "run.timesteps", "run.workers", "run.tensorboard"})
 MAX_LABEL_KEYS = 3  # differing config keys a legend label shows; more are counted ("+2 more")
 FIGURE_SIZE = (9.0, 5.6)  # inches, at 100 dpi: 900 x 560 pixels
 FIGURE_DPI = 100
@@ -138,6 +140,10 @@ def load_run(path: str | Path) -> Run:
     records = RunDirectory(path).records()  # the directory exists, so nothing is created
     if not records:
         raise UserError(f"{path / 'log.jsonl'} holds no generation yet")
+    try:  # every key, missing ones at their defaults, so configs of different esfast versions compare
+        config = config_from_dict(config).to_dict()
+    except ConfigError as error:
+        raise UserError(f"{path / 'config.json'} holds an unusable config: {error}") from None
     return Run(path, _flatten(config), records)
 
 
@@ -262,7 +268,7 @@ def require_matplotlib() -> None:
     """
     try:
         import matplotlib  # noqa: F401
-    except ModuleNotFoundError:
+    except ImportError:
         raise UserError(MISSING_MATPLOTLIB) from None
 
 
@@ -275,7 +281,7 @@ def new_figure() -> tuple[Figure, Axes]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ModuleNotFoundError:
+    except ImportError:
         raise UserError(MISSING_MATPLOTLIB) from None
     figure = Figure(figsize=FIGURE_SIZE, dpi=FIGURE_DPI, layout="constrained")
     FigureCanvasAgg(figure)

@@ -5,7 +5,9 @@ is set (``esfast train --tensorboard``), into ``<run directory>/tensorboard/``; 
 ``tensorboard --logdir runs/``. One scalar per numeric field of each generation's log record, at
 step = the generation, grouped by what it is about (``return/``, ``eval/``, ``time/``, ``update/``,
 ``cluster/``). A resumed run appends a new event file to the same directory, starting after the last
-generation already written there, so no step appears twice.
+generation already written there, so no step appears twice; if the event files hold generations
+past the run's checkpoint (a run rolled back to an earlier checkpoint), a restart marker makes
+TensorBoard drop them, and the run's own records take their place.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from esfast.errors import UserError
 
-__all__ = ["TAGS", "TensorBoardLog"]
+__all__ = ["TAGS", "TensorBoardLog", "last_step", "require_tensorboard"]
 
 # Log-record field -> TensorBoard tag; fields not listed here are not written.
 TAGS = {
@@ -54,22 +56,28 @@ class TensorBoardLog:
 
     Args:
         directory: where the event files go (created).
+        generation: the run's generation (its checkpoint's); steps past it in the directory are
+            dropped for TensorBoard with a restart marker.
 
     Raises:
         UserError: the tensorboard package is not installed (one line naming the extra).
     """
 
-    def __init__(self, directory: Path) -> None:
-        try:
-            from tensorboard.compat.proto import event_pb2, summary_pb2
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
-        except ImportError:
-            raise UserError("TensorBoard logs need the tensorboard package: pip install 'esfast[tensorboard]'") from None
+    def __init__(self, directory: Path, generation: int = 0) -> None:
+        require_tensorboard()
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
         self.directory = directory
         self._event, self._summary = event_pb2.Event, summary_pb2.Summary
         self.last_step = last_step(directory) if directory.exists() else 0
         directory.mkdir(parents=True, exist_ok=True)
         self._writer = EventFileWriter(str(directory))
+        if self.last_step > generation:  # TensorBoard purges the earlier events from this step on
+            restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+            self._writer.add_event(self._event(wall_time=time.time(), step=generation + 1, session_log=restart))
+            self._writer.flush()
+            self.last_step = generation
 
     def write(self, record: dict[str, Any]) -> None:
         """Writes one generation's record (if it is newer than what the directory holds) and flushes."""
@@ -94,6 +102,15 @@ class TensorBoardLog:
     def close(self) -> None:
         """Flushes and closes the event file."""
         self._writer.close()
+
+
+def require_tensorboard() -> None:
+    """Raises a one-line UserError naming the extra if the tensorboard package cannot be imported."""
+    try:
+        import tensorboard.compat.proto.event_pb2
+        import tensorboard.summary.writer.event_file_writer  # noqa: F401
+    except ImportError:
+        raise UserError("TensorBoard logs need the tensorboard package: pip install 'esfast[tensorboard]'") from None
 
 
 def last_step(directory: Path) -> int:

@@ -37,7 +37,7 @@ from esfast.policies import ObStat, make_policy
 from esfast.run_directory import RunDirectory
 from esfast.seeding import Purpose, derive_rng, derive_seed
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup, reference_digest
-from esfast.tensorboard_log import TensorBoardLog
+from esfast.tensorboard_log import TensorBoardLog, require_tensorboard
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ class Trainer:
         self.run_dir = RunDirectory(self.out_dir)  # fails early, before any resource is taken
         self.run_dir.lock()
         try:
+            if config.run.tensorboard:
+                require_tensorboard()  # before any process or table is made
             if not resume and self.run_dir.latest.exists():
                 raise RunExistsError(
                     f"{self.out_dir} already holds a run; continue it with --resume {self.out_dir} or choose another --out"
@@ -145,7 +147,7 @@ class Trainer:
             self._build(resume, evaluator or local_cluster(self.workers))
             self.run_dir.write_config(config)
             if config.run.tensorboard:
-                self.tensorboard = TensorBoardLog(self.run_dir.tensorboard)
+                self.tensorboard = TensorBoardLog(self.run_dir.tensorboard, self.generation)
                 self.tensorboard.catch_up(self.run_dir.records())
         except BaseException:
             self.close()
@@ -386,7 +388,7 @@ class Trainer:
         Args:
             seconds: also stop after the generation under way when this much wall time has passed.
             on_generation: called with each generation's log record once its checkpoint and log
-                record are written; returning True stops the run there (train() returns).
+                record are written; a true return value stops the run there (train() returns).
 
         Raises:
             KeyboardInterrupt: Ctrl-C or SIGTERM; the checkpoint is the last completed generation's.
@@ -415,7 +417,7 @@ class Trainer:
                 if self.tensorboard is not None:
                     self.tensorboard.write(record)
                 logger.info(format_progress(record))
-                if on_generation is not None and on_generation(record) is True:
+                if on_generation is not None and on_generation(record):
                     return
         except KeyboardInterrupt:
             self.interrupted = True
@@ -429,8 +431,13 @@ class Trainer:
         evaluator, self.evaluator = self.evaluator, None
         table, self.table = self.table, None
         tensorboard, self.tensorboard = self.tensorboard, None
-        if tensorboard is not None:
-            tensorboard.close()
+        try:
+            if tensorboard is not None:
+                tensorboard.close()
+        finally:
+            self._close_resources(evaluator, table)
+
+    def _close_resources(self, evaluator: Evaluator | None, table: core.NoiseTable | None) -> None:
         try:
             if evaluator is not None:
                 evaluator.close(interrupted=self.interrupted)
