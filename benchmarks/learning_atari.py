@@ -16,7 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import time
@@ -57,17 +56,8 @@ def random_returns(config: Config, episodes: int, seed: int) -> list[float]:
 
 def draw(run: plotting.Run, config: Config, random: list[float], path: Path, *, cores: int | None) -> None:
     """The run's evaluation and population returns against agent steps, the random policy's mean and best as dashed lines."""
-    (evaluation,) = plotting.learning_curves([run], x="timesteps", y="eval_return_mean")
-    (population,) = plotting.learning_curves([run], x="timesteps", y="return_mean")
     figure, axes = plotting.new_figure()
-    plotting.draw_curves(
-        axes,
-        [
-            dataclasses.replace(evaluation, label="evaluation return (unperturbed policy)"),
-            dataclasses.replace(population, label="mean return of the population"),
-        ],
-        x="timesteps",
-    )
+    plotting.draw_run_returns(axes, run)
     mean, best = float(np.mean(random)), float(np.max(random))
     for value, label in [(mean, "random policy")] if best == mean else [(mean, "random policy, mean"), (best, "random policy, best")]:
         axes.axhline(value, color="0.6", linestyle="--", linewidth=0.8)

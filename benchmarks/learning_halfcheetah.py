@@ -57,17 +57,8 @@ def train(out: Path, timesteps: int, seed: int) -> None:
 
 def draw(run: plotting.Run, rows: list[tuple[str, float, float]], path: Path, *, cores: int | None) -> None:
     """The run's evaluation and population returns, TRPO's scores as dashed lines, the paper's ES points as crosses."""
-    (evaluation,) = plotting.learning_curves([run], x="timesteps", y="eval_return_mean")
-    (population,) = plotting.learning_curves([run], x="timesteps", y="return_mean")
     figure, axes = plotting.new_figure()
-    plotting.draw_curves(
-        axes,
-        [
-            dataclasses.replace(evaluation, label="evaluation return (unperturbed policy)"),
-            dataclasses.replace(population, label="mean return of the population"),
-        ],
-        x="timesteps",
-    )
+    plotting.draw_run_returns(axes, run)
     for label, score, _ in rows:
         axes.axhline(score, color="0.6", linestyle="--", linewidth=0.8)
         axes.text(0.01, score, f"{label} of TRPO", transform=axes.get_yaxis_transform(), ha="left", va="bottom", color="0.45")

@@ -17,6 +17,7 @@ its Agg canvas, so no display is needed and pyplot's global state is never touch
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "add_parser",
     "cmd_plot",
     "draw_curves",
+    "draw_run_returns",
     "learning_curves",
     "load_run",
     "new_figure",
@@ -312,6 +314,17 @@ def draw_curves(axes: Axes, curves: Sequence[Curve], *, x: str = DEFAULT_X) -> N
         axes.set_xlabel(f"wall-clock time ({unit})")
     else:
         axes.set_xlabel(x)
+
+
+def draw_run_returns(axes: Axes, run: Run) -> None:
+    """One run's evaluation return and its population's mean return against timesteps, labelled."""
+    (evaluation,) = learning_curves([run], x="timesteps", y="eval_return_mean")
+    (population,) = learning_curves([run], x="timesteps", y="return_mean")
+    curves = [
+        dataclasses.replace(evaluation, label="evaluation return (unperturbed policy)"),
+        dataclasses.replace(population, label="mean return of the population"),
+    ]
+    draw_curves(axes, curves, x="timesteps")
 
 
 def save_figure(figure: Figure, out: str | Path) -> Path:
