@@ -217,6 +217,7 @@ BAD_VALUES: dict[str, list] = {
     "config.calc_obstat_prob": [*NUMBER_BAD, 1.5, -0.01],
     "config.eval_prob": [*NUMBER_BAD, 1.5, -0.01],
     "config.l2coeff": [*NUMBER_BAD, 1001],
+    "config.return_shift": [*NUMBER_BAD, -1, 1001],
     "config.snapshot_freq": [*COUNT_BAD, 2**53 + 1],
     "config.return_proc_mode": ["rank", "", 1, None, True, ["raw"]],
     "config.episode_cutoff_mode": [

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,6 +123,28 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     assert resumed.timesteps_total == straight.timesteps_total
     lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["generation"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_return_shift_takes_a_constant_per_step_from_the_returns_the_update_sees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ARS's shift: the update ranks return - shift x length; the log keeps the episodes' own returns."""
+    told: dict[float, np.ndarray] = {}
+    records = {}
+    for shift in (0.0, 1.5):
+        with Trainer(
+            reach_config("run.generations=1", f"return_shift={shift}"), tmp_path / str(shift), evaluator=SerialEvaluator
+        ) as trainer:
+            tell = trainer.es.tell
+
+            def spy(returns: np.ndarray, shift: float = shift, tell: Any = tell) -> Any:
+                told[shift] = np.array(returns)
+                return tell(returns)
+
+            monkeypatch.setattr(trainer.es, "tell", spy)
+            records[shift] = trainer.step()
+    lengths = (told[0.0] - told[1.5]) / 1.5
+    np.testing.assert_allclose(lengths, np.round(lengths))
+    assert lengths.min() >= 1 and lengths.mean() == pytest.approx(records[0.0]["episode_length_mean"])
+    assert records[1.5]["return_mean"] == records[0.0]["return_mean"]
 
 
 def test_adaptive_timestep_limit(tmp_path: Path) -> None:

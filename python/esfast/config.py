@@ -74,7 +74,7 @@ MAX_WORKERS = 4096  # evaluator processes of a host, as the wire protocol allows
 MAX_EVAL_EPISODES = MAX_EPISODES_PER_BATCH
 MAX_SEED = 2**63  # exclusive
 MIN_SCALE, MAX_SCALE = 1e-8, 1e3  # noise_stdev and stepsize
-MAX_COEFFICIENT = 1e3  # l2coeff and ac_noise_std
+MAX_COEFFICIENT = 1e3  # l2coeff, ac_noise_std and return_shift
 MAX_HIDDEN_WIDTH = 2**16
 MAX_HIDDEN_LAYERS = 64
 MAX_HIDDEN_WEIGHTS = 2**30  # weights between consecutive hidden layers (4 GB of float32)
@@ -103,6 +103,7 @@ class ESSettings:
     snapshot_freq: int = 20
     return_proc_mode: str = "centered_rank"
     episode_cutoff_mode: str | int = "env_default"
+    return_shift: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -500,6 +501,10 @@ def validate(config: Config) -> None:
     _require(
         _number_in(es.l2coeff, 0, MAX_COEFFICIENT),
         f"config.l2coeff must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(es.l2coeff)}",
+    )
+    _require(
+        _number_in(es.return_shift, 0, MAX_COEFFICIENT),
+        f"config.return_shift must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(es.return_shift)}",
     )
     _count(es.snapshot_freq, "config.snapshot_freq", 0, MAX_COUNT, note=" (0: only latest.npz)")
     _require(

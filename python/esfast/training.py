@@ -322,7 +322,8 @@ class Trainer:
             raise RuntimeError(f"generation {generation}: the evaluator returned results for the wrong pairs")
         returns = np.array([r.returns for r in pair_results], dtype=np.float64)
         lengths = np.array([r.lengths for r in pair_results], dtype=np.int64)
-        update = self.es.tell(returns)
+        shift = self.config.es.return_shift  # ARS's shift: the update sees returns less a constant per step
+        update = self.es.tell(returns - shift * lengths if shift else returns)
         for result in pair_results:
             if result.obs_count and result.obs_sum is not None and result.obs_sumsq is not None:
                 self.obstat.increment(result.obs_sum, result.obs_sumsq, result.obs_count)

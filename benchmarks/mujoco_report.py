@@ -1,0 +1,240 @@
+"""The MuJoCo suite's table and figure, from the result files of ``benchmarks/learning_mujoco.py`` alone.
+
+The table has a row per task: the final score, the paper's ES timesteps for it, the target, the
+timesteps at which esfast's evaluation return first reached the score (median over the seeds,
+and their range), the ratio of that median to the paper's timesteps, the final θ's return and
+the wall-clock of the median seed with its machine. The figure has a panel per task: the
+evaluation return against timesteps, the median over seeds with the min-max band, and the
+paper's Table 3 points (timesteps its ES needed for 25%, 50%, 75% and 100% of TRPO's final
+score) marked. Drawn with matplotlib (``pip install 'esfast[plot]'``).
+
+Usage:
+    python benchmarks/mujoco_report.py [--results DIR] [--table FILE.md] [--figure FILE.png] [--readme README.md]
+
+``--readme`` replaces the part of the README between the lines ``<!-- mujoco-table -->`` and
+``<!-- /mujoco-table -->`` with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esfast import plotting
+from esfast.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_mujoco import RESULTS, ROOT, SCHEMA, TASKS, WINDOW
+
+TABLE = RESULTS / "table.md"
+FIGURE = ROOT / "docs" / "figures" / "mujoco-suite.png"
+README_START, README_END = "<!-- mujoco-table -->", "<!-- /mujoco-table -->"
+CURVE_POINTS = 400
+
+
+def load_results(directory: Path) -> dict[str, list[dict[str, Any]]]:
+    """The result files under ``directory``, by task in the suite's order, each task's by seed.
+
+    Raises:
+        UserError: no result files, or one that is not a result file of this schema (one line).
+    """
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(directory.glob("*-seed*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f"{path} cannot be read: {error}") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA or data.get("env_id") not in TASKS:
+            raise UserError(f"{path} is not a result file of learning_mujoco.py (schema {SCHEMA})")
+        by_task.setdefault(data["env_id"], []).append(data)
+    if not by_task:
+        raise UserError(f"{directory} holds no result files (<env>-seed<k>.json); run benchmarks/learning_mujoco.py first")
+    return {env: sorted(by_task[env], key=lambda r: r["seed"]) for env in TASKS if env in by_task}
+
+
+def _steps(value: float) -> str:
+    """Timesteps as the table shows them: 1.32M, 455k."""
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    return f"{value / 1e3:.0f}k"
+
+
+def reached_timesteps(result: dict[str, Any]) -> float:
+    """Timesteps at which the run's evaluation return first reached the final score (inf: not reached)."""
+    reached = result["scores"][-1]["reached"]
+    return math.inf if reached is None else float(reached["timesteps"])
+
+
+def median_seed(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The seed whose timesteps to the final score are the median (the lower one for an even count)."""
+    ordered = sorted(results, key=reached_timesteps)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """One task's table row from its seeds' result files."""
+    first = results[0]
+    task = TASKS[first["env_id"]]
+    final = task.final
+    times = sorted(reached_timesteps(r) for r in results)
+    middle = median_seed(results)
+    median = reached_timesteps(middle)
+    unfinished = [r for r in results if not r["finished"]]
+
+    def show(value: float, result: dict[str, Any] | None = None) -> str:
+        if not math.isinf(value):
+            return _steps(value)
+        return "not yet" if result is not None and not result["finished"] else "not reached"
+
+    if math.isinf(median):
+        reached = f"{show(median, middle)} (best {_best(middle):.0f} within {_steps(middle['timesteps_total'])})"
+    else:
+        reached = _steps(median)
+    spread = f"{show(times[0])} – {show(times[-1], max(results, key=reached_timesteps))}" if len(results) > 1 else ""
+    paper = final.paper_timesteps
+    ratio = f"{median / paper:.2f}" if paper and not math.isinf(median) else "–"
+    if math.isinf(task.target_timesteps):
+        target, met = "–", "–"
+    else:
+        target = f"≤ {_steps(task.target_timesteps)}"
+        met = "yes" if median <= task.target_timesteps else ("not yet" if unfinished else "no")
+    finals = [r["final_evaluation"]["mean"] for r in results if r["final_evaluation"]]
+    final_text = f"{np.median(finals):.0f}" if finals else "–"
+    seconds = middle["scores"][-1]["reached"]["seconds"] if not math.isinf(median) else middle["train_seconds"]
+    return {
+        "task": task.env_id,
+        "score": f"{final.value:g}",
+        "paper ES": _steps(paper) if paper else "–",
+        "target": target,
+        "esfast (median)": reached,
+        "range": spread,
+        "ratio": ratio,
+        "met": met,
+        "final θ": final_text,
+        "wall-clock (median seed)": f"{seconds / 60:.1f} min, {middle['workers']} workers",
+        "seeds": ", ".join(f"{r['seed']}{'' if r['finished'] else '*'}" for r in results),
+    }
+
+
+def _best(result: dict[str, Any]) -> float:
+    values = [v for v in result["curve"]["evaluation_return"] if v is not None]
+    return max(values, default=-math.inf)
+
+
+def table(by_task: dict[str, list[dict[str, Any]]]) -> str:
+    """The Markdown table with a line below saying what its columns and marks mean, and the machines."""
+    rows = [row(results) for results in by_task.values()]
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
+    machines = sorted({s["machine"] for results in by_task.values() for r in results for s in r["sittings"]})
+    lines += [
+        "",
+        f"Timesteps until the evaluation return (the mean over the last {WINDOW} generations' evaluation episodes"
+        " of the unperturbed policy) first reached the score; median and range over the seeds; ratio: median / paper."
+        " final θ: the median over seeds of the final θ's mean return over 10 episodes. * : a run still under way.",
+        "Machines: " + "; ".join(m.removeprefix("cpu: ") for m in machines) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def curve(results: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, median, low, high) of the seeds' evaluation returns on a common timesteps grid; each
+    seed counts only up to the last timesteps it ran."""
+    series = []
+    for result in results:
+        points = [(t, v) for t, v in zip(result["curve"]["timesteps"], result["curve"]["evaluation_return"], strict=True) if v is not None]
+        if points:
+            series.append(np.array(points, dtype=np.float64))
+    if not series:
+        return (np.empty(0),) * 4  # type: ignore[return-value]
+    x = np.linspace(min(s[0, 0] for s in series), max(s[-1, 0] for s in series), CURVE_POINTS)
+    values = np.full((len(series), x.size), np.nan)
+    for i, s in enumerate(series):
+        inside = (x >= s[0, 0]) & (x <= s[-1, 0])
+        values[i, inside] = np.interp(x[inside], s[:, 0], s[:, 1])
+    counted = ~np.isnan(values).all(axis=0)
+    values = values[:, counted]
+    return x[counted], np.nanmedian(values, axis=0), np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+
+
+def figure(by_task: dict[str, list[dict[str, Any]]], out: Path) -> Path:
+    """A panel per task: median evaluation return over seeds, the min-max band, the paper's points."""
+    plotting.require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    count = len(by_task)
+    columns = min(count, 3)
+    rows = math.ceil(count / columns)
+    fig = Figure(figsize=(4.2 * columns, 3.3 * rows), dpi=plotting.FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    for index, (env_id, results) in enumerate(by_task.items()):
+        task = TASKS[env_id]
+        axes = fig.add_subplot(rows, columns, index + 1)
+        axes.grid(True, color="0.9")
+        axes.set_axisbelow(True)
+        x, median, low, high = curve(results)
+        seeds = ", ".join(str(r["seed"]) for r in results)
+        (line,) = axes.plot(x, median, linewidth=1.6, label=f"esfast, median of seeds {seeds}")
+        if len(results) > 1:
+            axes.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0, label="min – max over seeds")
+        paper = [(s.paper_timesteps, s.value) for s in task.scores if s.paper_timesteps is not None]
+        if paper:
+            axes.scatter(*zip(*paper, strict=True), marker="x", s=40, color="tab:red", zorder=3, label="paper's ES (Table 3)")
+        axes.axhline(task.final.value, color="0.6", linestyle="--", linewidth=0.8)
+        if not math.isinf(task.target_timesteps):
+            axes.axvline(task.target_timesteps, color="0.6", linestyle=":", linewidth=0.8, label="target timesteps")
+        axes.set_title(env_id, fontsize="medium")
+        axes.xaxis.set_major_formatter(EngFormatter(sep=""))
+        axes.set_xlabel("timesteps")
+        axes.set_ylabel("evaluation return")
+        if index == 0:
+            axes.legend(loc="lower right", fontsize="x-small")
+    return plotting.save_figure(fig, out)
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between the README markers replaced by ``block``.
+
+    Raises:
+        UserError: the markers are missing or out of order.
+    """
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise UserError(f"the README has no {README_START} ... {README_END} block")
+    return text[: start + len(README_START)] + "\n" + block + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--figure", type=Path, default=FIGURE)
+    parser.add_argument("--readme", type=Path, help="also put the table into this README between its markers")
+    args = parser.parse_args(argv)
+    try:
+        by_task = load_results(args.results)
+        text = table(by_task)
+        args.table.write_text(text)
+        print(text)
+        print(f"table written to {args.table}; figure to {figure(by_task, args.figure)}")
+        if args.readme:
+            args.readme.write_text(replace_block(args.readme.read_text(), text))
+            print(f"table put into {args.readme}")
+    except UserError as error:
+        print(f"mujoco_report.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
