@@ -215,6 +215,7 @@ def sitting(from_generation: int) -> dict[str, Any]:
         "cpu": machine.cpu_model(),
         "extensions": machine.cpu_extensions(),
         "cores": len(os.sched_getaffinity(0)),
+        "load_average": round(os.getloadavg()[0], 2),  # other work on the machine slows the wall-clock, not the timesteps
         "from_generation": from_generation,
     }
 
