@@ -4,7 +4,7 @@ Trains with ``configs/halfcheetah.json`` (or reads an existing run with ``--from
 records the timesteps at which the evaluation return (unperturbed policy, no action noise)
 first reaches each of the paper's HalfCheetah scores (50%, 75% and 100% of TRPO's final score:
 793, 1589, 2385), prints them next to the timesteps ES needed in the paper, and draws the curve
-with :mod:`esfast.plotting` (``pip install 'esfast[plot]'``).
+with :mod:`esfast.media.plotting` (``pip install 'esfast[plot]'``).
 
 Usage:
     python benchmarks/learning_halfcheetah.py [--timesteps 3000000] [--out DIR] [--plot FILE]
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from esfast import plotting
 from esfast.config import resolve_config
 from esfast.errors import UserError
+from esfast.media import plotting
 from esfast.training import Trainer, default_workers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
