@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from esfast import plotting
+from esfast.media import plotting
 from esfast.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

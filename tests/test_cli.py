@@ -15,7 +15,7 @@ import pytest
 from cluster import evaluators
 
 import esfast as esfast_package
-from esfast.checkpoint import load_checkpoint
+from esfast.checkpoint import load_checkpoint, save_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 REACH = [
@@ -47,6 +47,22 @@ def test_train_then_play(tmp_path: Path) -> None:
     play = esfast("play", str(tmp_path / "run" / "checkpoints" / "latest.npz"), "--episodes", "2")
     assert play.returncode == 0, play.stderr
     assert "episode 2: return" in play.stdout and "mean return over 2 episodes" in play.stdout
+
+
+def test_play_takes_a_run_directory_and_plays_as_the_evaluation_episodes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train = esfast("train", *REACH, "--set", "episode_cutoff_mode=4", "--generations", "1", "--out", str(out))
+    assert train.returncode == 0, train.stderr
+    play = esfast("play", str(out), "--episodes", "2")  # the run directory: its latest checkpoint
+    assert play.returncode == 0, play.stderr
+    assert play.stdout.count(", length 4\n") == 2  # the run's cutoff, not Reach's own 10 steps
+    state, config = load_checkpoint(out / "checkpoints" / "latest.npz")
+    grown_state = {**state, **{key: np.append(state[key], np.float32(0)) for key in ("theta", "optimizer_m", "optimizer_v")}}
+    save_checkpoint(tmp_path / "grown.npz", grown_state, config)
+    grown = esfast("play", str(tmp_path / "grown.npz"))
+    size = state["theta"].size
+    assert grown.returncode == 2 and f"holds a policy of {size + 1} parameters; its config gives {size}" in grown.stderr
+    assert len(grown.stderr.splitlines()) == 1
 
 
 def test_resume_continues(tmp_path: Path) -> None:

@@ -17,20 +17,18 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from esfast import __version__, plotting
-from esfast.checkpoint import load_checkpoint
+from esfast import __version__
+from esfast.api import load_policy
 from esfast.config import DEFAULT_CONFIG, Config, apply_overrides, load_config, resolve_config, shipped_configs, validate
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import check_endpoint
-from esfast.envs import make_env
-from esfast.envs.rollout import run_episode
 from esfast.errors import CheckpointError, ConfigError, EnvError, TrainingDiverged, UserError, WorkerError
-from esfast.policies import ObStat, make_policy
+from esfast.media.plotting import DEFAULT_OUT, DEFAULT_X, DEFAULT_Y, X_FIELDS, plot_runs
+from esfast.run_directory import default_run_path
 from esfast.training import Trainer, resolved_config
 
 logger = logging.getLogger("esfast")
@@ -92,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.seed is not None:
             overrides.append(f"run.seed={args.seed}")
         config = _budget(apply_overrides(config, overrides), args)
-        out_dir = Path(args.out) if args.out else Path("runs") / f"{config.exp_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out_dir = Path(args.out) if args.out else default_run_path(config.exp_prefix)
     bind = args.bind
     latest = out_dir / "checkpoints" / "latest.npz"
     with Trainer(
@@ -145,52 +143,44 @@ def _check_display() -> None:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    """``esfast play``: a checkpoint's policy without action noise, its returns, and with ``--video`` a video of it."""
-    from esfast.video import FrameRecorder, VideoWriter, check_video_path, frame_rate, requested_backend, screen_reader, tracking_camera
+    """``esfast play``: a checkpoint's policy as in evaluation episodes, its returns, and with ``--video`` a video of it."""
+    from esfast.media.offscreen import requested_backend
+    from esfast.media.video import FrameRecorder, VideoWriter, check_video_path, frame_rate, screen_reader
 
-    state, config = load_checkpoint(args.checkpoint)
-    if args.video:
-        check_video_path(args.video)  # PyAV installed, a known suffix, an existing folder: before any work
-        logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note on loading ("No OpenGL_accelerate module")
-        if config.atari is None:
-            requested_backend()  # a MUJOCO_GL that MuJoCo would fail on at import
     size = {name: getattr(args, name) for name in ("width", "height") if getattr(args, name) is not None}
     for name, value in [*size.items(), ("fps", args.fps)]:
         if value is not None and value <= 0:
             raise UserError(f"--{name} must be positive, got {value}")
     if (size or args.fps is not None) and not args.video:
         raise UserError("--width, --height and --fps are options of --video")
-    if size and config.atari is not None:
-        raise EnvError("--width and --height size MuJoCo renderings; an Atari video is the 210x160 ALE screen")
+    if args.video:
+        check_video_path(args.video)  # PyAV installed, a known suffix, an existing folder: before any work
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note on loading ("No OpenGL_accelerate module")
     if args.render:
         _check_display()
-    if args.render and config.atari is not None:
+    policy = load_policy(args.checkpoint)
+    atari = policy.config.atari is not None
+    if size and atari:
+        raise EnvError("--width and --height size MuJoCo renderings; an Atari video is the 210x160 ALE screen")
+    if args.render and atari:
         raise EnvError("--render is not supported for Atari runs yet (the preprocessed environment has no window)")
-    render_mode = {"render_mode": "human"} if args.render else {"render_mode": "rgb_array"} if args.video and config.atari is None else {}
+    if args.video and not atari:
+        requested_backend()  # a MUJOCO_GL that MuJoCo would fail on at import
+    render_mode = {"render_mode": "human"} if args.render else {"render_mode": "rgb_array"} if args.video and not atari else {}
     try:
-        env = make_env(config.env_id, config.env_module, atari=config.atari, **render_mode, **size)
-        if args.video and (camera := tracking_camera(env)) is not None:  # a camera that follows the agent
-            env.close()
-            env = make_env(config.env_id, config.env_module, atari=config.atari, **render_mode, **size, camera_name=camera)
+        env = policy.make_env(**render_mode, **size)
     except TypeError as error:  # an environment that takes no width or height
-        raise EnvError(f"cannot make {config.env_id!r} with --width/--height: {error}") from None
+        raise EnvError(f"cannot make {policy.config.env_id!r} with --width/--height: {error}") from None
     video = None
     try:
         if args.video:
             read_screen, source = screen_reader(env)
-            frame_skip = config.atari.frame_skip if config.atari is not None else None
+            frame_skip = policy.config.atari.frame_skip if policy.config.atari is not None else None
             video = VideoWriter(args.video, frame_rate(env, frame_skip, fps=args.fps))
             env = FrameRecorder(env, video, read_screen)
-        policy = make_policy(env.observation_space, env.action_space, config.policy, state.get("reference_batch"))
-        theta = np.asarray(state["theta"], dtype=np.float32)
-        obstat = ObStat((policy.obs_stat_dim,))
-        if policy.obs_stat_dim:
-            obstat.load_state_dict({key: state[f"obstat_{key}"] for key in ("sum", "sumsq", "count") if f"obstat_{key}" in state})
-        actor = policy.actor(theta)
-        actor.prepare(obstat.mean, obstat.std)
         returns = []
         for episode in range(args.episodes):
-            result = run_episode(env, actor, seed=args.seed + episode)
+            result = policy.run_episode(env, seed=args.seed + episode)
             returns.append(result.ret)
             print(f"episode {episode + 1}: return {result.ret:.2f}, length {result.length}")
         print(f"mean return over {len(returns)} episodes: {np.mean(returns):.2f} (std {np.std(returns):.2f})")
@@ -201,6 +191,13 @@ def cmd_play(args: argparse.Namespace) -> int:
     if video is not None:
         height, width = video.size or (0, 0)
         print(f"video: {video.path} ({video.frames} frames, {width}x{height}, {float(video.fps):g} fps, from {source})")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``esfast plot``: writes the figure and says where."""
+    out = plot_runs([Path(run) for run in args.runs], x=args.x, y=args.y, out=Path(args.out))
+    print(f"plot written to {out}")
     return 0
 
 
@@ -262,8 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, help="local evaluator processes (default: one per core)")
     train.set_defaults(bind=None)
 
-    play = commands.add_parser("play", help="run a saved policy", description="Run a checkpoint's policy and print its returns.")
-    play.add_argument("checkpoint", help="a checkpoint file (.npz)")
+    play = commands.add_parser(
+        "play",
+        help="run a saved policy",
+        description="Run a checkpoint's policy as in the run's evaluation episodes (no action noise, the run's episode cutoff) "
+        "and print its returns.",
+    )
+    play.add_argument("checkpoint", help="a checkpoint file (.npz), or a run directory (its latest checkpoint)")
     play.add_argument("--episodes", type=int, default=5, help="episodes to run (default: 5)")
     play.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     shown = play.add_mutually_exclusive_group()
@@ -276,7 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--fps", type=float, help="video frames per second (default: the environment's speed; Atari: 60 / frame_skip)")
     play.set_defaults(handler=cmd_play)
 
-    plotting.add_parser(commands)
+    plot = commands.add_parser(
+        "plot",
+        help="draw learning curves of run directories",
+        description=(
+            "Draw learning curves of run directories into an image (needs esfast[plot]). Runs that differ only in their seed "
+            "are drawn as one median line with a band from their minimum to their maximum."
+        ),
+    )
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="a run directory (config.json and log.jsonl)")
+    plot.add_argument("--x", choices=tuple(X_FIELDS), default=DEFAULT_X, help=f"the x axis (default: {DEFAULT_X})")
+    plot.add_argument(
+        "--y", default=DEFAULT_Y, metavar="FIELD", help=f"the log field to draw, e.g. return_mean, return_max (default: {DEFAULT_Y})"
+    )
+    plot.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"the image to write (default: {DEFAULT_OUT} here)")
+    plot.set_defaults(handler=cmd_plot)
     return parser
 
 
