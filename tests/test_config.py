@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import esfast.config as config_module
 from esfast.config import (
     AtariSettings,
     Config,
@@ -58,6 +57,8 @@ def test_paper_config_loads_unchanged(tmp_path: Path, caplog: pytest.LogCaptureF
         config = load_config(path)
     assert config.env_id == "Humanoid-v5"
     assert "Humanoid-v1 is from the 2017 gym; using Humanoid-v5" in caplog.text
+    assert len(caplog.records) == 1, caplog.text  # timesteps_per_batch is used, not warned about
+    assert config.es.timesteps_per_batch == 100_000
     assert config.es.noise_stdev == 0.02 and config.es.l2coeff == 0.005 and config.es.episodes_per_batch == 10000
     assert config.optimizer.type == "adam" and config.optimizer.stepsize == 0.01
     assert config.policy.hidden_dims == (256, 256) and config.policy.nonlin_type == "tanh"
@@ -212,7 +213,7 @@ BAD_VALUES: dict[str, list] = {
     "exp_prefix": ["", "a/b", "a\\b", "a b", "x" * 201, 1, None, True],
     "config.noise_stdev": [*NUMBER_BAD, 0, 1e-9, 1001, 1e39],
     "config.episodes_per_batch": [*COUNT_BAD, 0, 1, 3, 41, 2**24 + 2, 10**12, 2**62],
-    "config.timesteps_per_batch": [*COUNT_BAD, 2**53 + 1],
+    "config.timesteps_per_batch": [*COUNT_BAD, 2**24 + 1, 2**53],
     "config.calc_obstat_prob": [*NUMBER_BAD, 1.5, -0.01],
     "config.eval_prob": [*NUMBER_BAD, 1.5, -0.01],
     "config.l2coeff": [*NUMBER_BAD, 1001],
@@ -318,7 +319,7 @@ GOOD_VALUES: dict[str, list] = {
     "exp_prefix": ["x", "x" * 200, "run-1.2_a"],
     "config.noise_stdev": [1e-8, 1e3, 1],
     "config.episodes_per_batch": [2, 2**24],
-    "config.timesteps_per_batch": [0, 100_000, 2**53],
+    "config.timesteps_per_batch": [0, 100_000, 2**24],
     "config.calc_obstat_prob": [0, 1, 0.5],
     "config.eval_prob": [0, 1, 0.0, 1.0],
     "config.l2coeff": [0, 1e3],
@@ -463,6 +464,11 @@ def test_values_at_the_bounds_are_accepted(path: str, value: object) -> None:
         ("episodes_per_batch=0", "config.episodes_per_batch must be an integer >= 2 (two episodes per antithetic pair), got 0"),
         ("episodes_per_batch=3", "config.episodes_per_batch must be even: episodes come in antithetic pairs (θ + σε, θ − σε), got 3"),
         (
+            "timesteps_per_batch=100000000",
+            "config.timesteps_per_batch must be at most 2**24 (a generation has at most 2**23 pairs, which take at least that many"
+            " steps), got 100000000",
+        ),
+        (
             "noise_table_size=100000000000000",
             "run.noise_table_size must be at most 2**40 samples (the noise table's limit), got 100000000000000",
         ),
@@ -480,13 +486,14 @@ def test_issue_cases(override: str, message: str) -> None:
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
-def test_timesteps_per_batch_is_accepted_but_said_to_be_unused(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The paper's configs set it (PAPER_DATA: 100000), and they must load unchanged: said once a process.
-    monkeypatch.setattr(config_module, "_warned_timesteps_per_batch", [])
+def test_the_paper_configs_timesteps_per_batch_is_used_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # The paper's configs set it (PAPER_DATA: 100000); esfast uses it (training.next_round_pairs), so nothing is said but the env id.
     with caplog.at_level(logging.WARNING):
-        config_from_dict(PAPER_DATA)
-        config_from_dict(PAPER_DATA)
-    assert caplog.text.count("config.timesteps_per_batch (100000) is not used") == 1
+        config = config_from_dict(PAPER_DATA)
+    assert config.es.timesteps_per_batch == 100_000
+    assert [record.getMessage() for record in caplog.records] == [
+        "environment Humanoid-v1 is from the 2017 gym; using Humanoid-v5, the current version of the same task"
+    ]
 
 
 def test_huge_numbers_in_a_config_file_are_one_line(tmp_path: Path) -> None:

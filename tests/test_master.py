@@ -289,6 +289,58 @@ def test_the_master_heart_beats_between_generations_and_replaces_reconnected_hos
             again.close()
 
 
+def test_a_later_round_of_a_generation_never_takes_a_late_result_of_an_earlier_one() -> None:
+    """The trainer's variable batch evaluates a generation in rounds with one θ. A result of the
+    first round that comes late (a tail copy) while the second runs must be dropped: the second
+    round's task ids continue the first's, so task 0 of generation 0 stays the first round's."""
+    setup = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(4,)), 30, 4, 1000, 0)
+    spec = GenerationSpec(0, 0.1, np.zeros(4, np.float32), np.ones(4, np.float32), None)
+    master = Master("tcp://127.0.0.1:0", setup)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(master.endpoint)
+    dealer.send_multipart(encode(Message("HELLO", {"host": "fake", "pid": 7, "procs": 1, "table": None})))
+    received: list[tuple[str, list[int]]] = []
+
+    def result(task: int, value: float) -> dict[str, object]:
+        return {"task": task, "returns": [value, value], "lengths": [3, 3], "obs_count": 0, "obs_arrays": None}
+
+    def serve() -> None:
+        while len([kind for kind, _ in received if kind == "TASKS"]) < 3 and dealer.poll(20_000):
+            message = decode(dealer.recv_multipart())
+            received.append((message.type, [t["task"] for t in message["tasks"]] if message.type == "TASKS" else []))
+            if message.type == "WELCOME":
+                dealer.send_multipart(encode(Message("READY", {"credit": 2})))
+            elif message.type == "TASKS":
+                if len([kind for kind, _ in received if kind == "TASKS"]) == 2:  # first a late copy of round 1's task 0
+                    dealer.send_multipart(encode(Message("RESULT", {"generation": 0, "results": [result(0, 9.0)], "credit": 0})))
+                results = [result(t["task"], 1.0) for t in message["tasks"]]
+                generation = message["generation"]
+                dealer.send_multipart(encode(Message("RESULT", {"generation": generation, "results": results, "credit": len(results)})))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        theta = np.zeros(30, np.float32)
+        first, _ = master.evaluate(theta, spec, [PairTask(0, 5, 1, False)], [])
+        with pytest.raises(ValueError, match="generation 0 is evaluated again with another θ or other settings than its hosts hold"):
+            master.evaluate(np.ones(30, np.float32), spec, [PairTask(1, 6, 2, False)], [])
+        second, _ = master.evaluate(theta, spec, [PairTask(1, 6, 2, False)], [])
+        assert [(r.pair, r.returns) for r in first + second] == [(0, (1.0, 1.0)), (1, (1.0, 1.0))]
+        stats = master.generation_stats()
+        assert (stats["results_stale"], stats["results_duplicate"], stats["hosts"]) == (1, 0, 1)
+        third, _ = master.evaluate(np.ones(30, np.float32), dataclasses.replace(spec, generation=1), [PairTask(0, 7, 3, False)], [])
+        assert third[0].returns == (1.0, 1.0) and master.generation_stats()["results_stale"] == 0
+        thread.join(20)
+        tasks = [ids for kind, ids in received if kind == "TASKS"]
+        assert tasks == [[0], [1], [0]] and [kind for kind, _ in received].count("THETA") == 2  # θ once per generation
+    finally:
+        master.close()
+        dealer.close()
+        context.term()
+
+
 def test_a_stalled_host_does_not_stall_the_generation(cluster: Cluster, tmp_path: Path) -> None:
     """A host that keeps heart-beating but whose evaluator hangs: its tasks are copied to an idle
     host once outstanding long enough, the first result wins, the late one is dropped."""

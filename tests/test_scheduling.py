@@ -133,3 +133,18 @@ def test_a_released_copy_is_not_counted_and_the_original_holder_keeps_it() -> No
     assert scheduler.stats.duplicated == 0 and not scheduler.pending and set(scheduler.holders[0]) == {"w1"}
     scheduler.release("w2", [1])  # never held by w2: nothing changes
     assert set(scheduler.holders[1]) == {"w1"}
+
+
+def test_a_later_round_continues_the_ids_and_drops_results_of_earlier_ones() -> None:
+    """A generation in rounds: this round's tasks are ids 3 and 4 of the generation's list; a late
+    result of an earlier round's task is stale, never taken for one of this round's."""
+    s = GenerationScheduler(3, [f"t{i}" for i in range(5)], first_id=3)
+    assert s.assign("a", 5, now=0.0) == [(3, "t3"), (4, "t4")]
+    assert s.complete("b", 3, 0, 9.0) is Outcome.STALE and s.stats.stale_dropped == 1
+    assert s.complete("a", 3, 4, 4.0) is Outcome.ACCEPTED and not s.done
+    assert s.host_lost("a") == 1 and s.assign("b", 5, now=1.0) == [(3, "t3")]
+    assert s.complete("b", 3, 3, 3.0) is Outcome.ACCEPTED
+    assert s.done and s.ordered_results() == [3.0, 4.0]
+    assert GenerationScheduler(3, ["t0"], first_id=1).done
+    with pytest.raises(ValueError, match=r"first_id must be in \[0, 1\], got 2"):
+        GenerationScheduler(3, ["t0"], first_id=2)

@@ -69,6 +69,8 @@ DEFAULT_CONFIG = "halfcheetah"  # the shipped config esfast train and esfast.tra
 # them before a process starts or a byte of the noise table is generated.
 MAX_COUNT = 2**53  # generations, timesteps, episode lengths, counts on the wire: exact as doubles
 MAX_EPISODES_PER_BATCH = 2**24  # 2**23 antithetic pairs: tasks, offsets and returns of a generation stay in memory
+MAX_PAIRS_PER_GENERATION = MAX_EPISODES_PER_BATCH // 2  # also when timesteps_per_batch adds rounds of pairs
+MAX_TIMESTEPS_PER_BATCH = MAX_EPISODES_PER_BATCH  # episodes take a step at least: reached within MAX_PAIRS_PER_GENERATION
 MAX_NOISE_TABLE_SIZE = 2**40  # samples; the noise table binding's limit
 MAX_WORKERS = 4096  # evaluator processes of a host, as the wire protocol allows (MAX_PROCS_PER_HOST)
 MAX_EVAL_EPISODES = MAX_EPISODES_PER_BATCH
@@ -352,17 +354,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         atari=atari,
     )
     validate(config)
-    if config.es.timesteps_per_batch and not _warned_timesteps_per_batch:
-        _warned_timesteps_per_batch.append(True)
-        logger.warning(
-            "config.timesteps_per_batch (%d) is not used: esfast runs exactly episodes_per_batch episodes a generation",
-            config.es.timesteps_per_batch,
-        )
     return config
-
-
-# One warning a process about the paper configs' timesteps_per_batch, however often a config is read.
-_warned_timesteps_per_batch: list[bool] = []
 
 
 def _require(condition: bool, message: str) -> None:
@@ -494,7 +486,14 @@ def validate(config: Config) -> None:
         es.episodes_per_batch % 2 == 0,
         f"config.episodes_per_batch must be even: episodes come in antithetic pairs (θ + σε, θ − σε), got {es.episodes_per_batch}",
     )
-    _count(es.timesteps_per_batch, "config.timesteps_per_batch", 0, MAX_COUNT, note=" (read, but not used)")
+    _count(
+        es.timesteps_per_batch,
+        "config.timesteps_per_batch",
+        0,
+        MAX_TIMESTEPS_PER_BATCH,
+        note=" (0: episodes_per_batch alone sizes a generation)",
+        why=f" (a generation has at most {_bound(MAX_PAIRS_PER_GENERATION)} pairs, which take at least that many steps)",
+    )
     for name in ("calc_obstat_prob", "eval_prob"):
         value = getattr(es, name)
         _require(_number_in(value, 0, 1), f"config.{name} must be a number in [0, 1], got {_show(value)}")

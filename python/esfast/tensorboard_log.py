@@ -31,6 +31,8 @@ TAGS = {
     "eval_length_mean": "eval/length_mean",
     "timesteps_total": "time/timesteps",
     "episodes_total": "time/episodes",
+    "pairs": "time/pairs",
+    "rounds": "time/rounds",
     "time_elapsed": "time/seconds",
     "steps_per_second": "time/steps_per_second",
     "timestep_limit": "time/timestep_limit",

@@ -11,6 +11,11 @@ specified in ``docs/protocol.md``.
 During :meth:`Master.evaluate` the caller's thread serves the socket; between generations (while
 the trainer updates θ and writes checkpoints) a thread of the master owns it, sending heartbeats and
 queueing what arrives for the next generation, so hosts never see a silent master.
+
+The trainer may evaluate a generation in rounds (its variable batch: several calls of
+:meth:`Master.evaluate` with the same generation and θ). Hosts then keep the θ they hold, and the
+task ids of a round continue those of the generation's earlier rounds, so a late result of an
+earlier round (a tail copy, a task still queued on a host) is stale, never a result of this one.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from esfast.distributed.protocol import (
     task_to_wire,
     theta_message,
 )
-from esfast.distributed.scheduling import GenerationScheduler, Outcome
+from esfast.distributed.scheduling import GenerationScheduler, Outcome, SchedulerStats
 from esfast.errors import ConfigError, ProtocolError, WorkerError
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup
 
@@ -82,8 +87,19 @@ class _Host:
 
 
 @dataclass
+class _Issued:
+    """What the master has handed out for the generation it evaluated last: every round's tasks
+    (ids are indices into ``tasks``), the ``THETA`` frames they ran with, the generation's counters."""
+
+    generation: int
+    tasks: list[Task]
+    theta: list[bytes]
+    stats: SchedulerStats
+
+
+@dataclass
 class MasterStats:
-    """Counters of one generation (reset by each :meth:`Master.evaluate`)."""
+    """Counters of one generation (reset by the first :meth:`Master.evaluate` of each generation)."""
 
     messages_dropped: int = 0  # malformed, hostile or out-of-place messages
     hosts_lost: int = 0
@@ -136,6 +152,7 @@ class Master:
         self.stats = MasterStats()
         self.last_stats: dict[str, Any] = {}
         self.scheduler: GenerationScheduler[Task, Result] | None = None
+        self.issued: _Issued | None = None
         self.theta_frames: list[Any] = []
         self.task_seconds = (0.0, 0)  # this generation's accepted results: total time from assignment, count
         self.last_heartbeat = 0.0
@@ -160,17 +177,32 @@ class Master:
     ) -> tuple[list[PairResult], list[EvalResult]]:
         """Runs a generation's tasks on the connected hosts; returns when every task has a result.
 
+        A further call for the generation of the previous one is a further round of it: it must
+        bring the same θ and settings (hosts keep the θ they hold), and its counters add to the
+        earlier rounds'.
+
         Raises:
             WorkerError: a task failed on a host, or the local worker host exited.
+            ValueError: a further round of a generation with another θ or other settings.
         """
-        self._end_between()
-        tasks: list[Task] = [*pairs, *evals]
-        scheduler: GenerationScheduler[Task, Result] = GenerationScheduler(spec.generation, tasks)
-        self.scheduler = scheduler
-        self.stats = MasterStats()
-        self.task_seconds = (0.0, 0)
         # θ is copied once: queued frames then never see the trainer's in-place update.
-        self.theta_frames = encode(theta_message(theta.copy(), spec))
+        theta_frames = encode(theta_message(theta.copy(), spec))
+        theta_bytes = [bytes(frame) for frame in theta_frames]
+        issued = self.issued
+        if issued is not None and issued.generation == spec.generation and issued.theta != theta_bytes:
+            raise ValueError(f"generation {spec.generation} is evaluated again with another θ or other settings than its hosts hold")
+        self._end_between()
+        if issued is None or issued.generation != spec.generation:
+            issued = _Issued(spec.generation, [], theta_bytes, SchedulerStats())
+            self.stats = MasterStats()
+            self.task_seconds = (0.0, 0)
+        first_id = len(issued.tasks)  # ids are never reused within a generation, not even after an interrupted call
+        issued.tasks.extend([*pairs, *evals])
+        self.issued = issued
+        scheduler: GenerationScheduler[Task, Result] = GenerationScheduler(spec.generation, issued.tasks, first_id=first_id)
+        scheduler.stats = issued.stats  # one generation's counters, whatever its number of rounds
+        self.scheduler = scheduler
+        self.theta_frames = theta_frames
         try:
             self._serve_generation(scheduler)
         finally:  # also on Ctrl-C or a failed task: hosts are heart-beaten until close()
@@ -357,7 +389,12 @@ class Master:
         elif message.type == "FAILED":
             scheduler = self.scheduler
             task, generation = message["task"], message["generation"]
-            if scheduler is None or generation != scheduler.generation or task >= len(scheduler.tasks) or task in scheduler.results:
+            if (
+                scheduler is None
+                or generation != scheduler.generation
+                or not scheduler.first_id <= task < len(scheduler.tasks)
+                or task in scheduler.results
+            ):
                 logger.warning(
                     "task %d of generation %d failed on worker host %s, but already has a result or is stale: %s",
                     task,

@@ -5,6 +5,10 @@ silent gives its unfinished tasks back to the queue; once the queue is empty, id
 copies of the longest-outstanding tasks, so one slow host cannot stall a generation. The first
 result for a task wins; later ones, and results of other generations, are counted and dropped.
 Since a task's result depends only on the task, none of this changes what the update sees.
+
+A generation may be evaluated in several rounds (the trainer's variable batch): each round is a
+scheduler of its own whose task list continues the earlier rounds' (``first_id``), so that a late
+result of an earlier round can never be taken for a task of this one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ class Outcome(enum.Enum):
 
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"  # the task already had a result (a re-issued or duplicated copy)
-    STALE = "stale"  # for another generation
+    STALE = "stale"  # for another generation, or for a task of an earlier round of this one
     UNKNOWN = "unknown"  # no such task id
 
 
@@ -46,20 +50,25 @@ class GenerationScheduler(Generic[Task, Result]):
         generation: the generation the tasks belong to.
         tasks: the tasks, in the order their results will be returned.
         duplicate_tail: hand copies of outstanding tasks to idle hosts once the queue is empty.
+        first_id: the tasks before this index belong to earlier rounds of the generation: they are
+            not handed out, and results for them are stale; this scheduler's work is the rest.
     """
 
-    def __init__(self, generation: int, tasks: list[Task], *, duplicate_tail: bool = True) -> None:
+    def __init__(self, generation: int, tasks: list[Task], *, duplicate_tail: bool = True, first_id: int = 0) -> None:
+        if not 0 <= first_id <= len(tasks):
+            raise ValueError(f"first_id must be in [0, {len(tasks)}], got {first_id}")
         self.generation = generation
         self.tasks = tasks
         self.duplicate_tail = duplicate_tail
-        self.pending: deque[int] = deque(range(len(tasks)))
+        self.first_id = first_id
+        self.pending: deque[int] = deque(range(first_id, len(tasks)))
         self.holders: dict[int, dict[str, float]] = {}  # task id -> host -> time it was assigned
         self.results: dict[int, Result] = {}
         self.stats = SchedulerStats()
 
     @property
     def done(self) -> bool:
-        return len(self.results) == len(self.tasks)
+        return len(self.results) == len(self.tasks) - self.first_id
 
     def assign(self, host: str, credit: int, now: float, *, copy_after: float = 0.0) -> list[tuple[int, Task]]:
         """Up to ``credit`` tasks for ``host``: queued ones first, then copies of outstanding ones.
@@ -105,6 +114,9 @@ class GenerationScheduler(Generic[Task, Result]):
         if not (isinstance(task_id, int) and 0 <= task_id < len(self.tasks)):
             self.stats.unknown_dropped += 1
             return Outcome.UNKNOWN
+        if task_id < self.first_id:  # a late copy of an earlier round's task: that round is over
+            self.stats.stale_dropped += 1
+            return Outcome.STALE
         self.holders.get(task_id, {}).pop(host, None)
         if task_id in self.results:
             self.stats.duplicates_dropped += 1
@@ -144,11 +156,12 @@ class GenerationScheduler(Generic[Task, Result]):
         return requeued
 
     def ordered_results(self) -> list[Result]:
-        """All results in task order.
+        """The results of this scheduler's tasks (from ``first_id`` on), in task order.
 
         Raises:
             RuntimeError: the generation is not complete.
         """
         if not self.done:
-            raise RuntimeError(f"generation {self.generation}: {len(self.tasks) - len(self.results)} tasks have no result")
-        return [self.results[i] for i in range(len(self.tasks))]
+            missing = len(self.tasks) - self.first_id - len(self.results)
+            raise RuntimeError(f"generation {self.generation}: {missing} tasks have no result")
+        return [self.results[i] for i in range(self.first_id, len(self.tasks))]
