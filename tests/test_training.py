@@ -145,9 +145,9 @@ def test_return_shift_takes_a_constant_per_step_from_the_returns_the_update_sees
         ) as trainer:
             tell = trainer.es.tell
 
-            def spy(returns: np.ndarray, shift: float = shift, tell: Any = tell) -> Any:
+            def spy(returns: np.ndarray, shift: float = shift, tell: Any = tell, **kwargs: Any) -> Any:
                 told[shift] = np.array(returns)
-                return tell(returns)
+                return tell(returns, **kwargs)
 
             monkeypatch.setattr(trainer.es, "tell", spy)
             records[shift] = trainer.step()
