@@ -4,9 +4,9 @@ The table has a row per task: the final score, the paper's ES timesteps for it, 
 timesteps at which esfast's evaluation return first reached the score (median over the seeds,
 and their range), the ratio of that median to the paper's timesteps, the final θ's return and
 the wall-clock of the median seed with its machine. The figure has a panel per task: the
-evaluation return against timesteps, the median over seeds with the min-max band, and the
-paper's Table 3 points (timesteps its ES needed for 25%, 50%, 75% and 100% of TRPO's final
-score) marked. Drawn with matplotlib (``pip install 'esfast[plot]'``).
+evaluation return against timesteps, each seed's curve, their median and min-max band as far as
+every seed ran (a run stops at the final score), and the paper's Table 3 points (timesteps its
+ES needed for 25%, 50%, 75% and 100% of TRPO's final score) marked. Drawn with matplotlib (``pip install 'esfast[plot]'``).
 
 Usage:
     python benchmarks/mujoco_report.py [--results DIR] [--table FILE.md] [--figure FILE.png] [--readme README.md]
@@ -146,8 +146,8 @@ def table(by_task: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def curve(results: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x, median, low, high) of the seeds' evaluation returns on a common timesteps grid; each
-    seed counts only up to the last timesteps it ran."""
+    """(x, median, low, high) of the seeds' evaluation returns on a common timesteps grid, where
+    every seed has run (runs stop at the final score, so a seed's curve ends where it got there)."""
     series = []
     for result in results:
         points = [(t, v) for t, v in zip(result["curve"]["timesteps"], result["curve"]["evaluation_return"], strict=True) if v is not None]
@@ -155,14 +155,9 @@ def curve(results: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np
             series.append(np.array(points, dtype=np.float64))
     if not series:
         return (np.empty(0),) * 4  # type: ignore[return-value]
-    x = np.linspace(min(s[0, 0] for s in series), max(s[-1, 0] for s in series), CURVE_POINTS)
-    values = np.full((len(series), x.size), np.nan)
-    for i, s in enumerate(series):
-        inside = (x >= s[0, 0]) & (x <= s[-1, 0])
-        values[i, inside] = np.interp(x[inside], s[:, 0], s[:, 1])
-    counted = ~np.isnan(values).all(axis=0)
-    values = values[:, counted]
-    return x[counted], np.nanmedian(values, axis=0), np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    x = np.linspace(max(s[0, 0] for s in series), min(s[-1, 0] for s in series), CURVE_POINTS)
+    values = np.array([np.interp(x, s[:, 0], s[:, 1]) for s in series])
+    return x, np.median(values, axis=0), values.min(axis=0), values.max(axis=0)
 
 
 def figure(by_task: dict[str, list[dict[str, Any]]], out: Path) -> Path:
@@ -170,7 +165,7 @@ def figure(by_task: dict[str, list[dict[str, Any]]], out: Path) -> Path:
     plotting.require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, NullFormatter
 
     count = len(by_task)
     columns = min(count, 3)
@@ -184,9 +179,15 @@ def figure(by_task: dict[str, list[dict[str, Any]]], out: Path) -> Path:
         axes.set_axisbelow(True)
         x, median, low, high = curve(results)
         seeds = ", ".join(str(r["seed"]) for r in results)
-        (line,) = axes.plot(x, median, linewidth=1.6, label=f"esfast, median of seeds {seeds}")
+        (line,) = axes.plot(x, median, linewidth=1.8, label=f"esfast, median of seeds {seeds}")
         if len(results) > 1:
             axes.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0, label="min – max over seeds")
+            for k, result in enumerate(results):  # each seed to its end, past the shortest
+                steps, values = result["curve"]["timesteps"], result["curve"]["evaluation_return"]
+                points = [(t, v) for t, v in zip(steps, values, strict=True) if v is not None]
+                if points:
+                    label = "each seed" if k == 0 else None
+                    axes.plot(*zip(*points, strict=True), color=line.get_color(), linewidth=0.7, alpha=0.5, label=label)
         paper = [(s.paper_timesteps, s.value) for s in task.scores if s.paper_timesteps is not None]
         if paper:
             axes.scatter(*zip(*paper, strict=True), marker="x", s=40, color="tab:red", zorder=3, label="paper's ES (Table 3)")
@@ -194,8 +195,10 @@ def figure(by_task: dict[str, list[dict[str, Any]]], out: Path) -> Path:
         if not math.isinf(task.target_timesteps):
             axes.axvline(task.target_timesteps, color="0.6", linestyle=":", linewidth=0.8, label="target timesteps")
         axes.set_title(env_id, fontsize="medium")
+        axes.set_xscale("log")  # the paper's points span two decades, the runs that stop early too
         axes.xaxis.set_major_formatter(EngFormatter(sep=""))
-        axes.set_xlabel("timesteps")
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.set_xlabel("timesteps (log scale)")
         axes.set_ylabel("evaluation return")
         if index == 0:
             axes.legend(loc="lower right", fontsize="x-small")
