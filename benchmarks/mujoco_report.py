@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from esfast.media import plotting
 from esfast.errors import UserError
+from esfast.media import plotting
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_mujoco import RESULTS, ROOT, SCHEMA, TASKS, WINDOW
