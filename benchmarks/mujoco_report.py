@@ -66,6 +66,14 @@ def _steps(value: float) -> str:
     return f"{value / 1e3:.0f}k"
 
 
+def under_way(result: dict[str, Any]) -> bool:
+    """Whether the run may still reach its final score: interrupted, or stopped at a budget below
+    its task's (a sitting's ``--budget-timesteps``)."""
+    if not result["finished"]:
+        return True
+    return result["stopped"] == "budget" and result["budget_timesteps"] < TASKS[result["env_id"]].budget
+
+
 def reached_timesteps(result: dict[str, Any]) -> float:
     """Timesteps at which the run's evaluation return first reached the final score (inf: not reached)."""
     reached = result["scores"][-1]["reached"]
@@ -86,12 +94,12 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
     times = sorted(reached_timesteps(r) for r in results)
     middle = median_seed(results)
     median = reached_timesteps(middle)
-    unfinished = [r for r in results if not r["finished"]]
+    unfinished = [r for r in results if under_way(r)]
 
     def show(value: float, result: dict[str, Any] | None = None) -> str:
         if not math.isinf(value):
             return _steps(value)
-        return "not yet" if result is not None and not result["finished"] else "not reached"
+        return "not yet" if result is not None and under_way(result) else "not reached"
 
     if math.isinf(median):
         reached = f"{show(median, middle)} (best {_best(middle):.0f} within {_steps(middle['timesteps_total'])})"
@@ -119,7 +127,7 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
         "met": met,
         "final θ": final_text,
         "wall-clock (median seed)": f"{seconds / 60:.1f} min, {middle['workers']} workers",
-        "seeds": ", ".join(f"{r['seed']}{'' if r['finished'] else '*'}" for r in results),
+        "seeds": ", ".join(f"{r['seed']}{'*' if under_way(r) else ''}" for r in results),
     }
 
 
@@ -139,7 +147,8 @@ def table(by_task: dict[str, list[dict[str, Any]]]) -> str:
         "",
         f"Timesteps until the evaluation return (the mean over the last {WINDOW} generations' evaluation episodes"
         " of the unperturbed policy) first reached the score; median and range over the seeds; ratio: median / paper."
-        " final θ: the median over seeds of the final θ's mean return over 10 episodes. * : a run still under way.",
+        " final θ: the median over seeds of the final θ's mean return over 10 episodes (of the last sitting, for a run under way)."
+        " * : a run under way (its budget not spent).",
         "Machines: " + "; ".join(m.removeprefix("cpu: ") for m in machines) + ".",
     ]
     return "\n".join(lines) + "\n"

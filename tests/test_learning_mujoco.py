@@ -20,6 +20,7 @@ from esfast.errors import UserError
 
 PAPER_TABLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_mujoco_table3.csv"
 TASK = lm.TASKS["InvertedPendulum-v5"]
+HOPPER = lm.TASKS["Hopper-v5"].budget
 BUDGET = 3000  # timesteps: a few generations of InvertedPendulum's early, short episodes
 
 
@@ -149,9 +150,9 @@ def test_the_table_takes_median_range_and_ratio_over_seeds(tmp_path: Path) -> No
             _result("HalfCheetah-v5", 0, 1_000_000),
             _result("HalfCheetah-v5", 1, 2_000_000),
             _result("HalfCheetah-v5", 2, 1_500_000),
-            _result("Hopper-v5", 0, None),
-            _result("Hopper-v5", 1, 5_000_000),
-            _result("Hopper-v5", 2, None, finished=False),
+            _result("Hopper-v5", 0, None, budget=HOPPER),
+            _result("Hopper-v5", 1, 5_000_000, budget=HOPPER),
+            _result("Hopper-v5", 2, None, finished=False, budget=HOPPER),
         ],
     )
     by_task = report.load_results(tmp_path)
@@ -161,8 +162,9 @@ def test_the_table_takes_median_range_and_ratio_over_seeds(tmp_path: Path) -> No
     assert cheetah["esfast (median)"] == "1.70M" and cheetah["range"] == "1.20M – 2.20M"
     assert cheetah["ratio"] == f"{1.70e6 / 2.88e6:.2f}" and cheetah["met"] == "no" and cheetah["target"] == "≤ 1.44M"
     assert cheetah["paper ES"] == "2.88M" and cheetah["seeds"] == "0, 1, 2"
-    # The median seed is seed 0, finished without reaching the score; its best is the mean of its last 5 evaluations (0.52 of the score).
-    assert hopper["esfast (median)"] == "not reached (best 1770 within 10.50M)" and hopper["range"] == "5.20M – not reached"
+    # The median seed is seed 0, which spent the task's budget without reaching the score; its best is
+    # the mean of its last 5 evaluations, half the score x 32.0M / 31.6M.
+    assert hopper["esfast (median)"] == "not reached (best 1723 within 32.10M)" and hopper["range"] == "5.20M – not reached"
     assert hopper["met"] == "not yet" and hopper["seeds"] == "0, 1, 2*"
     text = report.table(by_task)
     assert text.count("\n| ") == 3 and "Machines: Test CPU (avx2)" in text
@@ -197,3 +199,13 @@ def test_the_builder_refuses_foreign_files(tmp_path: Path, capsys: pytest.Captur
     (tmp_path / "Hopper-v5-seed0.json").write_text('{"schema": 0}')
     assert report.main(["--results", str(tmp_path)]) == 2
     assert "is not a result file of learning_mujoco.py" in capsys.readouterr().err
+
+
+def test_a_sitting_budget_below_the_tasks_leaves_the_run_under_way() -> None:
+    partial = _result("Walker2d-v5", 0, None, budget=6_000_000)  # stopped at a --budget-timesteps of 6M
+    whole = _result("Walker2d-v5", 1, None, budget=lm.TASKS["Walker2d-v5"].budget)
+    assert partial["finished"] and partial["stopped"] == "budget"
+    assert report.under_way(partial) and not report.under_way(whole)
+    assert report.under_way(_result("Walker2d-v5", 2, None, finished=False))
+    assert report.row([partial])["esfast (median)"].startswith("not yet") and report.row([partial])["seeds"] == "0*"
+    assert report.row([whole])["met"] == "no" and report.row([whole])["seeds"] == "1"
