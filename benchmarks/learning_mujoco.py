@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -410,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget_timesteps is not None and args.budget_timesteps < 1:
         parser.error(f"--budget-timesteps must be at least 1, got {args.budget_timesteps}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as esfast train: stop like Ctrl-C, result file written
     print(machine.describe(), f"; {args.workers or default_workers()} workers", sep="", flush=True)
     try:
         for task in tasks:
