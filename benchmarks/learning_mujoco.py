@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 
 import esfast
-from esfast.config import Config, load_config
-from esfast.errors import UserError
+from esfast.config import Config, load_config, validate
+from esfast.errors import TrainingDiverged, UserError
 from esfast.run_directory import RunDirectory
 from esfast.training import Trainer, default_workers, resolved_config
 
@@ -186,7 +186,9 @@ def shipped_config(task: Task, seed: int, budget: int, workers: int | None) -> C
     """The task's shipped config with the run's seed, timesteps budget and workers."""
     config = load_config(CONFIGS / f"{task.config}.json")
     run = dataclasses.replace(config.run, seed=seed, timesteps=budget, generations=None, workers=workers)
-    return dataclasses.replace(config, run=run)
+    config = dataclasses.replace(config, run=run)
+    validate(config)  # --seeds, --workers and --budget-timesteps within the config's bounds, one line if not
+    return config
 
 
 def _experiment(config: Config) -> dict[str, Any]:
@@ -204,8 +206,8 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def sitting(from_generation: int) -> dict[str, Any]:
-    """Who ran this part of a run: the commit, whether the tree had changes, the machine."""
+def sitting(from_generation: int, workers: int) -> dict[str, Any]:
+    """Who ran this part of a run: the commit, whether the tree had changes, the machine, its evaluator processes."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -218,32 +220,24 @@ def sitting(from_generation: int) -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)),
         "load_average": round(os.getloadavg()[0], 2),  # other work on the machine slows the wall-clock, not the timesteps
         "from_generation": from_generation,
+        "workers": workers,
     }
 
 
 def final_evaluation(run_dir: Path, seed: int) -> dict[str, Any]:
-    """The final θ's return over :data:`FINAL_EPISODES` episodes, without action noise."""
+    """The final θ's return over :data:`FINAL_EPISODES` episodes, as its evaluation episodes go (no action noise)."""
     policy = esfast.load_policy(run_dir)
     env = policy.make_env()
-    returns, lengths = [], []
     try:
-        for k in range(FINAL_EPISODES):
-            observation, _ = env.reset(seed=FINAL_SEED + 1000 * seed + k)
-            total, steps, done = 0.0, 0, False
-            while not done:
-                observation, reward, terminated, truncated, _ = env.step(policy.act(observation))
-                total += float(reward)
-                steps += 1
-                done = terminated or truncated
-            returns.append(total)
-            lengths.append(steps)
+        episodes = [policy.run_episode(env, seed=FINAL_SEED + 1000 * seed + k) for k in range(FINAL_EPISODES)]
     finally:
         env.close()
+    returns = [episode.ret for episode in episodes]
     return {
         "episodes": FINAL_EPISODES,
         "generation": policy.generation,
         "returns": returns,
-        "lengths": lengths,
+        "lengths": [episode.length for episode in episodes],
         "mean": float(np.mean(returns)),
         "std": float(np.std(returns)),
     }
@@ -262,8 +256,12 @@ def result(
     """The result file's content for a run's records so far (``stopped`` None: under way)."""
     evaluations = evaluation_returns(records)
     last = records[-1] if records else {"generation": 0, "timesteps_total": 0, "time_elapsed": 0.0}
-    workers = config.run.workers or sittings[-1]["cores"]
     seconds = float(last["time_elapsed"])
+    elapsed = {0: 0.0, **{r["generation"]: float(r["time_elapsed"]) for r in records}}
+    ends = [s["from_generation"] for s in sittings[1:]] + [last["generation"]]
+    core_seconds = sum(
+        (elapsed.get(end, 0.0) - elapsed.get(s["from_generation"], 0.0)) * s["workers"] for s, end in zip(sittings, ends, strict=True)
+    )
     scores = [
         {"label": s.label, "score": s.value, "paper_timesteps": s.paper_timesteps, "reached": first_reached(records, evaluations, s.value)}
         for s in task.scores
@@ -295,8 +293,8 @@ def result(
         "timesteps_total": last["timesteps_total"],
         "train_seconds": seconds,
         "timesteps_per_second": round(last["timesteps_total"] / seconds, 1) if seconds else None,
-        "workers": workers,
-        "core_minutes": round(seconds * workers / 60, 2),
+        "workers": sittings[-1]["workers"],
+        "core_minutes": round(core_seconds / 60, 2),  # each sitting's training time x its evaluator processes
         "sittings": sittings,
         "curve": {
             "generation": [r["generation"] for r in records],
@@ -334,55 +332,69 @@ def run_one(
 ) -> dict[str, Any]:
     """Trains (or continues, or skips) one (task, seed) and writes its result file; returns its content.
 
+    A run that diverges (θ non-finite) ends with ``stopped: "diverged"`` and the final evaluation of
+    its last finite θ, so the suite goes on with the next run.
+
     Raises:
-        UserError: the run directory holds a run of another config.
-        KeyboardInterrupt: Ctrl-C; the result file and the checkpoint hold the run so far.
+        UserError: the run directory or the result file holds a run of another config, or a run to
+            continue has a result file but no run directory (another machine: copy the directory).
+        KeyboardInterrupt: Ctrl-C or SIGTERM; the result file and the checkpoint hold the run so far.
     """
     budget = task.budget if budget is None else budget
     path = result_path(results, task.env_id, seed)
-    previous = json.loads(path.read_text()) if path.exists() else None
-    if previous and previous["finished"] and (previous["stopped"] == "reached" or previous["budget_timesteps"] >= budget):
-        print(f"{task.env_id} seed {seed}: finished ({previous['stopped']}), skipped; {path}", flush=True)
-        return dict(previous)
     out = runs / f"{task.env_id}-seed{seed}"
     config = shipped_config(task, seed, budget, workers)
+    previous = json.loads(path.read_text()) if path.exists() else None
+    if previous is not None and previous["config"] != _experiment(config):
+        raise UserError(f"{path} holds a run of another config than configs/{task.config}.json; remove it and {out} to start over")
+    if previous and previous["finished"]:
+        spent = previous["stopped"] == "diverged" or previous["budget_timesteps"] >= budget
+        if spent or (previous["stopped"] == "reached" and not keep_going):
+            print(f"{task.env_id} seed {seed}: finished ({previous['stopped']}), skipped; {path}", flush=True)
+            return dict(previous)
     resume = RunDirectory(out).latest.exists()
-    if resume:
-        existing = resolved_config(out)
-        if _experiment(existing) != _experiment(config):
-            raise UserError(f"{out} holds a run of another config than configs/{task.config}.json (seed {seed}); remove it to start over")
-    sittings = list(previous["sittings"]) if previous else []
+    if previous is not None and not resume:
+        raise UserError(f"{path} is a run to continue, but {out} has no checkpoint: copy it from the machine that ran it, or remove {path}")
+    if resume and _experiment(resolved_config(out)) != _experiment(config):
+        raise UserError(f"{out} holds a run of another config than configs/{task.config}.json (seed {seed}); remove it to start over")
+    # Result files written before sittings recorded their workers take the run's.
+    sittings = [{"workers": previous["workers"], **s} for s in previous["sittings"]] if previous else []
+    stopped = None
     with Trainer(config, out, resume=resume) as trainer:
         records = RunDirectory(out).records()
-        sittings.append(sitting(trainer.generation))
+        sittings.append(sitting(trainer.generation, trainer.workers))
         config = trainer.config
         print(
             f"{task.env_id} seed {seed}: {'resuming at generation ' + str(trainer.generation) if resume else 'starting'}"
             f" ({trainer.workers} workers, budget {budget:,} timesteps); {out}",
             flush=True,
         )
-        reached = first_reached(records, evaluation_returns(records), task.final.value) is not None
         written = time.monotonic()
 
+        def reached() -> bool:
+            return first_reached(records, evaluation_returns(records), task.final.value) is not None
+
         def each(record: dict[str, Any]) -> bool:
-            nonlocal written, reached
+            nonlocal written
             records.append(record)
             if on_generation is not None:
                 on_generation(record)
-            evaluation = evaluation_returns(records[-WINDOW:])[-1]
-            reached = reached or (evaluation is not None and evaluation >= task.final.value)
             if time.monotonic() - written > WRITE_EVERY:
                 write_json(path, result(task, config, records, sittings, budget=budget, stopped=None, final=None))
                 written = time.monotonic()
-            return reached and not keep_going
+            return reached() and not keep_going
 
-        if not (reached and not keep_going) and not trainer.done():
-            try:
+        try:
+            if not (reached() and not keep_going) and not trainer.done():
                 trainer.train(on_generation=each)
-            except BaseException:
-                write_json(path, result(task, config, records, sittings, budget=budget, stopped=None, final=None))
-                raise
-    stopped = "reached" if reached else "budget"
+        except TrainingDiverged as error:
+            print(f"{task.env_id} seed {seed}: {error}", flush=True)
+            stopped = "diverged"
+        except BaseException:
+            write_json(path, result(task, config, records, sittings, budget=budget, stopped=None, final=None))
+            raise
+        if stopped is None:
+            stopped = "reached" if reached() and not (keep_going and trainer.done()) else "budget"
     data = result(task, config, records, sittings, budget=budget, stopped=stopped, final=final_evaluation(out, seed))
     write_json(path, data)
     line = data["scores"][-1]["reached"]
@@ -404,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="evaluator processes (default: one per core)")
     parser.add_argument("--keep-going", action="store_true", help="spend the whole budget, also after the final score is reached")
     args = parser.parse_args(argv)
+    if "all" in args.envs and args.envs != ["all"]:
+        parser.error("'all' runs every task: give it alone, or name the tasks")
     try:
         tasks = list(TASKS.values()) if args.envs == ["all"] else [find_task(name) for name in args.envs]
     except UserError as error:

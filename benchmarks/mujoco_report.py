@@ -31,12 +31,14 @@ from esfast.errors import UserError
 from esfast.media import plotting
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_mujoco import RESULTS, ROOT, SCHEMA, TASKS, WINDOW
+from learning_mujoco import FINAL_EPISODES, RESULTS, ROOT, SCHEMA, TASKS, WINDOW, _experiment, shipped_config
 
 TABLE = RESULTS / "table.md"
 FIGURE = ROOT / "docs" / "figures" / "mujoco-suite.png"
 README_START, README_END = "<!-- mujoco-table -->", "<!-- /mujoco-table -->"
 CURVE_POINTS = 400
+RESULT_KEYS = {"seed", "config", "finished", "stopped", "budget_timesteps", "scores", "final_evaluation", "timesteps_total"}
+RESULT_KEYS |= {"train_seconds", "workers", "core_minutes", "sittings", "curve"}
 
 
 def load_results(directory: Path) -> dict[str, list[dict[str, Any]]]:
@@ -51,8 +53,11 @@ def load_results(directory: Path) -> dict[str, list[dict[str, Any]]]:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise UserError(f"{path} cannot be read: {error}") from None
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA or data.get("env_id") not in TASKS:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA or data.get("env_id") not in TASKS or not RESULT_KEYS <= set(data):
             raise UserError(f"{path} is not a result file of learning_mujoco.py (schema {SCHEMA})")
+        task = TASKS[data["env_id"]]
+        if data["config"] != _experiment(shipped_config(task, data["seed"], task.budget, None)):
+            raise UserError(f"{path} is a run of another config than today's configs/{task.config}.json: run it again or remove it")
         by_task.setdefault(data["env_id"], []).append(data)
     if not by_task:
         raise UserError(f"{directory} holds no result files (<env>-seed<k>.json); run benchmarks/learning_mujoco.py first")
@@ -102,10 +107,14 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
         return "not yet" if result is not None and under_way(result) else "not reached"
 
     if math.isinf(median):
-        reached = f"{show(median, middle)} (best {_best(middle):.0f} within {_steps(middle['timesteps_total'])})"
+        pending = any(under_way(r) for r in results if math.isinf(reached_timesteps(r)))
+        reached = f"{'not yet' if pending else 'not reached'} (best {_best(middle):.0f} within {_steps(middle['timesteps_total'])})"
     else:
         reached = _steps(median)
-    spread = f"{show(times[0])} – {show(times[-1], max(results, key=reached_timesteps))}" if len(results) > 1 else ""
+    unreached = [r for r in results if math.isinf(reached_timesteps(r))]
+    # The range's top: a seed that spent its budget without the score, else one still under way.
+    last = next((r for r in unreached if not under_way(r)), unreached[0] if unreached else None)
+    spread = f"{show(times[0], last)} – {show(times[-1], last)}" if len(results) > 1 else ""
     paper = final.paper_timesteps
     ratio = f"{median / paper:.2f}" if paper and not math.isinf(median) else "–"
     if math.isinf(task.target_timesteps):
@@ -142,14 +151,25 @@ def table(by_task: dict[str, list[dict[str, Any]]]) -> str:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
     lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
-    machines = sorted({s["machine"] for results in by_task.values() for r in results for s in r["sittings"]})
+    sittings = [s for results in by_task.values() for r in results for s in r["sittings"]]
+    machines = sorted({s["machine"] for s in sittings})
+    loads = [s["load_average"] for s in sittings if s.get("load_average") is not None]
     lines += [
         "",
         f"Timesteps until the evaluation return (the mean over the last {WINDOW} generations' evaluation episodes"
         " of the unperturbed policy) first reached the score; median and range over the seeds; ratio: median / paper."
-        " final θ: the median over seeds of the final θ's mean return over 10 episodes (of the last sitting, for a run under way)."
+        f" final θ: the median over seeds of the final θ's mean return over {FINAL_EPISODES} episodes"
+        " (of the last sitting, for a run under way)."
         " * : a run under way (its budget not spent).",
-        "Machines: " + "; ".join(m.removeprefix("cpu: ") for m in machines) + ".",
+        "Machines: "
+        + "; ".join(m.removeprefix("cpu: ") for m in machines)
+        + "."
+        + (
+            f" The machine was shared with other work (load average {min(loads):.1f} to {max(loads):.1f} at the sittings' starts),"
+            " which slows the wall-clock, not the timesteps."
+            if loads and max(loads) > max(s["cores"] for s in sittings)
+            else ""
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -164,7 +184,10 @@ def curve(results: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np
             series.append(np.array(points, dtype=np.float64))
     if not series:
         return (np.empty(0),) * 4  # type: ignore[return-value]
-    x = np.linspace(max(s[0, 0] for s in series), min(s[-1, 0] for s in series), CURVE_POINTS)
+    start, end = max(s[0, 0] for s in series), min(s[-1, 0] for s in series)
+    if start > end:  # a seed ended before another's first evaluation return
+        return (np.empty(0),) * 4  # type: ignore[return-value]
+    x = np.geomspace(start, end, CURVE_POINTS)  # the figure's axis is logarithmic
     values = np.array([np.interp(x, s[:, 0], s[:, 1]) for s in series])
     return x, np.median(values, axis=0), values.min(axis=0), values.max(axis=0)
 

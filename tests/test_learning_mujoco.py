@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import learning_mujoco as lm
 import mujoco_report as report
 
 from esfast.checkpoint import load_checkpoint
-from esfast.errors import UserError
+from esfast.errors import TrainingDiverged, UserError
 
 PAPER_TABLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_mujoco_table3.csv"
 TASK = lm.TASKS["InvertedPendulum-v5"]
@@ -132,7 +133,8 @@ def _result(env_id: str, seed: int, reach_at: int | None, *, finished: bool = Tr
         {"generation": g + 1, "timesteps_total": t, "time_elapsed": t / 20_000, "eval_return_mean": v, "return_mean": v / 2}
         for g, (t, v) in enumerate(zip(steps, values, strict=True))
     ]
-    sittings = [{"machine": "cpu: Test CPU (avx2); 2 cores available; esfast code path avx2", "cores": 2, "from_generation": 0}]
+    machine = "cpu: Test CPU (avx2); 2 cores available; esfast code path avx2"
+    sittings = [{"machine": machine, "cores": 2, "load_average": 1.5, "from_generation": 0, "workers": 2}]
     final = {"episodes": 10, "mean": values[-1]} if finished else None
     stopped = ("reached" if reach_at is not None else "budget") if finished else None
     return lm.result(task, config, records, sittings, budget=budget, stopped=stopped, final=final)
@@ -162,9 +164,10 @@ def test_the_table_takes_median_range_and_ratio_over_seeds(tmp_path: Path) -> No
     assert cheetah["esfast (median)"] == "1.70M" and cheetah["range"] == "1.20M – 2.20M"
     assert cheetah["ratio"] == f"{1.70e6 / 2.88e6:.2f}" and cheetah["met"] == "no" and cheetah["target"] == "≤ 1.44M"
     assert cheetah["paper ES"] == "2.88M" and cheetah["seeds"] == "0, 1, 2"
-    # The median seed is seed 0, which spent the task's budget without reaching the score; its best is
-    # the mean of its last 5 evaluations, half the score x 32.0M / 31.6M.
-    assert hopper["esfast (median)"] == "not reached (best 1723 within 32.10M)" and hopper["range"] == "5.20M – not reached"
+    # Seed 0 spent the task's budget without the score (the range's top); seed 2, under way, may still
+    # give a median. The median seed shown is seed 0, whose best is the mean of its last 5 evaluations,
+    # half the score x 32.0M / 31.6M.
+    assert hopper["esfast (median)"] == "not yet (best 1723 within 32.10M)" and hopper["range"] == "5.20M – not reached"
     assert hopper["met"] == "not yet" and hopper["seeds"] == "0, 1, 2*"
     text = report.table(by_task)
     assert text.count("\n| ") == 3 and "Machines: Test CPU (avx2)" in text
@@ -209,3 +212,52 @@ def test_a_sitting_budget_below_the_tasks_leaves_the_run_under_way() -> None:
     assert report.under_way(_result("Walker2d-v5", 2, None, finished=False))
     assert report.row([partial])["esfast (median)"].startswith("not yet") and report.row([partial])["seeds"] == "0*"
     assert report.row([whole])["met"] == "no" and report.row([whole])["seeds"] == "1"
+
+
+def test_a_run_that_diverges_is_finished_with_its_last_finite_theta(tmp_path: Path) -> None:
+    def diverge(record: dict[str, Any]) -> None:
+        if record["generation"] == 2:
+            raise TrainingDiverged("θ became non-finite in generation 3")
+
+    kwargs: dict[str, Any] = {"budget": 2 * BUDGET, "runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    data = lm.run_one(TASK, 0, on_generation=diverge, **kwargs)
+    assert data["finished"] and data["stopped"] == "diverged" and data["generations"] == 2
+    assert data["final_evaluation"]["generation"] == 2
+    assert lm.run_one(TASK, 0, **kwargs) == data  # skipped: running it again would diverge again
+
+
+def test_a_result_to_continue_without_its_run_directory_is_refused(tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = {"runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    lm.run_one(TASK, 0, budget=BUDGET, **kwargs)
+    shutil.rmtree(tmp_path / "runs")  # another machine: the result file came with the repository, the run did not
+    with pytest.raises(UserError, match="has no checkpoint: copy it from the machine that ran it"):
+        lm.run_one(TASK, 0, budget=2 * BUDGET, **kwargs)
+
+
+def test_a_result_of_another_config_is_refused_by_runner_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _result("Swimmer-v5", 0, 400_000)
+    data["config"]["config"]["noise_stdev"] = 0.5
+    _write(tmp_path, [data])
+    with pytest.raises(UserError, match="holds a run of another config"):
+        lm.run_one(lm.TASKS["Swimmer-v5"], 0, runs=tmp_path / "runs", results=tmp_path)
+    assert report.main(["--results", str(tmp_path)]) == 2
+    assert "is a run of another config than today's configs/swimmer.json" in capsys.readouterr().err
+
+
+def test_keep_going_goes_on_past_the_score_and_says_it_spent_the_budget(tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = {"runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    first = lm.run_one(TASK, 0, budget=BUDGET, **kwargs)
+    # A run that reached its score is not skipped under --keep-going: it goes on to the budget.
+    finished = {**first, "stopped": "reached"}
+    lm.write_json(lm.result_path(tmp_path / "results", TASK.env_id, 0), finished)
+    assert lm.run_one(TASK, 0, budget=2 * BUDGET, **kwargs) == finished  # without it, a reached run is done
+    again = lm.run_one(TASK, 0, budget=2 * BUDGET, keep_going=True, **kwargs)
+    assert again["stopped"] == "budget" and len(again["sittings"]) == 2 and again["timesteps_total"] >= 2 * BUDGET
+
+
+def test_bad_seeds_and_mixed_all_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert lm.main(["InvertedPendulum-v5", "--seeds", "-1", "--runs", str(tmp_path), "--results", str(tmp_path)]) == 2
+    assert "run.seed must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lm.main(["all", "Hopper-v5"])
+    assert "'all' runs every task" in capsys.readouterr().err
