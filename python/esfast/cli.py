@@ -27,6 +27,7 @@ from esfast.checkpoint import load_checkpoint
 from esfast.config import DEFAULT_CONFIG, Config, apply_overrides, load_config, resolve_config, shipped_configs, validate
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import check_endpoint
+from esfast.env_defaults import config_for_env
 from esfast.envs import make_env
 from esfast.envs.rollout import run_episode
 from esfast.errors import CheckpointError, ConfigError, EnvError, TrainingDiverged, UserError, WorkerError
@@ -83,10 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         config = _budget(resolved_config(out_dir), args)
     else:
-        config = resolve_config(args.config)
         overrides = list(args.set)
-        if args.env is not None:
-            overrides.append(f"env_id={args.env}")
+        if args.config is None and args.env is not None:  # the env's shipped config, or its kind's defaults
+            config = config_for_env(args.env, args.env_module)
+        else:  # a config (default: halfcheetah), its environment replaced by --env if given
+            config = resolve_config(args.config)
+            if args.env is not None:
+                overrides.append(f"env_id={args.env}")
         if args.env_module is not None:
             overrides.append(f"env_module={args.env_module}")
         if args.seed is not None:
@@ -206,8 +210,17 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``esfast train`` and ``esfast-master`` share."""
-    parser.add_argument("config", nargs="?", help=f"config file, or the name of a shipped config (default: {DEFAULT_CONFIG})")
-    parser.add_argument("--env", help="gymnasium environment id (overrides the config)")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help=f"config file, or the name of a shipped config (default: with --env, that environment's shipped config or its kind's"
+        f" defaults; without, {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--env",
+        help="gymnasium environment id: with CONFIG, replaces its environment; alone, runs the environment's shipped config"
+        " or the defaults for its kind (docs/configs.md)",
+    )
     parser.add_argument("--env-module", help="module to import before making the environment (registers custom envs)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--generations", type=int, help="stop after this many generations")
