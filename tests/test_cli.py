@@ -273,7 +273,20 @@ def test_version_and_the_list_of_shipped_configs() -> None:
     listing = esfast("configs")
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["name", "task", "policy", "pairs", "budget"]
+    assert lines[0].split() == ["name", "task", "policy", "parameters", "pairs", "budget"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {path.stem for path in (TESTS.parent / "configs").glob("*.json")}
     assert "HalfCheetah-v5" in rows["halfcheetah"] and "64x64 tanh" in rows["halfcheetah"] and "timesteps" in rows["halfcheetah"]
+    # 17 observations, two hidden layers of 64, 6 actions: 17*64+64 + 64*64+64 + 64*6+6 parameters.
+    assert rows["halfcheetah"].split()[5] == f"{17 * 64 + 64 + 64 * 64 + 64 + 64 * 6 + 6:,}"
+    assert rows["cartpole"].split()[1:] == [
+        "CartPole-v1",
+        "MLPPolicy",
+        "64x64",
+        "tanh",
+        f"{4 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2:,}",
+        "40",
+        "50",
+        "generations",
+    ]
+    assert all(row.split()[5].replace(",", "").isdigit() for row in rows.values())  # every environment is made here, Atari too

@@ -235,9 +235,29 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_train)
 
 
+def _parameters(config: Config) -> str:
+    """The number of parameters of a config's policy on its environment (made here and closed), or
+    ``?`` when the environment cannot be made here (a missing package or ROM)."""
+    try:
+        env = make_env(config.env_id, config.env_module, atari=config.atari)
+    except UserError:
+        return "?"
+    try:
+        # The Atari network's size does not depend on its reference batch: two blank observations do.
+        shape = env.observation_space.shape or ()
+        batch = None if config.atari is None else np.zeros((2, *shape), dtype=np.uint8)
+        policy = make_policy(env.observation_space, env.action_space, config.policy, batch)
+    except UserError:
+        return "?"
+    finally:
+        env.close()
+    return f"{policy.num_params:,}"
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
-    """``esfast configs``: the shipped configs, one line each."""
-    rows = [("name", "task", "policy", "pairs", "budget")]
+    """``esfast configs``: the shipped configs, one line each (each environment is made, one at a time,
+    for its policy's parameter count)."""
+    rows = [("name", "task", "policy", "parameters", "pairs", "budget")]
     config_logger = logging.getLogger("esfast.config")
     level = config_logger.level
     config_logger.setLevel(logging.ERROR)  # a listing, not a run: no notes about what a run would ignore
@@ -255,7 +275,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
             else "none"
         )
         network = f"{config.policy.type} {'x'.join(map(str, config.policy.hidden_dims))} {config.policy.nonlin_type}"
-        rows.append((name, config.env_id, network, str(config.pop_pairs), budget))
+        rows.append((name, config.env_id, network, _parameters(config), str(config.pop_pairs), budget))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -267,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"esfast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    configs = commands.add_parser("configs", help="list the shipped configs", description="List the configs that ship with esfast.")
+    configs = commands.add_parser(
+        "configs",
+        help="list the shipped configs",
+        description="List the configs that ship with esfast: task, policy, its parameter count, pairs per generation, budget.",
+    )
     configs.set_defaults(handler=cmd_configs)
 
     train = commands.add_parser("train", help="train a policy", description="Train a policy with OpenAI-ES on this machine.")
