@@ -42,7 +42,8 @@ def esfast(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
 def test_train_then_play(tmp_path: Path) -> None:
     run = esfast("train", *REACH, "--generations", "3", "--out", str(tmp_path / "run"))
     assert run.returncode == 0, run.stderr
-    assert "EsfastTest/Reach-v0 | policy 2-4-2 tanh" in run.stdout
+    # Reach has no shipped config: its kind's defaults (docs/configs.md), 9 bins for each of its 2 action dimensions.
+    assert "EsfastTest/Reach-v0 | policy 2-4-18 tanh" in run.stdout
     assert run.stdout.count("gen ") == 3 and "done: 3 generations" in run.stdout
     play = esfast("play", str(tmp_path / "run" / "checkpoints" / "latest.npz"), "--episodes", "2")
     assert play.returncode == 0, play.stderr
@@ -264,7 +265,8 @@ def test_two_runs_in_one_directory_are_refused(tmp_path: Path) -> None:
         env=env,
     )
     try:
-        assert first.stdout is not None and "run directory" in first.stdout.readline()
+        assert first.stdout is not None and first.stdout.readline().startswith("esfast: no shipped config for EsfastTest/SlowReach-v0")
+        assert "run directory" in first.stdout.readline()
         while not first.stdout.readline().startswith("gen     1"):  # a generation checkpointed and logged
             pass
         second = esfast("train", "--resume", str(out), "--generations", "60")
@@ -287,7 +289,20 @@ def test_version_and_the_list_of_shipped_configs() -> None:
     listing = esfast("configs")
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["name", "task", "policy", "pairs", "budget"]
+    assert lines[0].split() == ["name", "task", "policy", "parameters", "pairs", "budget"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {path.stem for path in (TESTS.parent / "configs").glob("*.json")}
     assert "HalfCheetah-v5" in rows["halfcheetah"] and "64x64 tanh" in rows["halfcheetah"] and "timesteps" in rows["halfcheetah"]
+    # 17 observations, two hidden layers of 64, 6 actions: 17*64+64 + 64*64+64 + 64*6+6 parameters.
+    assert rows["halfcheetah"].split()[5] == f"{17 * 64 + 64 + 64 * 64 + 64 + 64 * 6 + 6:,}"
+    assert rows["cartpole"].split()[1:] == [
+        "CartPole-v1",
+        "MLPPolicy",
+        "64x64",
+        "tanh",
+        f"{4 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2:,}",
+        "40",
+        "50",
+        "generations",
+    ]
+    assert all(row.split()[5].replace(",", "").isdigit() for row in rows.values())  # every environment is made here, Atari too

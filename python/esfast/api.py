@@ -1,6 +1,7 @@
 """The Python API for notebooks and scripts: :func:`train` a policy, :func:`load_policy` to use it.
 
     result = esfast.train("halfcheetah", out="runs/cheetah", generations=50, noise_stdev=0.01)
+    result = esfast.train(env_id="CartPole-v1", generations=40)  # its shipped config, or its kind's defaults
     policy = esfast.load_policy(result.checkpoint)
     action = policy.act(observation)
 
@@ -25,6 +26,7 @@ from numpy.typing import NDArray
 
 from esfast.checkpoint import load_checkpoint
 from esfast.config import Config, apply_overrides, resolve_config, validate
+from esfast.env_defaults import config_for_env
 from esfast.envs import make_env
 from esfast.envs.rollout import Episode, run_episode
 from esfast.errors import CheckpointError, ConfigError, PolicyError
@@ -73,7 +75,7 @@ class TrainingResult:
 
 
 def train(
-    config_or_name: Config | str | os.PathLike[str],
+    config_or_name: Config | str | os.PathLike[str] | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     callbacks: Iterable[Callback] | Callback = (),
@@ -89,7 +91,11 @@ def train(
 
     Args:
         config_or_name: a :class:`~esfast.config.Config`, a JSON config file or the name of a
-            shipped config (``"halfcheetah"``, ``"pong"``, ...).
+            shipped config (``"halfcheetah"``, ``"pong"``, ...). None (the default): as
+            ``esfast train`` without a config, with ``env_id=`` the environment's shipped config
+            or the defaults for its kind (:func:`esfast.env_defaults.config_for_env`), without
+            it the ``halfcheetah`` config. A config given with ``env_id=`` is that config on
+            that environment.
         out: the run directory, which must not hold a run yet (default:
             ``runs/<exp_prefix>-<time>``, as ``esfast train``).
         callbacks: called in order after every generation, once its checkpoint and log record
@@ -152,15 +158,22 @@ def train(
         )
 
 
-def _resolve(config_or_name: Config | str | os.PathLike[str], overrides: dict[str, Any]) -> Config:
-    """The config :func:`train` runs: the named one with the keyword overrides applied, validated."""
+def _resolve(config_or_name: Config | str | os.PathLike[str] | None, overrides: dict[str, Any]) -> Config:
+    """The config :func:`train` runs: the named one (None: as ``esfast train`` chooses it) with the
+    keyword overrides applied, validated."""
+    items = dict(overrides)
     if isinstance(config_or_name, Config):
         config = config_or_name
+    elif config_or_name is None and isinstance(overrides.get("env_id"), str):  # esfast train --env ID
+        config = config_for_env(items.pop("env_id"), overrides.get("env_module"))
+    elif config_or_name is None:
+        config = resolve_config(None)
     elif isinstance(config_or_name, (str, os.PathLike)):
         config = resolve_config(os.fspath(config_or_name))
     else:
-        raise TypeError(f"config_or_name must be a Config, a config file or a shipped config's name, got {config_or_name!r}")
-    items = dict(overrides)
+        raise TypeError(
+            f"config_or_name must be a Config, a config file or a shipped config's name, got {config_or_name!r} (or None: see env_id)"
+        )
     for budget in _BUDGETS:  # one budget given: the config's other one no longer applies
         other = _BUDGETS[1 - _BUDGETS.index(budget)]
         if overrides.get(budget) is not None and other not in overrides:

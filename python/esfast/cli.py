@@ -26,8 +26,11 @@ from esfast.api import load_policy
 from esfast.config import DEFAULT_CONFIG, Config, apply_overrides, load_config, resolve_config, shipped_configs, validate
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import check_endpoint
+from esfast.env_defaults import config_for_env
+from esfast.envs import make_env
 from esfast.errors import CheckpointError, ConfigError, EnvError, TrainingDiverged, UserError, WorkerError
 from esfast.media.plotting import DEFAULT_OUT, DEFAULT_X, DEFAULT_Y, X_FIELDS, plot_runs
+from esfast.policies import make_policy
 from esfast.run_directory import default_run_path
 from esfast.training import Trainer, resolved_config
 
@@ -81,10 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         config = _budget(resolved_config(out_dir), args)
     else:
-        config = resolve_config(args.config)
         overrides = list(args.set)
-        if args.env is not None:
-            overrides.append(f"env_id={args.env}")
+        if args.config is None and args.env is not None:  # the env's shipped config, or its kind's defaults
+            config = config_for_env(args.env, args.env_module)
+        else:  # a config (default: halfcheetah), its environment replaced by --env if given
+            config = resolve_config(args.config)
+            if args.env is not None:
+                overrides.append(f"env_id={args.env}")
         if args.env_module is not None:
             overrides.append(f"env_module={args.env_module}")
         if args.seed is not None:
@@ -203,8 +209,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``esfast train`` and ``esfast-master`` share."""
-    parser.add_argument("config", nargs="?", help=f"config file, or the name of a shipped config (default: {DEFAULT_CONFIG})")
-    parser.add_argument("--env", help="gymnasium environment id (overrides the config)")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help=f"config file, or the name of a shipped config (default: with --env, that environment's shipped config or its kind's"
+        f" defaults; without, {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--env",
+        help="gymnasium environment id: with CONFIG, replaces its environment; alone, runs the environment's shipped config"
+        " or the defaults for its kind (docs/configs.md)",
+    )
     parser.add_argument("--env-module", help="module to import before making the environment (registers custom envs)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--generations", type=int, help="stop after this many generations")
@@ -219,9 +234,29 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=cmd_train)
 
 
+def _parameters(config: Config) -> str:
+    """The number of parameters of a config's policy on its environment (made here and closed), or
+    ``?`` when the environment cannot be made here (a missing package or ROM)."""
+    try:
+        env = make_env(config.env_id, config.env_module, atari=config.atari)
+    except UserError:
+        return "?"
+    try:
+        # The Atari network's size does not depend on its reference batch: two blank observations do.
+        shape = env.observation_space.shape or ()
+        batch = None if config.atari is None else np.zeros((2, *shape), dtype=np.uint8)
+        policy = make_policy(env.observation_space, env.action_space, config.policy, batch)
+    except UserError:
+        return "?"
+    finally:
+        env.close()
+    return f"{policy.num_params:,}"
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
-    """``esfast configs``: the shipped configs, one line each."""
-    rows = [("name", "task", "policy", "pairs", "budget")]
+    """``esfast configs``: the shipped configs, one line each (each environment is made, one at a time,
+    for its policy's parameter count)."""
+    rows = [("name", "task", "policy", "parameters", "pairs", "budget")]
     config_logger = logging.getLogger("esfast.config")
     level = config_logger.level
     config_logger.setLevel(logging.ERROR)  # a listing, not a run: no notes about what a run would ignore
@@ -239,7 +274,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
             else "none"
         )
         network = f"{config.policy.type} {'x'.join(map(str, config.policy.hidden_dims))} {config.policy.nonlin_type}"
-        rows.append((name, config.env_id, network, str(config.pop_pairs), budget))
+        rows.append((name, config.env_id, network, _parameters(config), str(config.pop_pairs), budget))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -251,7 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"esfast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    configs = commands.add_parser("configs", help="list the shipped configs", description="List the configs that ship with esfast.")
+    configs = commands.add_parser(
+        "configs",
+        help="list the shipped configs",
+        description="List the configs that ship with esfast: task, policy, its parameter count, pairs per generation, budget.",
+    )
     configs.set_defaults(handler=cmd_configs)
 
     train = commands.add_parser("train", help="train a policy", description="Train a policy with OpenAI-ES on this machine.")

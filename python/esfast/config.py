@@ -561,6 +561,22 @@ def shipped_configs() -> dict[str, Path]:
     return {}
 
 
+def shipped_config_for_env(env_id: str) -> str | None:
+    """The name of the shipped config for ``env_id`` (None: there is none).
+
+    Only each file's ``env_id`` is read, so nothing is validated or logged; when several shipped
+    configs name the environment, the first by name is the one.
+    """
+    for name, path in shipped_configs().items():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):  # not ours to report here: resolve_config says what is wrong with it
+            continue
+        if isinstance(data, dict) and data.get("env_id") == env_id:
+            return name
+    return None
+
+
 def resolve_config(name: str | None) -> Config:
     """A config from a file path or a shipped config's name (default: HalfCheetah)."""
     name = name or DEFAULT_CONFIG
