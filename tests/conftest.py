@@ -12,6 +12,13 @@ from pathlib import Path
 for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
+import signal  # noqa: E402
+
+# A shell starts a background job with SIGINT ignored, and children inherit that: the tests that
+# press Ctrl-C on a process they start need Python's own handler there, however pytest was started.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import pytest  # noqa: E402
 from cluster import Cluster  # noqa: E402 - imports numpy
 
