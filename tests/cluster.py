@@ -6,12 +6,15 @@ every process it started (SIGTERM, then SIGKILL) when the test ends, also when i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -122,14 +125,89 @@ class Cluster:
     def master(self, *args: str, out: Path) -> Process:
         return self.start("master", [sys.executable, "-c", MASTER, *args, "--bind", self.address, "--out", str(out)])
 
-    def worker(self, procs: int = 1, address: str | None = None) -> Process:
+    def worker(self, procs: int = 1, address: str | None = None, args: tuple[str, ...] = ()) -> Process:
         return self.start(
-            "worker", [sys.executable, "-m", "esfast.distributed.host", "--master", address or self.address, "--procs", str(procs)]
+            "worker",
+            [sys.executable, "-m", "esfast.distributed.host", "--master", address or self.address, "--procs", str(procs), *args],
         )
 
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 between workers and a master that records every byte it passes.
+
+    Workers connect to :attr:`address`; the relay opens one connection to ``port`` per worker
+    connection and copies bytes both ways, keeping a copy in :attr:`captured`.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.captured = bytearray()
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.peers: dict[socket.socket, socket.socket] = {}
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            for key, _ in self.selector.select(timeout=0.1):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self.listener:
+                    inner, _ = self.listener.accept()
+                    outer = self._reach_master()
+                    if outer is None:
+                        inner.close()
+                        continue
+                    self.peers[inner], self.peers[outer] = outer, inner
+                    self.selector.register(inner, selectors.EVENT_READ)
+                    self.selector.register(outer, selectors.EVENT_READ)
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                other = self.peers.get(sock)
+                if not data or other is None:
+                    self._close(sock)
+                    continue
+                self.captured += data
+                try:
+                    other.sendall(data)
+                except OSError:
+                    self._close(sock)
+
+    def _reach_master(self) -> socket.socket | None:
+        """A connection to the master, waiting for it to listen (as a worker would) while the relay runs."""
+        while self.running:
+            try:
+                return socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                time.sleep(0.05)
+        return None
+
+    def _close(self, sock: socket.socket) -> None:
+        for end in (sock, self.peers.pop(sock, None)):
+            if end is not None:
+                self.peers.pop(end, None)
+                with contextlib.suppress(KeyError, ValueError):
+                    self.selector.unregister(end)
+                end.close()
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join()
+        for sock in list(self.peers):
+            self._close(sock)
+        self.selector.close()
+        self.listener.close()
 
 
 def records(out: Path) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -15,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from cluster import CARTPOLE, SLOW_REACH, Cluster, evaluators, final_theta, records
+from cluster import CARTPOLE, SLOW_REACH, Cluster, Relay, evaluators, final_theta, records
 
 from esfast.config import PolicySettings
+from esfast.distributed.keys import make_keys
 from esfast.distributed.master import Master, _Host
 from esfast.distributed.protocol import PROTOCOL_VERSION, Message, decode, encode
 from esfast.distributed.scheduling import GenerationScheduler
@@ -343,3 +345,63 @@ def test_sends_the_socket_refuses_are_seen_not_lost() -> None:
     finally:
         master.scheduler = None
         master.close()
+
+
+def test_only_workers_with_listed_keys_join(cluster: Cluster, tmp_path: Path) -> None:
+    """Under --keys, a worker without keys, with a key the master does not list, or expecting
+    another master's key never joins: nothing it says reaches the master; a listed worker trains."""
+    keys, other = tmp_path / "keys", tmp_path / "other"
+    make_keys(keys, 1)
+    make_keys(other, 1)
+    unlisted = tmp_path / "unlisted"  # another pair, with the right master key
+    shutil.copytree(other / "worker-1", unlisted)
+    shutil.copy(keys / "worker-1" / "master.key", unlisted / "master.key")
+    wrong_master = tmp_path / "wrong-master"  # a listed pair that expects another master's key
+    shutil.copytree(keys / "worker-1", wrong_master)
+    shutil.copy(other / "worker-1" / "master.key", wrong_master / "master.key")
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "3", "--keys", str(keys / "master"), out=out)
+    master.wait_for("master listening at")
+    assert "CURVE keys" in master.output and "warning" not in master.output
+    plain = cluster.worker()
+    stranger = cluster.worker(args=("--keys", str(unlisted)))
+    misled = cluster.worker(args=("--keys", str(wrong_master)))
+    assert plain.wait(30) == 2 and "requires keys: start this worker with --keys DIR" in plain.output
+    assert stranger.wait(30) == 2 and "does not accept this worker's key" in stranger.output
+    assert misled.wait(30) == 2 and "does not hold the key of" in misled.output
+    listed = cluster.worker(args=("--keys", str(keys / "worker-1")))
+    assert master.wait() == 0, master.output
+    assert listed.wait(30) == 0
+    log = records(out)
+    assert [r["generation"] for r in log] == [1, 2, 3]
+    assert all(r["hosts_total"] == 1 and r["messages_dropped"] == 0 and r["hosts_refused"] == 0 for r in log)
+    assert master.output.count("joined") == 1 and "(key worker-1) joined" in master.output
+    assert "refused 1 connection with a key not listed" in master.output
+    assert "Traceback" not in master.output + plain.output + stranger.output + misled.output
+
+
+def test_the_traffic_under_keys_shows_no_message_header(cluster: Cluster, tmp_path: Path) -> None:
+    """Bytes captured between a worker and the master: JSON headers in plain text without keys,
+    none under --keys."""
+    keys = tmp_path / "keys"
+    make_keys(keys, 1)
+    captures = []
+    for name, master_args, worker_args in (
+        ("plain", (), ()),
+        ("keys", ("--keys", str(keys / "master")), ("--keys", str(keys / "worker-1"))),
+    ):
+        relay = Relay(cluster.port)
+        try:
+            master = cluster.master(*SLOW_REACH, "--generations", "1", *master_args, out=tmp_path / name)
+            worker = cluster.worker(address=relay.address, args=worker_args)
+            assert master.wait() == 0, master.output
+            assert worker.wait(30) == 0, worker.output
+        finally:
+            relay.stop()
+        captures.append(bytes(relay.captured))
+    plain, encrypted = captures
+    assert b'"type":"HELLO"' in plain and b'"type":"THETA"' in plain and b'"type":"RESULT"' in plain
+    assert len(encrypted) > 1000  # θ, tasks and results went through the relay
+    # (CURVE's own handshake commands are named HELLO, WELCOME, INITIATE and READY in clear text.)
+    for text in (b'"type"', b'"v":', b'"host"', b'"generation"', b"THETA", b"TASKS", b"RESULT", b"EsfastTest", b"SlowReach"):
+        assert text not in encrypted, text

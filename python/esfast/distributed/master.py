@@ -30,7 +30,9 @@ from typing import Any, cast
 import numpy as np
 import zmq
 from numpy.typing import NDArray
+from zmq.auth.thread import ThreadAuthenticator
 
+from esfast.distributed.keys import KeyCheck, MasterKeys
 from esfast.distributed.protocol import (
     HEARTBEAT_INTERVAL,
     LIVENESS,
@@ -76,6 +78,7 @@ class _Host:
     name: str
     procs: int
     last_seen: float
+    worker_key: str | None = None  # the CURVE public key (Z85) it authenticated with, under --keys
     credit: int = 0
     theta_generation: int = -1
     theta_sent: float = -float("inf")  # when θ last went to this host
@@ -100,13 +103,16 @@ class Master:
         local_procs: if given, also start one worker host on this machine (a subprocess running
             ``esfast.distributed.host`` with this many evaluator processes) and treat its exit as an error;
             this is what ``esfast train`` uses.
+        keys: the master's CURVE keys (:func:`~esfast.distributed.keys.load_master_keys`): only
+            workers whose public keys are listed connect, over encrypted connections; None: any
+            peer that reaches ``bind`` may connect, in plain text.
 
     Raises:
         OSError: the endpoint cannot be bound (address in use, bad address).
         ConfigError: the run description cannot be encoded.
     """
 
-    def __init__(self, bind: str, setup: WorkerSetup, *, local_procs: int | None = None) -> None:
+    def __init__(self, bind: str, setup: WorkerSetup, *, local_procs: int | None = None, keys: MasterKeys | None = None) -> None:
         self.setup = setup
         self.run, self.run_arrays = setup_to_wire(setup)
         try:  # refused here, not in silence at every HELLO (a value JSON cannot carry, such as Infinity)
@@ -114,7 +120,20 @@ class Master:
         except (ProtocolError, ValueError) as error:
             raise ConfigError(f"the run description cannot be sent to worker hosts: {error}") from None
         self.context = zmq.Context()
+        # Under --keys, pyzmq's authenticator answers the socket's CURVE handshakes (ZAP) from its
+        # own thread: a peer whose key is not listed never gets a message through.
+        self.auth: ThreadAuthenticator | None = None
+        self.key_check: KeyCheck | None = None
+        if keys is not None:
+            self.key_check = KeyCheck(keys)
+            self.auth = ThreadAuthenticator(self.context, log=logging.getLogger("esfast.distributed.auth"))
+            self.auth.start()
+            self.auth.configure_curve_callback("*", credentials_provider=self.key_check)
         self.socket = self.context.socket(zmq.ROUTER)
+        if keys is not None:
+            self.socket.curve_secretkey = keys.secret
+            self.socket.curve_publickey = keys.public
+            self.socket.curve_server = True
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)  # bounds what a hostile peer can make us buffer
         # A send to a peer whose queue is full, or that is gone, fails instead of being dropped in
@@ -124,6 +143,8 @@ class Master:
             self.socket.bind(bind)
         except zmq.ZMQError as error:
             self.socket.close()
+            if self.auth is not None:
+                self.auth.stop()
             self.context.term()
             hint = " (is another master running? choose another port with --bind)" if error.errno == zmq.EADDRINUSE else ""
             raise OSError(f"cannot bind {bind}: {error.strerror}{hint}") from None
@@ -142,7 +163,7 @@ class Master:
         # Between generations (update, checkpoint) a thread owns the socket: it heart-beats and
         # queues what arrives, so hosts never see a silent master. See _serve_between.
         self.between: threading.Thread | None = None
-        self.pending: list[list[memoryview]] = []
+        self.pending: list[list[zmq.Frame]] = []
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         self.local: subprocess.Popen[bytes] | None = None
@@ -230,6 +251,8 @@ class Master:
             self._send(identity, stop)
         self.socket.setsockopt(zmq.LINGER, STOP_LINGER_MS)
         self.socket.close()
+        if self.auth is not None:
+            self.auth.stop()
         self.context.term()
         if self.local is not None:
             stop_local_worker(self.local)
@@ -268,9 +291,9 @@ class Master:
                 received = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._handle_safely([f.buffer for f in received])
+            self._handle_safely(received)
 
-    def _handle_safely(self, frames: list[memoryview]) -> None:
+    def _handle_safely(self, frames: list[zmq.Frame]) -> None:
         """Handles a message; whatever a peer sent, only WorkerError (a failed task) ends the run."""
         try:
             self._handle(frames)
@@ -313,7 +336,7 @@ class Master:
                         frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self.pending.append([f.buffer for f in frames])
+                    self.pending.append(frames)
 
     def _drop(self, reason: str, identity: bytes | None = None) -> None:
         self.stats.messages_dropped += 1
@@ -321,11 +344,11 @@ class Master:
         host = self.hosts.get(identity) if identity is not None else None
         logger.warning("dropped a message from %s: %s", host.name if host else "an unknown peer", reason)
 
-    def _handle(self, frames: list[memoryview]) -> None:
+    def _handle(self, frames: list[zmq.Frame]) -> None:
         if len(frames) < 2:
             self._drop("no header frame")
             return
-        identity, body = bytes(frames[0]), frames[1:]
+        identity, body = frames[0].bytes, [f.buffer for f in frames[1:]]
         try:
             message = decode(body)
         except ProtocolError as error:
@@ -338,7 +361,7 @@ class Master:
         now = time.monotonic()
         host = self.hosts.get(identity)
         if message.type == "HELLO":
-            self._hello(identity, message, now)
+            self._hello(identity, message, now, _property(frames[1], "User-Id") if self.key_check is not None else None)
             return
         if host is None:
             if message.type not in ("HEARTBEAT", "BYE", "RESULT", "READY", "WANT_THETA"):
@@ -386,7 +409,11 @@ class Master:
             self._drop(f"credit beyond {limit} for {host.procs} evaluator processes, clipped", host.identity)
         host.credit = min(host.credit + credit, limit)
 
-    def _hello(self, identity: bytes, message: Message, now: float) -> None:
+    def _hello(self, identity: bytes, message: Message, now: float, worker_key: str | None) -> None:
+        if self.key_check is not None and not self.key_check.accepts(worker_key):
+            # The handshake accepted the key, which has since been withdrawn (or banned): no.
+            self._refuse(identity, "this worker's key is no longer accepted by the master")
+            return
         if not 1 <= message["procs"] <= MAX_PROCS_PER_HOST:
             self._refuse(identity, f"procs must be between 1 and {MAX_PROCS_PER_HOST}, got {message['procs']}")
             return
@@ -404,13 +431,15 @@ class Master:
             if old == identity or known.name == name:  # the same process on a new connection
                 self._lose(old, "reconnected")
         self.host_counter += 1
-        host = _Host(identity, f"w{self.host_counter}", name, message["procs"], now)
+        host = _Host(identity, f"w{self.host_counter}", name, message["procs"], now, worker_key)
         self.hosts[identity] = host
         self.hosts_seen.add(name)
         self._send(identity, encode(Message("WELCOME", {"worker": host.key, "run": self.run}, self.run_arrays)))
+        key_name = self.key_check.name(worker_key) if self.key_check is not None else None
         logger.info(
-            "worker host %s joined with %d evaluator process%s (%d host%s connected)",
+            "worker host %s%s joined with %d evaluator process%s (%d host%s connected)",
             name,
+            f" (key {key_name})" if key_name else "",
             host.procs,
             "" if host.procs == 1 else "es",
             len(self.hosts),
@@ -485,6 +514,12 @@ class Master:
         return True
 
     def _housekeeping(self, now: float) -> None:
+        if self.key_check is not None:
+            self.key_check.reload(now)
+            for identity, host in list(self.hosts.items()):
+                if not self.key_check.accepts(host.worker_key):
+                    self._lose(identity, "had its key withdrawn from the authorized folder")
+                    self._send(identity, encode(Message("REFUSE", {"reason": "this worker's key was withdrawn by the master"})))
         for identity, host in list(self.hosts.items()):
             if now - host.last_seen > LIVENESS * HEARTBEAT_INTERVAL:
                 self._lose(identity, f"was silent for {now - host.last_seen:.1f} s")
@@ -497,6 +532,15 @@ class Master:
             code = self.local.returncode
             self.local = None
             raise WorkerError(f"the local worker host exited with status {code}")
+
+
+def _property(frame: zmq.Frame, name: str) -> str | None:
+    """A ZeroMQ message property (``User-Id``, ``Peer-Address``), or None if it has none."""
+    try:
+        value = frame.get(name)
+    except zmq.ZMQError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def local_cluster(procs: int, bind: str = "tcp://127.0.0.1:0") -> Callable[[WorkerSetup, Any], Master]:
