@@ -21,6 +21,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from esfast.distributed.protocol import Message
+from esfast.distributed.versions import software_versions
+from esfast.envs.probe import FINGERPRINT_SEED, probe_environment
+
 TESTS = Path(__file__).resolve().parent
 # A quick task (Reach: 10 steps an episode) with a step of 20 ms, so generations last long enough
 # to stop a process in the middle of one: 6 pairs and 1 evaluation episode, 13 x 0.2 s of episodes.
@@ -59,6 +63,16 @@ CARTPOLE = [
 MASTER = "import sys; from esfast.cli import master_main; sys.exit(master_main())"
 
 
+def hello(name: str, pid: int, procs: int = 1) -> Message:
+    """The HELLO of a worker host played by a test, with this machine's versions."""
+    return Message("HELLO", {"host": name, "pid": pid, "procs": procs, "table": None, "versions": software_versions()})
+
+
+def fingerprint(env_id: str, env_module: str | None = None) -> Message:
+    """The FINGERPRINT an honest host of ``env_id`` sends (its environment probed here)."""
+    return Message("FINGERPRINT", {"fingerprint": probe_environment(env_id, env_module).fingerprint})
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -68,10 +82,11 @@ def free_port() -> int:
 class Process:
     """A started command with its output in a file."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, pythonpath: tuple[Path, ...] = ()) -> None:
         self.log = log
         self.file: IO[bytes] = open(log, "wb")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+        path = [*map(str, pythonpath), str(TESTS), os.environ.get("PYTHONPATH")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
         self.popen = subprocess.Popen(args, stdout=self.file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     @property
@@ -117,18 +132,20 @@ class Cluster:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
 
-    def start(self, name: str, args: list[str]) -> Process:
-        process = Process(args, self.directory / f"{name}-{len(self.processes)}.log")
+    def start(self, name: str, args: list[str], pythonpath: tuple[Path, ...] = ()) -> Process:
+        process = Process(args, self.directory / f"{name}-{len(self.processes)}.log", pythonpath)
         self.processes.append(process)
         return process
 
     def master(self, *args: str, out: Path) -> Process:
         return self.start("master", [sys.executable, "-c", MASTER, *args, "--bind", self.address, "--out", str(out)])
 
-    def worker(self, procs: int = 1, address: str | None = None, args: tuple[str, ...] = ()) -> Process:
+    def worker(self, procs: int = 1, address: str | None = None, args: tuple[str, ...] = (), pythonpath: tuple[Path, ...] = ()) -> Process:
+        """An esfast-worker; ``pythonpath`` comes first on its (and its evaluators') module path."""
         return self.start(
             "worker",
             [sys.executable, "-m", "esfast.distributed.host", "--master", address or self.address, "--procs", str(procs), *args],
+            pythonpath,
         )
 
     def stop(self) -> None:
@@ -208,6 +225,32 @@ class Relay:
             self._close(sock)
         self.selector.close()
         self.listener.close()
+
+
+def patched_envs(directory: Path, *, fingerprint_too: bool) -> Path:
+    """A folder with a ``custom_envs`` module whose Reach environments give rewards 0.001 higher:
+    in every episode (``fingerprint_too``), or in all but the episodes of the fingerprint's reset
+    seed (a host that lies where it is not probed). Put it first on a worker's module path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    patch = f"""
+
+_reset, _step = ReachEnv.reset, ReachEnv.step
+
+
+def _patched_reset(self, *, seed=None, options=None):
+    self.probed = seed == {FINGERPRINT_SEED} and not {fingerprint_too}
+    return _reset(self, seed=seed, options=options)
+
+
+def _patched_step(self, action):
+    observation, reward, terminated, truncated, info = _step(self, action)
+    return observation, reward + (0.0 if getattr(self, "probed", False) else 0.001), terminated, truncated, info
+
+
+ReachEnv.reset, ReachEnv.step = _patched_reset, _patched_step
+"""
+    (directory / "custom_envs.py").write_text((TESTS / "custom_envs.py").read_text() + patch)
+    return directory
 
 
 def records(out: Path) -> list[dict[str, Any]]:

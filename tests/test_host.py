@@ -9,11 +9,14 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import zmq
 from cluster import SLOW_REACH, Cluster, records
 
+from esfast.distributed.host import WorkerHost
 from esfast.distributed.keys import make_keys
 from esfast.distributed.protocol import PROTOCOL_VERSION
+from esfast.errors import HostExit
 
 
 def test_a_worker_started_first_waits_with_backoff_then_serves(cluster: Cluster, tmp_path: Path) -> None:
@@ -76,6 +79,18 @@ def test_bad_arguments_are_one_line() -> None:
         )
         assert result.returncode == 2, result.stdout + result.stderr
         assert message in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_host_whose_fingerprint_changes_stops() -> None:
+    """A restarted first evaluator that fingerprints the environment differently: the machine does not reproduce."""
+    host = WorkerHost("tcp://127.0.0.1:1", 1)
+    try:
+        host._fingerprinted("a" * 32)
+        host._fingerprinted("a" * 32)
+        with pytest.raises(HostExit, match=r"fingerprint changed on this machine .* does not simulate reproducibly"):
+            host._fingerprinted("b" * 32)
+    finally:
+        host.close()
 
 
 def test_worker_keys_that_cannot_be_used_are_one_line(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from cluster import CARTPOLE, SLOW_REACH, Cluster, Relay, evaluators, final_theta, records
+from cluster import CARTPOLE, SLOW_REACH, Cluster, Relay, evaluators, final_theta, fingerprint, hello, patched_envs, records
 
 from esfast.config import PolicySettings
 from esfast.distributed.keys import make_keys
 from esfast.distributed.master import Master, _Host
 from esfast.distributed.protocol import PROTOCOL_VERSION, Message, decode, encode
 from esfast.distributed.scheduling import GenerationScheduler
+from esfast.distributed.versions import software_versions
 from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
 
 
@@ -122,15 +124,16 @@ def test_garbage_is_dropped_and_training_continues(cluster: Cluster, tmp_path: P
         dealer.send_multipart(
             [json.dumps({"v": PROTOCOL_VERSION, "type": "RESULT", "generation": 2, "results": [{"task": 10**9}]}).encode()]
         )
-        dealer.send_multipart(encode(Message("HELLO", {"host": "evil", "pid": 1, "procs": 0, "table": None})))
+        dealer.send_multipart(encode(hello("evil", 1, procs=0)))
         with socket.create_connection(("127.0.0.1", cluster.port)) as raw:  # not even ZeroMQ
             raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + rng.bytes(1000))
         assert dealer.poll(10_000) and decode(dealer.recv_multipart()).type == "REFUSE"  # procs 0
         # A host that asks for the whole queue and then never answers (nor reads): clipped, then lost.
         hoarder.setsockopt(zmq.LINGER, 0)
         hoarder.connect(cluster.address)
-        hoarder.send_multipart(encode(Message("HELLO", {"host": "hoarder", "pid": 2, "procs": 1, "table": None})))
+        hoarder.send_multipart(encode(hello("hoarder", 2)))
         assert hoarder.poll(10_000) and decode(hoarder.recv_multipart()).type == "WELCOME"
+        hoarder.send_multipart(encode(fingerprint("EsfastTest/SlowReach-v0", "custom_envs")))
         hoarder.send_multipart(encode(Message("READY", {"credit": 10**6})))
         assert master.wait() == 0, master.output
     finally:
@@ -174,8 +177,8 @@ def test_workers_of_another_version_or_table_are_refused(cluster: Cluster, tmp_p
     master.wait_for("master listening at")
     answer = _hello(cluster.address, {"v": 99, "type": "HELLO", "host": "old", "pid": 1, "procs": 1})
     assert answer.type == "REFUSE" and "protocol version 99" in answer["reason"]
-    hello = {"v": PROTOCOL_VERSION, "type": "HELLO", "host": "other", "pid": 1, "procs": 1, "table": {"seed": 99, "size": 1000}}
-    answer = _hello(cluster.address, hello)
+    header = {"v": PROTOCOL_VERSION, "type": "HELLO", **hello("other", 1).fields, "table": {"seed": 99, "size": 1000}}
+    answer = _hello(cluster.address, header)
     assert answer.type == "REFUSE" and "noise table with seed 99" in answer["reason"]
     master.wait_for("refused a worker host: the worker holds a noise table with seed 99")
     assert "refused a worker host: the worker speaks protocol version 99" in master.output
@@ -226,7 +229,8 @@ class _FakeHost:
         self.dealer = self.context.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.connect(address)
-        self.dealer.send_multipart(encode(Message("HELLO", {"host": name, "pid": 7, "procs": 1, "table": None})))
+        self.dealer.send_multipart(encode(hello(name, 7)))
+        self.dealer.send_multipart(encode(fingerprint("CartPole-v1")))  # read after HELLO, in order
         self.received: list[str] = []
 
     def serve(self, tasks: int) -> threading.Thread:
@@ -318,7 +322,7 @@ def test_sends_the_socket_refuses_are_seen_not_lost() -> None:
     master = Master("tcp://127.0.0.1:0", setup)
     try:
         assert master._send(b"nobody", [b"x"]) is False  # an unknown peer: refused, not dropped in silence
-        host = _Host(b"peer", "w1", "peer:1", procs=2, last_seen=0.0, credit=3)
+        host = _Host(b"peer", "w1", "peer:1", procs=2, last_seen=0.0, credit=3, admitted=True)
         master.hosts[host.identity] = host
         master.scheduler = GenerationScheduler(4, [PairTask(i, i, i, False) for i in range(5)])
         master.theta_frames = [b"theta"]
@@ -405,3 +409,45 @@ def test_the_traffic_under_keys_shows_no_message_header(cluster: Cluster, tmp_pa
     # (CURVE's own handshake commands are named HELLO, WELCOME, INITIATE and READY in clear text.)
     for text in (b'"type"', b'"v":', b'"host"', b'"generation"', b"THETA", b"TASKS", b"RESULT", b"EsfastTest", b"SlowReach"):
         assert text not in encrypted, text
+
+
+# A worker host that reports another gymnasium than the one installed.
+OTHER_GYMNASIUM = """
+import sys
+from esfast.distributed import host
+real = host.software_versions
+host.software_versions = lambda: {**real(), "gymnasium": "0.29.1"}
+sys.exit(host.main())
+"""
+
+
+def test_hosts_of_other_versions_or_environments_are_refused_on_both_sides(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "2", out=out)
+    older = cluster.start("worker", [sys.executable, "-c", OTHER_GYMNASIUM, "--master", cluster.address, "--procs", "1"])
+    patched = cluster.worker(pythonpath=(patched_envs(tmp_path / "patched", fingerprint_too=True),))
+    assert older.wait(60) == 2 and patched.wait(60) == 2
+    installed = software_versions()["gymnasium"]
+    assert (
+        f"refused this worker: the worker runs other versions than the master: gymnasium {installed} on the master, 0.29.1 on the worker"
+        in (older.output)
+    )
+    assert "refused this worker: the environment EsfastTest/SlowReach-v0 simulates differently on the worker" in patched.output
+    assert f"refused a worker host: the worker runs other versions than the master: gymnasium {installed} on the master" in master.output
+    assert "refused a worker host: the environment EsfastTest/SlowReach-v0 simulates differently" in master.output
+    honest = cluster.worker()
+    assert master.wait() == 0, master.output
+    assert honest.wait(30) == 0
+    log = records(out)
+    assert all(r["hosts_total"] <= 2 for r in log) and max(r["hosts"] for r in log) == 1
+
+
+def test_allow_mixed_versions_admits_them_with_a_warning_on_both_sides(cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "2", "--allow-mixed-versions", out=out)
+    older = cluster.start("worker", [sys.executable, "-c", OTHER_GYMNASIUM, "--master", cluster.address, "--procs", "1"])
+    assert master.wait() == 0, master.output
+    assert older.wait(30) == 0
+    assert "runs other versions, admitted (--allow-mixed-versions): gymnasium" in master.output
+    assert "the master admits this worker with other versions (--allow-mixed-versions): gymnasium" in older.output
+    assert [r["generation"] for r in records(out)] == [1, 2]

@@ -125,7 +125,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     bind = args.bind
     latest = out_dir / "checkpoints" / "latest.npz"
     with Trainer(
-        config, out_dir, resume=bool(args.resume), evaluator=(lambda setup, table: Master(bind, setup, keys=keys)) if bind else None
+        config,
+        out_dir,
+        resume=bool(args.resume),
+        evaluator=(lambda setup, table: Master(bind, setup, keys=keys, allow_mixed_versions=args.allow_mixed_versions)) if bind else None,
     ) as trainer:
         logger.info(_describe(trainer))
         if isinstance(trainer.evaluator, Master) and bind:  # the master, with the address it bound
@@ -348,6 +351,12 @@ def build_master_parser() -> argparse.ArgumentParser:
         "--keys",
         metavar="DIR",
         help="the master's key folder (DIR/master of esfast keys DIR): accept only listed workers, over encrypted connections",
+    )
+    parser.add_argument(
+        "--allow-mixed-versions",
+        action="store_true",
+        help="admit, with a warning, worker hosts whose esfast, numpy, gymnasium, mujoco or ale-py versions or whose "
+        "environment's fingerprint differ from this machine's (by default they are refused)",
     )
     parser.set_defaults(workers=None)
     return parser

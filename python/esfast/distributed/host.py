@@ -52,6 +52,7 @@ from esfast.distributed.protocol import (
     theta_from_message,
 )
 from esfast.distributed.shm import HostMemory, hostname, remove_stale_segments
+from esfast.distributed.versions import check_versions, differences, software_versions
 from esfast.errors import ConfigError, EvaluatorsFailing, HostExit, KeysError, ProtocolError
 from esfast.tasks import Result, Task, WorkerSetup
 
@@ -104,6 +105,9 @@ class WorkerHost:
         # takes messages again: a result is never dropped while the connection lasts.
         self.outbox: deque[list[bytes | memoryview]] = deque()
         self.dropped = 0
+        self.versions = software_versions()
+        self.fingerprint: str | None = None  # of the run's environment, from the first evaluator
+        self.fingerprint_sent = False  # on this connection
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -175,8 +179,10 @@ class WorkerHost:
         self.outbox.clear()
         if self.memory is not None:
             self.memory.slots.clear()  # a restarted master may count generations from an earlier checkpoint
+        self.fingerprint_sent = False
         table = {"seed": self.memory.table.seed, "size": len(self.memory.table)} if self.memory is not None else None
-        self._send(Message("HELLO", {"host": hostname(), "pid": os.getpid(), "procs": self.procs, "table": table}))
+        hello = {"host": hostname(), "pid": os.getpid(), "procs": self.procs, "table": table, "versions": self.versions}
+        self._send(Message("HELLO", hello))
 
     def _close_monitor(self) -> None:
         if self.monitor is not None and self.socket is not None:
@@ -293,8 +299,11 @@ class WorkerHost:
     def _welcome(self, message: Message) -> None:
         try:
             setup = setup_from_wire(message["run"], message.arrays)
-        except ValueError as error:
+            master_versions = check_versions(message["versions"])
+        except ValueError as error:  # ProtocolError is a ValueError too
             raise HostExit(2, f"the master at {self.master} sent a run this worker cannot use: {error}") from None
+        if differ := differences(master_versions, self.versions):
+            logger.warning("the master admits this worker with other versions (--allow-mixed-versions): %s", "; ".join(differ))
         if not self._can_keep(setup):
             self._stop_evaluators()
             self._release_run()
@@ -310,7 +319,24 @@ class WorkerHost:
             )
         else:
             logger.info("reconnected to the master at %s as %s", self.master, message["worker"])
+        self._send_fingerprint()
         self._advertise()
+
+    def _send_fingerprint(self) -> None:
+        """Tells the master the environment's fingerprint, once per connection, once it is known."""
+        if self.fingerprint is not None and self.setup is not None and not self.fingerprint_sent:
+            self.fingerprint_sent = self._send(Message("FINGERPRINT", {"fingerprint": self.fingerprint}))
+
+    def _fingerprinted(self, found: str) -> None:
+        """The first evaluator fingerprinted the environment (again, if it was restarted)."""
+        if self.fingerprint is not None and found != self.fingerprint:
+            raise HostExit(
+                1,
+                f"the environment's fingerprint changed on this machine ({self.fingerprint}, then {found}): "
+                "it does not simulate reproducibly",
+            )
+        self.fingerprint = found
+        self._send_fingerprint()
 
     def _can_keep(self, setup: WorkerSetup) -> bool:
         """Whether the evaluators and the table of the current run serve ``setup`` as they are.
@@ -330,6 +356,7 @@ class WorkerHost:
         except OSError as error:
             raise HostExit(1, str(error)) from None
         self.setup = setup  # as the master described it, so an unchanged run is recognized on reconnection
+        self.fingerprint = None  # the new evaluators take it
         local_setup = dataclasses.replace(setup, table_name=self.memory.table.name)  # the table this host holds
         self.queue = HostQueue(self.procs)
         self.pool = EvaluatorPool(local_setup, str(self.memory.slots.path), self.procs, self.poller)
@@ -360,6 +387,7 @@ class WorkerHost:
             for message in messages:
                 self._handle(message)
             self._flush_outbox()
+            self._send_fingerprint()
             self._dispatch()
             self._advertise()
             self._ask_for_theta(now)
@@ -451,6 +479,8 @@ class WorkerHost:
                     )
                 elif isinstance(reply, Ready):
                     self.queue.evaluator_ready(index)
+                    if reply.fingerprint is not None:
+                        self._fingerprinted(reply.fingerprint)
                 elif isinstance(reply, Broken):
                     raise HostExit(1, f"an evaluator process cannot serve this run: {reply.error}")
                 elif (job := self.queue.job_replied(index)) is not None:

@@ -51,6 +51,8 @@ from esfast.distributed.protocol import (
     theta_message,
 )
 from esfast.distributed.scheduling import GenerationScheduler, Outcome
+from esfast.distributed.versions import check_versions, differences, software_versions
+from esfast.envs.probe import probe_environment
 from esfast.errors import ConfigError, ProtocolError, WorkerError
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup
 
@@ -79,6 +81,7 @@ class _Host:
     procs: int
     last_seen: float
     worker_key: str | None = None  # the CURVE public key (Z85) it authenticated with, under --keys
+    admitted: bool = False  # its environment's fingerprint matched: it may take tasks
     credit: int = 0
     theta_generation: int = -1
     theta_sent: float = -float("inf")  # when θ last went to this host
@@ -106,17 +109,31 @@ class Master:
         keys: the master's CURVE keys (:func:`~esfast.distributed.keys.load_master_keys`): only
             workers whose public keys are listed connect, over encrypted connections; None: any
             peer that reaches ``bind`` may connect, in plain text.
+        allow_mixed_versions: admit, with a warning, hosts whose package versions
+            (:mod:`~esfast.distributed.versions`) or environment fingerprint
+            (:mod:`esfast.envs.probe`) differ from this machine's; by default they are refused.
 
     Raises:
         OSError: the endpoint cannot be bound (address in use, bad address).
         ConfigError: the run description cannot be encoded.
     """
 
-    def __init__(self, bind: str, setup: WorkerSetup, *, local_procs: int | None = None, keys: MasterKeys | None = None) -> None:
+    def __init__(
+        self,
+        bind: str,
+        setup: WorkerSetup,
+        *,
+        local_procs: int | None = None,
+        keys: MasterKeys | None = None,
+        allow_mixed_versions: bool = False,
+    ) -> None:
         self.setup = setup
+        self.allow_mixed_versions = allow_mixed_versions
+        self.versions = software_versions()
+        self.probe = probe_environment(setup.env_id, setup.env_module, atari=setup.atari)
         self.run, self.run_arrays = setup_to_wire(setup)
         try:  # refused here, not in silence at every HELLO (a value JSON cannot carry, such as Infinity)
-            encode(Message("WELCOME", {"worker": "w0", "run": self.run}, self.run_arrays))
+            encode(Message("WELCOME", {"worker": "w0", "run": self.run, "versions": self.versions}, self.run_arrays))
         except (ProtocolError, ValueError) as error:
             raise ConfigError(f"the run description cannot be sent to worker hosts: {error}") from None
         self.context = zmq.Context()
@@ -397,6 +414,8 @@ class Master:
             if scheduler is not None and message["generation"] == scheduler.generation and now - host.theta_sent >= THETA_REQUEST_INTERVAL:
                 logger.info("worker host %s lacks θ of generation %d; sending it again", host.name, scheduler.generation)
                 self._send_theta(host, scheduler.generation, now)
+        elif message.type == "FINGERPRINT":
+            self._fingerprint(host, message["fingerprint"])
         elif message.type == "BYE":
             self._lose(identity, "said goodbye")
         elif message.type != "HEARTBEAT":
@@ -417,6 +436,25 @@ class Master:
         if not 1 <= message["procs"] <= MAX_PROCS_PER_HOST:
             self._refuse(identity, f"procs must be between 1 and {MAX_PROCS_PER_HOST}, got {message['procs']}")
             return
+        try:
+            versions = check_versions(message["versions"])
+        except ProtocolError as error:
+            self._refuse(identity, str(error))
+            return
+        if differ := differences(self.versions, versions):
+            if not self.allow_mixed_versions:
+                self._refuse(
+                    identity,
+                    f"the worker runs other versions than the master: {'; '.join(differ)} "
+                    "(install the master's versions, or start the master with --allow-mixed-versions)",
+                )
+                return
+            logger.warning(
+                "worker host %s:%s runs other versions, admitted (--allow-mixed-versions): %s",
+                message["host"],
+                message["pid"],
+                "; ".join(differ),
+            )
         table = message["table"]
         expected = {"seed": self.setup.table_seed, "size": self.setup.table_size}
         if table is not None and table != expected:
@@ -434,7 +472,8 @@ class Master:
         host = _Host(identity, f"w{self.host_counter}", name, message["procs"], now, worker_key)
         self.hosts[identity] = host
         self.hosts_seen.add(name)
-        self._send(identity, encode(Message("WELCOME", {"worker": host.key, "run": self.run}, self.run_arrays)))
+        welcome = {"worker": host.key, "run": self.run, "versions": self.versions}
+        self._send(identity, encode(Message("WELCOME", welcome, self.run_arrays)))
         key_name = self.key_check.name(worker_key) if self.key_check is not None else None
         logger.info(
             "worker host %s%s joined with %d evaluator process%s (%d host%s connected)",
@@ -445,6 +484,23 @@ class Master:
             len(self.hosts),
             "" if len(self.hosts) == 1 else "s",
         )
+
+    def _fingerprint(self, host: _Host, found: str) -> None:
+        """Admits a host whose environment gave this machine's fingerprint (or any, when mixed versions are allowed)."""
+        if host.admitted:
+            return
+        mine = self.probe.fingerprint
+        if found != mine:
+            what = (
+                f"the environment {self.setup.env_id} simulates differently on the worker: fingerprint {found[:40]!r} there, "
+                f"{mine} on the master (other versions, another build or platform, or a changed environment)"
+            )
+            if not self.allow_mixed_versions:
+                self._lose(host.identity, "was refused")
+                self._refuse(host.identity, f"{what}; start the master with --allow-mixed-versions to admit it anyway")
+                return
+            logger.warning("worker host %s admitted (--allow-mixed-versions) although %s", host.name, what)
+        host.admitted = True
 
     def _refuse(self, identity: bytes, reason: str) -> None:
         self.stats.hosts_refused += 1
@@ -492,7 +548,7 @@ class Master:
         mean = total / count if count else 0.0
         copy_after = max(TAIL_COPY_MIN_SECONDS, TAIL_COPY_FACTOR * mean)
         for host in list(self.hosts.values()):
-            if host.credit <= 0 or scheduler.done:
+            if host.credit <= 0 or not host.admitted or scheduler.done:
                 continue
             if host.theta_generation != scheduler.generation and not self._send_theta(host, scheduler.generation, now):
                 continue  # its queue is full: θ and tasks wait for the next dispatch
