@@ -7,8 +7,10 @@ every process it started (SIGTERM, then SIGKILL) when the test ends, also when i
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -63,9 +65,15 @@ CARTPOLE = [
 MASTER = "import sys; from esfast.cli import master_main; sys.exit(master_main())"
 
 
-def hello(name: str, pid: int, procs: int = 1) -> Message:
+@functools.cache
+def _versions() -> dict[str, str | None]:
+    return software_versions()
+
+
+def hello(name: str, pid: int, procs: int = 1, session: str | None = None) -> Message:
     """The HELLO of a worker host played by a test, with this machine's versions."""
-    return Message("HELLO", {"host": name, "pid": pid, "procs": procs, "table": None, "versions": software_versions()})
+    fields = {"host": name, "pid": pid, "procs": procs, "table": None, "versions": _versions(), "session": session}
+    return Message("HELLO", fields)
 
 
 def fingerprint(env_id: str, env_module: str | None = None) -> Message:
@@ -82,12 +90,17 @@ def free_port() -> int:
 class Process:
     """A started command with its output in a file."""
 
-    def __init__(self, args: list[str], log: Path, pythonpath: tuple[Path, ...] = ()) -> None:
+    def __init__(self, args: list[str], log: Path, pythonpath: tuple[Path, ...] = (), descriptors: int | None = None) -> None:
         self.log = log
         self.file: IO[bytes] = open(log, "wb")
         path = [*map(str, pythonpath), str(TESTS), os.environ.get("PYTHONPATH")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-        self.popen = subprocess.Popen(args, stdout=self.file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+        def limit() -> None:  # in the child, before it runs: soft and hard limit, so it cannot raise them
+            if descriptors is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+
+        self.popen = subprocess.Popen(args, stdout=self.file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=limit)
 
     @property
     def output(self) -> str:
@@ -132,13 +145,16 @@ class Cluster:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
 
-    def start(self, name: str, args: list[str], pythonpath: tuple[Path, ...] = ()) -> Process:
-        process = Process(args, self.directory / f"{name}-{len(self.processes)}.log", pythonpath)
+    def start(self, name: str, args: list[str], pythonpath: tuple[Path, ...] = (), descriptors: int | None = None) -> Process:
+        process = Process(args, self.directory / f"{name}-{len(self.processes)}.log", pythonpath, descriptors)
         self.processes.append(process)
         return process
 
-    def master(self, *args: str, out: Path) -> Process:
-        return self.start("master", [sys.executable, "-c", MASTER, *args, "--bind", self.address, "--out", str(out)])
+    def master(self, *args: str, out: Path, descriptors: int | None = None) -> Process:
+        """An esfast-master on this cluster's address; ``descriptors`` limits its open files."""
+        return self.start(
+            "master", [sys.executable, "-c", MASTER, *args, "--bind", self.address, "--out", str(out)], descriptors=descriptors
+        )
 
     def worker(self, procs: int = 1, address: str | None = None, args: tuple[str, ...] = (), pythonpath: tuple[Path, ...] = ()) -> Process:
         """An esfast-worker; ``pythonpath`` comes first on its (and its evaluators') module path."""

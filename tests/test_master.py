@@ -6,6 +6,8 @@ import dataclasses
 import json
 import logging
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -17,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from cluster import CARTPOLE, SLOW_REACH, Cluster, Relay, evaluators, final_theta, fingerprint, hello, patched_envs, records
+from cluster import CARTPOLE, SLOW_REACH, Cluster, Process, Relay, evaluators, final_theta, fingerprint, hello, patched_envs, records
+from peers import Peer
 
 from esfast.config import PolicySettings
 from esfast.distributed.keys import make_keys
@@ -224,14 +227,15 @@ def test_episodes_longer_than_the_liveness_do_not_lose_their_host(cluster: Clust
 class _FakeHost:
     """A worker host played by the test: HELLO, READY, and results of 1.0 and 2.0 for every task."""
 
-    def __init__(self, address: str, name: str) -> None:
+    def __init__(self, address: str, name: str, session: str | None = None) -> None:
         self.context = zmq.Context()
         self.dealer = self.context.socket(zmq.DEALER)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.connect(address)
-        self.dealer.send_multipart(encode(hello(name, 7)))
+        self.dealer.send_multipart(encode(hello(name, 7, session=session)))
         self.dealer.send_multipart(encode(fingerprint("CartPole-v1")))  # read after HELLO, in order
         self.received: list[str] = []
+        self.session: str | None = None  # from WELCOME
 
     def serve(self, tasks: int) -> threading.Thread:
         """Answers in a thread until ``tasks`` tasks are done."""
@@ -242,6 +246,7 @@ class _FakeHost:
                 message = decode(self.dealer.recv_multipart())
                 self.received.append(message.type)
                 if message.type == "WELCOME":
+                    self.session = message["session"]
                     self.dealer.send_multipart(encode(Message("READY", {"credit": 2})))
                 elif message.type == "TASKS":
                     results = [
@@ -281,7 +286,7 @@ def test_the_master_heart_beats_between_generations_and_replaces_reconnected_hos
         while first.dealer.poll(0):
             types.append(decode(first.dealer.recv_multipart()).type)
         assert types.count("HEARTBEAT") >= 3, types
-        again = _FakeHost(master.endpoint, "fake")  # the same process (fake:7) on a new connection
+        again = _FakeHost(master.endpoint, "fake", first.session)  # the same process (fake:7) on a new connection
         thread = again.serve(1)
         with caplog.at_level(logging.INFO, logger="esfast.distributed.master"):
             pairs, _ = master.evaluate(np.ones(30, np.float32), dataclasses.replace(spec, generation=1), [PairTask(0, 6, 2, False)], [])
@@ -451,3 +456,206 @@ def test_allow_mixed_versions_admits_them_with_a_warning_on_both_sides(cluster: 
     assert "runs other versions, admitted (--allow-mixed-versions): gymnasium" in master.output
     assert "the master admits this worker with other versions (--allow-mixed-versions): gymnasium" in older.output
     assert [r["generation"] for r in records(out)] == [1, 2]
+
+
+# What a peer may say: each attack of issue 15 against a live master with one honest worker, whose
+# θ must end as in a run without the attacker. ------------------------------------------------------
+
+ATTACKED_GENERATIONS = "4"
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of SlowReach with one honest worker and nobody else."""
+    directory = tmp_path_factory.mktemp("straight")
+    cluster = Cluster(directory)
+    try:
+        out = directory / "run"
+        master = cluster.master(*SLOW_REACH, "--generations", ATTACKED_GENERATIONS, out=out)
+        cluster.worker()
+        assert master.wait() == 0, master.output
+        return out
+    finally:
+        cluster.stop()
+
+
+def _honest_run(cluster: Cluster, tmp_path: Path, *, descriptors: int | None = None) -> tuple[Path, Process, Process, str]:
+    """A master and one honest worker, once the worker has joined: (run directory, master, worker, its name)."""
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", ATTACKED_GENERATIONS, out=out, descriptors=descriptors)
+    worker = cluster.worker()
+    master.wait_for(" joined with 1 evaluator process")
+    found = re.search(r"worker host (\S+) joined", master.output)
+    assert found is not None
+    return out, master, worker, found.group(1)
+
+
+def _same_as_straight(out: Path, straight: Path) -> None:
+    np.testing.assert_array_equal(final_theta(out), final_theta(straight))
+    with np.load(out / "checkpoints" / "latest.npz") as attacked, np.load(straight / "checkpoints" / "latest.npz") as honest:
+        for name in ("obstat_sum", "obstat_sumsq", "obstat_count"):
+            np.testing.assert_array_equal(attacked[name], honest[name])
+    ours, theirs = records(out), records(straight)
+    assert [r["eval_return_mean"] for r in ours] == [r["eval_return_mean"] for r in theirs]
+    assert [r["return_mean"] for r in ours] == [r["return_mean"] for r in theirs]
+
+
+def _forged(task: int) -> dict[str, object]:
+    return {"task": task, "returns": [50.0, -50.0], "lengths": [10, 10], "obs_count": 0, "obs_arrays": None}
+
+
+class _Guesser(Peer):
+    """Sends results for every task id of the first generations, none of which it was given."""
+
+    def on_tick(self) -> None:
+        for generation in range(6):
+            results = [*map(_forged, range(6)), {"task": 6, "return": 0.0, "length": 10}]
+            self.send(Message("RESULT", {"generation": generation, "results": results, "credit": 0}))
+
+
+def test_results_for_tasks_never_given_count_for_nothing(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out, master, _, _ = _honest_run(cluster, tmp_path)
+    guesser = _Guesser(cluster.address, "guesser").start()
+    try:
+        assert master.wait() == 0, master.output
+    finally:
+        guesser.stop()
+    _same_as_straight(out, straight)
+    assert sum(r["results_unassigned"] for r in records(out)) > 0
+    assert "tasks it was never given" in master.output
+
+
+class _Failer(Peer):
+    """Takes tasks and says FAILED for each (and for tasks it was not given)."""
+
+    def on_message(self, message: Message) -> None:
+        super().on_message(message)
+        if message.type == "TASKS":
+            for task in [*message["tasks"], {"task": 6}]:
+                self.send(Message("FAILED", {"generation": message["generation"], "task": task["task"], "error": "forged\x1b[2J" * 100}))
+            self.send(Message("READY", {"credit": len(message["tasks"])}))
+
+
+def test_a_forged_failed_does_not_end_the_run(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out, master, _, _ = _honest_run(cluster, tmp_path)
+    failer = _Failer(cluster.address, "failer", credit=2).start()
+    try:
+        assert master.wait() == 0, master.output
+    finally:
+        failer.stop()
+    _same_as_straight(out, straight)
+    assert sum(r["tasks_failed"] for r in records(out)) > 0
+    assert "failed on worker host failer:9: forged?[2Jforged" in master.output and "it goes to another host" in master.output
+    assert "\x1b" not in master.output and max(map(len, master.output.splitlines())) < 1000
+
+
+def test_a_hello_reusing_a_hosts_name_does_not_replace_it(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out, master, worker, name = _honest_run(cluster, tmp_path)
+    host, pid = name.rsplit(":", 1)
+    context = zmq.Context()
+    try:
+        while master.popen.poll() is None:  # a new connection every 0.3 s, in the honest host's name
+            dealer = context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.connect(cluster.address)
+            dealer.send_multipart(encode(hello(host, int(pid), session="0" * 32)))
+            time.sleep(0.3)
+            dealer.close()
+        assert master.wait() == 0, master.output
+    finally:
+        context.term()
+    _same_as_straight(out, straight)
+    assert worker.wait(30) == 0
+    assert "reconnect" not in worker.output and "silent" not in worker.output
+
+
+class _Inventor(Peer):
+    """Answers its tasks with numbers no episode gives: observation sums of 1e300, lengths beyond
+    the limit, counts that do not match the lengths, an episode of no step."""
+
+    def on_message(self, message: Message) -> None:
+        super().on_message(message)
+        if message.type != "TASKS":
+            return
+        for number, task in enumerate(message["tasks"]):
+            if task["kind"] == "eval":
+                results, arrays = [{"task": task["task"], "return": 0.0, "length": 0}], ()
+            elif task["record_obs"]:
+                total = np.full(2, 1e300)
+                results = [{"task": task["task"], "returns": [5.0, 5.0], "lengths": [10, 10], "obs_count": 20, "obs_arrays": 0}]
+                arrays = (total, np.full(2, 1e300) if number % 2 else total * 0)
+            else:
+                lengths = [10**6, 10] if number % 2 else [10, 10]
+                results = [{"task": task["task"], "returns": [5.0, 5.0], "lengths": lengths, "obs_count": 3, "obs_arrays": None}]
+                arrays = ()
+            self.send(Message("RESULT", {"generation": message["generation"], "results": results, "credit": 1}, arrays))
+
+
+def test_numbers_no_task_can_give_are_refused(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out, master, _, _ = _honest_run(cluster, tmp_path)
+    inventor = _Inventor(cluster.address, "inventor", credit=2).start()
+    try:
+        assert master.wait() == 0, master.output
+    finally:
+        inventor.stop()
+    _same_as_straight(out, straight)
+    assert sum(r["results_refused"] for r in records(out)) > 0
+    assert "beyond what float32 observations can add up to" in master.output or "observations counted" in master.output
+
+
+def test_a_peer_that_never_reads_is_dropped(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out, master, _, _ = _honest_run(cluster, tmp_path)
+    deaf = Peer(cluster.address, "deaf", reads=False, credit=4).start()
+    try:
+        assert master.wait() == 0, master.output
+    finally:
+        deaf.stop()
+    _same_as_straight(out, straight)
+    assert "worker host deaf:9 answered none of the last 3 θ it was sent" in master.output
+
+
+def test_idle_connections_leave_the_master_its_descriptors(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    """300 idle TCP connections to a master of 256 file descriptors: it refuses those beyond its
+    cap and still writes every checkpoint."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1024:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1024), hard))
+    out, master, _, _ = _honest_run(cluster, tmp_path, descriptors=256)
+    idle = []
+    try:
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", cluster.port)))
+        assert master.wait() == 0, master.output
+    finally:
+        for connection in idle:
+            connection.close()
+    _same_as_straight(out, straight)
+    assert "refused a connection:" in master.output and "the most this master keeps" in master.output
+
+
+def test_floods_of_hellos_are_bounded(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    """3,000 HELLOs with 30 KB host names, then 3,000 with distinct short names: refused or
+    forgotten, in a log of bounded size."""
+    out, master, _, _ = _honest_run(cluster, tmp_path)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(cluster.address)
+    names = ["x" * 30_000] * 3000 + [f"flood{number}" for number in range(3000)]
+    try:
+        sent = 0
+        while sent < len(names) and master.popen.poll() is None:
+            try:
+                dealer.send_multipart(encode(hello(names[sent], sent)), flags=zmq.NOBLOCK)
+                sent += 1
+            except zmq.Again:  # the master's queue for this peer is full: it reads at its pace
+                time.sleep(0.01)
+        assert sent == len(names), f"{len(names) - sent} HELLOs not sent before the run ended"
+        assert master.wait() == 0, master.output
+    finally:
+        dealer.close()
+        context.term()
+    _same_as_straight(out, straight)
+    assert master.output.count("refused a worker host: the host name must be 1 to 255 printable characters") == 20  # then held back
+    assert master.output.count("joined") <= 21 and len(master.output) < 20_000
+    assert max(r["hosts_total"] for r in records(out)) <= 3001

@@ -133,3 +133,27 @@ def test_a_released_copy_is_not_counted_and_the_original_holder_keeps_it() -> No
     assert scheduler.stats.duplicated == 0 and not scheduler.pending and set(scheduler.holders[0]) == {"w1"}
     scheduler.release("w2", [1])  # never held by w2: nothing changes
     assert set(scheduler.holders[1]) == {"w1"}
+
+
+def test_a_result_counts_only_from_a_host_given_the_task() -> None:
+    s = scheduler(3, duplicate_tail=False)
+    s.assign("a", 1, now=0.0)
+    assert s.complete("b", 3, 0, 9.0) is Outcome.UNASSIGNED and s.stats.unassigned_dropped == 1
+    assert s.complete("a", 3, 1, 9.0) is Outcome.UNASSIGNED  # a task a holds none of
+    assert s.complete("a", 3, 0, 1.0) is Outcome.ACCEPTED and s.producers == {0: "a"}
+    s.assign("b", 1, now=0.0)
+    s.release("b", [1])  # never reached b: b was not given it after all
+    assert not s.was_given("b", 1) and s.complete("b", 3, 1, 9.0) is Outcome.UNASSIGNED
+
+
+def test_a_failed_task_goes_to_another_host_never_back_to_its_own() -> None:
+    s = scheduler(3, duplicate_tail=True)
+    assert s.assign("a", 2, now=0.0) == [(0, "t0"), (1, "t1")]
+    assert not s.fail("b", 0, "peer-b")  # b was not given it
+    assert s.fail("a", 0, "peer-a") and not s.fail("a", 0, "peer-a") and s.stats.failed == 1
+    assert s.failed == {0: {"a": "peer-a"}} and list(s.pending) == [0, 2]
+    assert s.assign("a", 5, now=10.0) == [(2, "t2")]  # not task 0 again, nor a copy of it
+    assert list(s.pending) == [0]
+    assert s.assign("b", 1, now=10.0) == [(0, "t0")]
+    s.complete("b", 3, 0, 1.0)
+    assert not s.fail("b", 0, "peer-b")  # it has a result

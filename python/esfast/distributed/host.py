@@ -108,6 +108,7 @@ class WorkerHost:
         self.versions = software_versions()
         self.fingerprint: str | None = None  # of the run's environment, from the first evaluator
         self.fingerprint_sent = False  # on this connection
+        self.session: str | None = None  # from the last WELCOME: shows the master a reconnection is this process
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -181,7 +182,14 @@ class WorkerHost:
             self.memory.slots.clear()  # a restarted master may count generations from an earlier checkpoint
         self.fingerprint_sent = False
         table = {"seed": self.memory.table.seed, "size": len(self.memory.table)} if self.memory is not None else None
-        hello = {"host": hostname(), "pid": os.getpid(), "procs": self.procs, "table": table, "versions": self.versions}
+        hello = {
+            "host": hostname(),
+            "pid": os.getpid(),
+            "procs": self.procs,
+            "table": table,
+            "versions": self.versions,
+            "session": self.session,
+        }
         self._send(Message("HELLO", hello))
 
     def _close_monitor(self) -> None:
@@ -302,6 +310,7 @@ class WorkerHost:
             master_versions = check_versions(message["versions"])
         except ValueError as error:  # ProtocolError is a ValueError too
             raise HostExit(2, f"the master at {self.master} sent a run this worker cannot use: {error}") from None
+        self.session = message["session"]
         if differ := differences(master_versions, self.versions):
             logger.warning("the master admits this worker with other versions (--allow-mixed-versions): %s", "; ".join(differ))
         if not self._can_keep(setup):

@@ -11,6 +11,12 @@ specified in ``docs/protocol.md``.
 During :meth:`Master.evaluate` the caller's thread serves the socket; between generations (while
 the trainer updates θ and writes checkpoints) a thread of the master owns it, sending heartbeats and
 queueing what arrives for the next generation, so hosts never see a silent master.
+
+No peer is trusted with more than its own tasks: a result or failure counts only from a host that
+was given that task, every number in it is bounded by what the task can give
+(:mod:`~esfast.distributed.bounds`), a failure sends the task to another host and ends the run
+only when hosts of two machines (or every host) report it, and what peers can make the master
+hold is bounded (connections, hosts, host names, θ copies, queued messages, log lines).
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -32,12 +38,18 @@ import zmq
 from numpy.typing import NDArray
 from zmq.auth.thread import ThreadAuthenticator
 
+from esfast.config import MAX_COUNT
+from esfast.distributed.admission import judge_hello
+from esfast.distributed.bounds import length_limit, violation
+from esfast.distributed.connections import HANDSHAKE_SECONDS, ConnectionGuard
 from esfast.distributed.keys import KeyCheck, MasterKeys
+from esfast.distributed.log_limit import LogLimiter
 from esfast.distributed.protocol import (
     HEARTBEAT_INTERVAL,
     LIVENESS,
     MAX_CREDIT_PER_PROC,
-    MAX_PROCS_PER_HOST,
+    MAX_HEADER_BYTES,
+    MAX_RESULTS_PER_MESSAGE,
     MAX_TASKS_PER_MESSAGE,
     PROTOCOL_VERSION,
     THETA_REQUEST_INTERVAL,
@@ -51,7 +63,7 @@ from esfast.distributed.protocol import (
     theta_message,
 )
 from esfast.distributed.scheduling import GenerationScheduler, Outcome
-from esfast.distributed.versions import check_versions, differences, software_versions
+from esfast.distributed.versions import software_versions
 from esfast.envs.probe import probe_environment
 from esfast.errors import ConfigError, ProtocolError, WorkerError
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup
@@ -65,6 +77,15 @@ TAIL_COPY_MIN_SECONDS = 0.5
 WAITING_LOG_INTERVAL = 10.0  # seconds between "waiting for worker hosts" lines
 STOP_LINGER_MS = 2000  # how long close() lets STOP messages drain
 DRAIN_BATCH = 1000  # messages handled before the loop dispatches and heart-beats again
+
+# What peers can make the master hold (docs/protocol.md, "What a peer may say").
+MAX_HOSTS = 1024  # hosts connected at once, admitted or not
+MAX_REMEMBERED_HOSTS = 4096  # distinct host names remembered for hosts_total; later ones are only counted
+THETA_UNREAD_LIMIT = 3  # θ copies sent to a host without a result of their generation back: then it is dropped
+FAILURE_PEERS = 2  # a task ends the run when it fails on hosts of this many machines (or keys), or on every host
+MAX_ERROR_CHARACTERS = 500  # of a host's error text, logged or raised
+PENDING_BYTES = 256 * 1024 * 1024  # messages queued between generations, at most
+RECEIVE_HWM = 128  # messages ZeroMQ queues per peer before it stops reading that peer
 
 
 @dataclass
@@ -81,10 +102,13 @@ class _Host:
     procs: int
     last_seen: float
     worker_key: str | None = None  # the CURVE public key (Z85) it authenticated with, under --keys
+    peer: str = ""  # the machine it speaks for: its key's name under --keys, else its IP address
+    session: str = ""  # given in WELCOME: a HELLO that shows it is this process reconnecting
     admitted: bool = False  # its environment's fingerprint matched: it may take tasks
     credit: int = 0
     theta_generation: int = -1
     theta_sent: float = -float("inf")  # when θ last went to this host
+    theta_unread: int = 0  # θ copies sent since its last result of the generation of the latest
 
 
 @dataclass
@@ -94,7 +118,7 @@ class MasterStats:
     messages_dropped: int = 0  # malformed, hostile or out-of-place messages
     hosts_lost: int = 0
     hosts_refused: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
+    results_refused: int = 0  # results beyond what their task can give (the task failed on that host)
 
 
 class Master:
@@ -133,7 +157,7 @@ class Master:
         self.probe = probe_environment(setup.env_id, setup.env_module, atari=setup.atari)
         self.run, self.run_arrays = setup_to_wire(setup)
         try:  # refused here, not in silence at every HELLO (a value JSON cannot carry, such as Infinity)
-            encode(Message("WELCOME", {"worker": "w0", "run": self.run, "versions": self.versions}, self.run_arrays))
+            encode(Message("WELCOME", {"worker": "w0", "run": self.run, "versions": self.versions, "session": ""}, self.run_arrays))
         except (ProtocolError, ValueError) as error:
             raise ConfigError(f"the run description cannot be sent to worker hosts: {error}") from None
         self.context = zmq.Context()
@@ -152,7 +176,12 @@ class Master:
             self.socket.curve_publickey = keys.public
             self.socket.curve_server = True
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)  # bounds what a hostile peer can make us buffer
+        # What a peer can make ZeroMQ buffer: the largest message a host sends (a RESULT of
+        # MAX_RESULTS_PER_MESSAGE pairs with observation sums), RECEIVE_HWM of them per peer.
+        largest = MAX_HEADER_BYTES + MAX_RESULTS_PER_MESSAGE * 2 * 8 * setup.obs_dim + 4096
+        self.socket.setsockopt(zmq.MAXMSGSIZE, min(largest, 64 * 1024 * 1024))
+        self.socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
+        self.socket.setsockopt(zmq.HANDSHAKE_IVL, int(1000 * HANDSHAKE_SECONDS))
         # A send to a peer whose queue is full, or that is gone, fails instead of being dropped in
         # silence, so the master knows what each host has received (see _send).
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -166,11 +195,15 @@ class Master:
             hint = " (is another master running? choose another port with --bind)" if error.errno == zmq.EADDRINUSE else ""
             raise OSError(f"cannot bind {bind}: {error.strerror}{hint}") from None
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.guard = ConnectionGuard(self.socket)
         self.poller = zmq.Poller()
         self.poller.register(self.socket, zmq.POLLIN)
         self.hosts: dict[bytes, _Host] = {}
         self.hosts_seen: set[str] = set()
+        self.hosts_unremembered = 0  # new names after MAX_REMEMBERED_HOSTS: counted, not kept
         self.host_counter = 0
+        self.log = LogLimiter(logger)
+        self.limit = MAX_COUNT  # the longest episode a task of this generation can report
         self.stats = MasterStats()
         self.last_stats: dict[str, Any] = {}
         self.scheduler: GenerationScheduler[Task, Result] | None = None
@@ -181,6 +214,7 @@ class Master:
         # queues what arrives, so hosts never see a silent master. See _serve_between.
         self.between: threading.Thread | None = None
         self.pending: list[list[zmq.Frame]] = []
+        self.pending_bytes = 0
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         self.local: subprocess.Popen[bytes] | None = None
@@ -207,6 +241,7 @@ class Master:
         self.scheduler = scheduler
         self.stats = MasterStats()
         self.task_seconds = (0.0, 0)
+        self.limit = length_limit(spec.timestep_limit, self.probe.step_limit)
         # θ is copied once: queued frames then never see the trainer's in-place update.
         self.theta_frames = encode(theta_message(theta.copy(), spec))
         try:
@@ -218,12 +253,15 @@ class Master:
         s = scheduler.stats
         self.last_stats = {
             "hosts": len(s.hosts),
-            "hosts_total": len(self.hosts_seen),
+            "hosts_total": len(self.hosts_seen) + self.hosts_unremembered,
             "procs": sum(h.procs for h in self.hosts.values()),
             "tasks_reissued": s.reissued,
             "tasks_duplicated": s.duplicated,
+            "tasks_failed": s.failed,
             "results_stale": s.stale_dropped,
             "results_duplicate": s.duplicates_dropped,
+            "results_unassigned": s.unassigned_dropped,
+            "results_refused": self.stats.results_refused,
             "messages_dropped": self.stats.messages_dropped + s.unknown_dropped,
             "hosts_lost": self.stats.hosts_lost,
             "hosts_refused": self.stats.hosts_refused,
@@ -266,6 +304,7 @@ class Master:
         stop = encode(Message("STOP", {"reason": reason}))
         for identity in list(self.hosts):
             self._send(identity, stop)
+        self.guard.close()
         self.socket.setsockopt(zmq.LINGER, STOP_LINGER_MS)
         self.socket.close()
         if self.auth is not None:
@@ -300,7 +339,7 @@ class Master:
 
     def _drain(self) -> None:
         """Handles what waits: messages queued between generations, then up to DRAIN_BATCH more."""
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
         for frames in pending:
             self._handle_safely(frames)
         for _ in range(DRAIN_BATCH):
@@ -348,18 +387,21 @@ class Master:
             if self.wake_read in events:
                 return
             if self.socket in events:
-                while len(self.pending) < 100 * DRAIN_BATCH:  # bounded: a flood waits in ZeroMQ instead
+                # Bounded in number and bytes: beyond, a flood waits in ZeroMQ, whose queue per
+                # peer is bounded too (RECEIVE_HWM), and then in the peer's own.
+                while len(self.pending) < 100 * DRAIN_BATCH and self.pending_bytes < PENDING_BYTES:
                     try:
                         frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     self.pending.append(frames)
+                    self.pending_bytes += sum(len(f.buffer) for f in frames)
 
-    def _drop(self, reason: str, identity: bytes | None = None) -> None:
+    def _drop(self, reason: str, identity: bytes | None = None, *, kind: str = "malformed") -> None:
+        """Counts a dropped message and logs it (at a bounded rate per ``kind`` of drop)."""
         self.stats.messages_dropped += 1
-        self.stats.reasons[reason] += 1
         host = self.hosts.get(identity) if identity is not None else None
-        logger.warning("dropped a message from %s: %s", host.name if host else "an unknown peer", reason)
+        self.log.warning(kind, "dropped a message from %s: %s", host.name if host else "an unknown peer", reason)
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         if len(frames) < 2:
@@ -378,7 +420,7 @@ class Master:
         now = time.monotonic()
         host = self.hosts.get(identity)
         if message.type == "HELLO":
-            self._hello(identity, message, now, _property(frames[1], "User-Id") if self.key_check is not None else None)
+            self._hello(identity, message, now, frames[1])
             return
         if host is None:
             if message.type not in ("HEARTBEAT", "BYE", "RESULT", "READY", "WANT_THETA"):
@@ -395,23 +437,18 @@ class Master:
             if message["credit"] > 0:
                 self._credit(host, message["credit"])
         elif message.type == "FAILED":
-            scheduler = self.scheduler
-            task, generation = message["task"], message["generation"]
-            if scheduler is None or generation != scheduler.generation or task >= len(scheduler.tasks) or task in scheduler.results:
-                logger.warning(
-                    "task %d of generation %d failed on worker host %s, but already has a result or is stale: %s",
-                    task,
-                    generation,
-                    host.name,
-                    message["error"],
-                )
-                return
-            raise WorkerError(f"task {task} of generation {generation} failed on worker host {host.name}: {message['error']}")
+            self._failed(host, message)
         elif message.type == "WANT_THETA":
             scheduler = self.scheduler
-            # Answered for the current generation only, and at most once per THETA_REQUEST_INTERVAL
-            # (a host asks again as long as its tasks wait; θ may still be on its way).
-            if scheduler is not None and message["generation"] == scheduler.generation and now - host.theta_sent >= THETA_REQUEST_INTERVAL:
+            # Answered for the current generation only, to a host that holds tasks of it, and at
+            # most once per THETA_REQUEST_INTERVAL (a host asks again as long as its tasks wait;
+            # θ may still be on its way).
+            if (
+                scheduler is not None
+                and message["generation"] == scheduler.generation
+                and host.key in scheduler.stats.hosts
+                and now - host.theta_sent >= THETA_REQUEST_INTERVAL
+            ):
                 logger.info("worker host %s lacks θ of generation %d; sending it again", host.name, scheduler.generation)
                 self._send_theta(host, scheduler.generation, now)
         elif message.type == "FINGERPRINT":
@@ -425,57 +462,52 @@ class Master:
         """Adds credit, clipped to what the host's evaluators can hold (a hostile host cannot hoard tasks)."""
         limit = MAX_CREDIT_PER_PROC * host.procs
         if host.credit + credit > limit:
-            self._drop(f"credit beyond {limit} for {host.procs} evaluator processes, clipped", host.identity)
+            self._drop(f"credit beyond {limit} for {host.procs} evaluator processes, clipped", host.identity, kind="credit")
         host.credit = min(host.credit + credit, limit)
 
-    def _hello(self, identity: bytes, message: Message, now: float, worker_key: str | None) -> None:
+    def _hello(self, identity: bytes, message: Message, now: float, frame: zmq.Frame) -> None:
+        worker_key = _property(frame, "User-Id") if self.key_check is not None else None
         if self.key_check is not None and not self.key_check.accepts(worker_key):
             # The handshake accepted the key, which has since been withdrawn (or banned): no.
             self._refuse(identity, "this worker's key is no longer accepted by the master")
             return
-        if not 1 <= message["procs"] <= MAX_PROCS_PER_HOST:
-            self._refuse(identity, f"procs must be between 1 and {MAX_PROCS_PER_HOST}, got {message['procs']}")
-            return
-        try:
-            versions = check_versions(message["versions"])
-        except ProtocolError as error:
-            self._refuse(identity, str(error))
-            return
-        if differ := differences(self.versions, versions):
-            if not self.allow_mixed_versions:
-                self._refuse(
-                    identity,
-                    f"the worker runs other versions than the master: {'; '.join(differ)} "
-                    "(install the master's versions, or start the master with --allow-mixed-versions)",
-                )
-                return
-            logger.warning(
-                "worker host %s:%s runs other versions, admitted (--allow-mixed-versions): %s",
-                message["host"],
-                message["pid"],
-                "; ".join(differ),
-            )
-        table = message["table"]
-        expected = {"seed": self.setup.table_seed, "size": self.setup.table_size}
-        if table is not None and table != expected:
-            self._refuse(
-                identity,
-                f"the worker holds a noise table with seed {table.get('seed')!r} and size {table.get('size')!r}; "
-                f"this run uses seed {expected['seed']} and size {expected['size']} (restart the worker)",
-            )
+        table = {"seed": self.setup.table_seed, "size": self.setup.table_size}
+        verdict = judge_hello(message, table=table, versions=self.versions, allow_mixed_versions=self.allow_mixed_versions)
+        if verdict.refusal is not None:
+            self._refuse(identity, verdict.refusal)
             return
         name = f"{message['host']}:{message['pid']}"
-        for old, known in list(self.hosts.items()):
-            if old == identity or known.name == name:  # the same process on a new connection
-                self._lose(old, "reconnected")
+        session = message["session"]
+        reconnected = [
+            old
+            for old, known in self.hosts.items()
+            if old == identity or (session is not None and secrets.compare_digest(known.session, session))
+        ]
+        for old in reconnected:  # the same process on a new connection (it holds the session its WELCOME gave it)
+            self._lose(old, "reconnected")
+        if len(self.hosts) >= MAX_HOSTS:
+            self._refuse(identity, f"the master has {MAX_HOSTS} worker hosts connected, the most it takes")
+            return
+        if verdict.version_differences:
+            self.log.warning(
+                "mixed",
+                "worker host %s runs other versions, admitted (--allow-mixed-versions): %s",
+                name,
+                "; ".join(verdict.version_differences),
+            )
         self.host_counter += 1
-        host = _Host(identity, f"w{self.host_counter}", name, message["procs"], now, worker_key)
-        self.hosts[identity] = host
-        self.hosts_seen.add(name)
-        welcome = {"worker": host.key, "run": self.run, "versions": self.versions}
-        self._send(identity, encode(Message("WELCOME", welcome, self.run_arrays)))
         key_name = self.key_check.name(worker_key) if self.key_check is not None else None
-        logger.info(
+        peer = key_name or _property(frame, "Peer-Address") or "an unknown address"
+        host = _Host(identity, f"w{self.host_counter}", name, message["procs"], now, worker_key, peer, secrets.token_hex(16))
+        self.hosts[identity] = host
+        if name in self.hosts_seen or len(self.hosts_seen) < MAX_REMEMBERED_HOSTS:
+            self.hosts_seen.add(name)
+        else:
+            self.hosts_unremembered += 1
+        welcome = {"worker": host.key, "run": self.run, "versions": self.versions, "session": host.session}
+        self._send(identity, encode(Message("WELCOME", welcome, self.run_arrays)))
+        self.log.info(
+            "join",
             "worker host %s%s joined with %d evaluator process%s (%d host%s connected)",
             name,
             f" (key {key_name})" if key_name else "",
@@ -504,14 +536,15 @@ class Master:
 
     def _refuse(self, identity: bytes, reason: str) -> None:
         self.stats.hosts_refused += 1
-        logger.warning("refused a worker host: %s", reason)
+        self.log.warning("refuse", "refused a worker host: %s", reason)
         self._send(identity, encode(Message("REFUSE", {"reason": reason})))
 
     def _lose(self, identity: bytes, why: str) -> None:
         host = self.hosts.pop(identity)
         self.stats.hosts_lost += 1
         requeued = self.scheduler.host_lost(host.key) if self.scheduler is not None else 0
-        logger.warning(
+        self.log.warning(
+            "lose",
             "worker host %s %s; %d of its tasks go back to the queue (%d host%s connected)",
             host.name,
             why,
@@ -532,11 +565,71 @@ class Master:
         except ProtocolError as error:
             self._drop(str(error), host.identity)
             return
+        unassigned = [task_id for task_id, _ in results if not scheduler.was_given(host.key, task_id)]
+        if unassigned:  # an honest host reports only tasks it was given: nothing of this message counts
+            scheduler.stats.unassigned_dropped += len(results)
+            self._drop(
+                f"results for {len(unassigned)} tasks it was never given (task {unassigned[0]}, ...)", host.identity, kind="unassigned"
+            )
+            return
+        if generation == host.theta_generation:
+            host.theta_unread = 0  # it read that θ
         for task_id, result in results:
+            problem = violation(scheduler.tasks[task_id], result, self.limit)
+            if problem is not None:
+                self.stats.results_refused += 1
+                self._task_failed(host, task_id, f"it reported {problem}")
+                continue
             assigned = scheduler.holders.get(task_id, {}).get(host.key)
             if scheduler.complete(host.key, generation, task_id, result) is Outcome.ACCEPTED and assigned is not None:
                 total, count = self.task_seconds
                 self.task_seconds = (total + now - assigned, count + 1)
+
+    def _failed(self, host: _Host, message: Message) -> None:
+        """A host's FAILED: the task goes to another host, and the run ends only as _task_failed says."""
+        scheduler = self.scheduler
+        task, generation = message["task"], message["generation"]
+        error = _printable(message["error"])
+        if scheduler is None or generation != scheduler.generation or task >= len(scheduler.tasks):
+            self.log.warning(
+                "failed", "task %d of generation %d failed on worker host %s, but is stale: %s", task, generation, host.name, error
+            )
+            return
+        if not scheduler.was_given(host.key, task):
+            self._drop(f"FAILED for task {task}, which it was never given", host.identity, kind="unassigned")
+            return
+        self._task_failed(host, task, error)
+
+    def _task_failed(self, host: _Host, task: int, error: str) -> None:
+        """Task ``task`` failed on ``host`` (it said so, or reported what the task cannot give).
+
+        One peer's word does not end the run: the task goes to another host. The run ends
+        (WorkerError) once the task has failed on hosts of FAILURE_PEERS machines (keys, under
+        --keys), or on every host connected (also those not admitted yet).
+
+        Raises:
+            WorkerError: the task failed on enough hosts to be the task's fault, not a host's.
+        """
+        scheduler = self.scheduler
+        assert scheduler is not None
+        if not scheduler.fail(host.key, task, host.peer):
+            return  # it has a result already, or this host failed it before
+        failed = scheduler.failed[task]
+        peers = set(failed.values())
+        everyone = all(h.key in failed for h in self.hosts.values())  # admitted or not yet: it may still take the task
+        where = f"worker host {host.name}" + (
+            f" and {len(failed) - 1} other host{'s' if len(failed) > 2 else ''}" if len(failed) > 1 else ""
+        )
+        if len(peers) >= FAILURE_PEERS or everyone:
+            raise WorkerError(f"task {task} of generation {scheduler.generation} failed on {where}: {error}")
+        self.log.warning(
+            "failed",
+            "task %d of generation %d failed on %s: %s; it goes to another host (the run ends if it fails on another machine too)",
+            task,
+            scheduler.generation,
+            where,
+            error,
+        )
 
     # Dispatch and liveness ------------------------------------------------------------------
 
@@ -550,9 +643,13 @@ class Master:
         for host in list(self.hosts.values()):
             if host.credit <= 0 or not host.admitted or scheduler.done:
                 continue
-            if host.theta_generation != scheduler.generation and not self._send_theta(host, scheduler.generation, now):
-                continue  # its queue is full: θ and tasks wait for the next dispatch
             given = scheduler.assign(host.key, host.credit, now, copy_after=copy_after)
+            if not given:
+                continue
+            if host.theta_generation != scheduler.generation and not self._send_theta(host, scheduler.generation, now):
+                # Its queue is full (or it reads nothing: it was dropped): θ and tasks wait.
+                scheduler.release(host.key, [task_id for task_id, _ in given])
+                continue
             for start in range(0, len(given), MAX_TASKS_PER_MESSAGE):
                 chunk = given[start : start + MAX_TASKS_PER_MESSAGE]
                 tasks = [task_to_wire(task_id, task) for task_id, task in chunk]
@@ -563,10 +660,19 @@ class Master:
                     break
 
     def _send_theta(self, host: _Host, generation: int, now: float) -> bool:
-        """Sends this generation's θ to ``host``; whether the socket took it."""
+        """Sends this generation's θ to ``host``; whether the socket took it.
+
+        A host that has been sent THETA_UNREAD_LIMIT copies of θ without answering one with a
+        result of its generation reads nothing: it is dropped instead, so a peer that never reads
+        cannot make the master queue one θ per generation for it.
+        """
+        if host.theta_unread >= THETA_UNREAD_LIMIT:
+            self._lose(host.identity, f"answered none of the last {THETA_UNREAD_LIMIT} θ it was sent")
+            return False
         if not self._send(host.identity, self.theta_frames):
             return False
         host.theta_generation, host.theta_sent = generation, now
+        host.theta_unread += 1
         return True
 
     def _housekeeping(self, now: float) -> None:
@@ -597,6 +703,12 @@ def _property(frame: zmq.Frame, name: str) -> str | None:
     except zmq.ZMQError:
         return None
     return value if isinstance(value, str) else None
+
+
+def _printable(text: str) -> str:
+    """A peer's text made safe to log: printable characters only, at most MAX_ERROR_CHARACTERS."""
+    clean = "".join(c if c.isprintable() else "?" for c in text[:MAX_ERROR_CHARACTERS])
+    return clean + ("..." if len(text) > MAX_ERROR_CHARACTERS else "")
 
 
 def local_cluster(procs: int, bind: str = "tcp://127.0.0.1:0") -> Callable[[WorkerSetup, Any], Master]:

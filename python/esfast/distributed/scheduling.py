@@ -5,6 +5,9 @@ silent gives its unfinished tasks back to the queue; once the queue is empty, id
 copies of the longest-outstanding tasks, so one slow host cannot stall a generation. The first
 result for a task wins; later ones, and results of other generations, are counted and dropped.
 Since a task's result depends only on the task, none of this changes what the update sees.
+
+A host may report only on tasks it was given (or given a copy of): anything else is refused. A
+task that failed on a host goes back to the queue for the others, never to that host again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"  # the task already had a result (a re-issued or duplicated copy)
     STALE = "stale"  # for another generation
     UNKNOWN = "unknown"  # no such task id
+    UNASSIGNED = "unassigned"  # the host was never given the task
 
 
 @dataclass
@@ -37,6 +41,8 @@ class SchedulerStats:
     duplicates_dropped: int = 0
     stale_dropped: int = 0
     unknown_dropped: int = 0
+    unassigned_dropped: int = 0  # results for tasks their sender was never given
+    failed: int = 0  # tasks that failed on a host (and went to another)
 
 
 class GenerationScheduler(Generic[Task, Result]):
@@ -54,7 +60,10 @@ class GenerationScheduler(Generic[Task, Result]):
         self.duplicate_tail = duplicate_tail
         self.pending: deque[int] = deque(range(len(tasks)))
         self.holders: dict[int, dict[str, float]] = {}  # task id -> host -> time it was assigned
+        self.given: dict[int, set[str]] = {}  # task id -> every host that received it (or a copy)
         self.results: dict[int, Result] = {}
+        self.producers: dict[int, str] = {}  # task id -> the host whose result was accepted
+        self.failed: dict[int, dict[str, str]] = {}  # task id -> host it failed on -> that host's peer
         self.stats = SchedulerStats()
 
     @property
@@ -71,47 +80,92 @@ class GenerationScheduler(Generic[Task, Result]):
             copy_after: copy only tasks outstanding for at least this long.
         """
         given: list[tuple[int, Task]] = []
+        skipped: list[int] = []  # failed on this host: left for the others, in their place
         while self.pending and len(given) < credit:
             task_id = self.pending.popleft()
             if task_id in self.results:
                 continue
-            self.holders.setdefault(task_id, {})[host] = now
+            if host in self.failed.get(task_id, ()):
+                skipped.append(task_id)
+                continue
+            self._give(task_id, host, now)
             given.append((task_id, self.tasks[task_id]))
-        if len(given) < credit and self.duplicate_tail and not self.pending:
+        self.pending.extendleft(reversed(skipped))
+        if len(given) < credit and self.duplicate_tail and len(self.pending) == len(skipped):
             given.extend(self._copies(host, credit - len(given), now, copy_after))
         if given:
             self.stats.hosts.add(host)
         return given
+
+    def _give(self, task_id: int, host: str, now: float) -> None:
+        self.holders.setdefault(task_id, {})[host] = now
+        self.given.setdefault(task_id, set()).add(host)
 
     def _copies(self, host: str, count: int, now: float, copy_after: float) -> list[tuple[int, Task]]:
         """Copies of outstanding tasks that ``host`` does not hold, longest outstanding first."""
         candidates = sorted(
             (min(holders.values()), task_id)
             for task_id, holders in self.holders.items()
-            if task_id not in self.results and host not in holders and holders and min(holders.values()) <= now - copy_after
+            if task_id not in self.results
+            and host not in holders
+            and host not in self.failed.get(task_id, ())
+            and holders
+            and min(holders.values()) <= now - copy_after
         )
         copies = []
         for _, task_id in candidates[:count]:
-            self.holders[task_id][host] = now
+            self._give(task_id, host, now)
             self.stats.duplicated += 1
             copies.append((task_id, self.tasks[task_id]))
         return copies
 
+    def was_given(self, host: str, task_id: int) -> bool:
+        """Whether ``host`` received task ``task_id`` (or a copy) in this generation."""
+        return host in self.given.get(task_id, ())
+
     def complete(self, host: str, generation: int, task_id: int, result: Result) -> Outcome:
-        """Records a result reported by ``host``; the first result of a task wins."""
+        """Records a result reported by ``host``; the first result of a task wins. A result for a
+        task the host was never given is refused (:attr:`Outcome.UNASSIGNED`)."""
         if generation != self.generation:
             self.stats.stale_dropped += 1
             return Outcome.STALE
         if not (isinstance(task_id, int) and 0 <= task_id < len(self.tasks)):
             self.stats.unknown_dropped += 1
             return Outcome.UNKNOWN
+        if not self.was_given(host, task_id):
+            self.stats.unassigned_dropped += 1
+            return Outcome.UNASSIGNED
         self.holders.get(task_id, {}).pop(host, None)
         if task_id in self.results:
             self.stats.duplicates_dropped += 1
             return Outcome.DUPLICATE
         self.results[task_id] = result
+        self.producers[task_id] = host
         self.holders.pop(task_id, None)  # holders keeps outstanding tasks only
         return Outcome.ACCEPTED
+
+    def fail(self, host: str, task_id: int, peer: str) -> bool:
+        """Task ``task_id`` failed on ``host`` (of ``peer``: the machine or key it speaks for): it
+        goes back to the front of the queue for other hosts, unless another holds it, and is never
+        given to ``host`` again in this generation.
+
+        Returns:
+            False (and nothing changes) if ``host`` was not given the task or it has a result.
+        """
+        if (
+            not (0 <= task_id < len(self.tasks))
+            or not self.was_given(host, task_id)
+            or task_id in self.results
+            or host in self.failed.get(task_id, ())
+        ):
+            return False
+        self.failed.setdefault(task_id, {})[host] = peer
+        self.stats.failed += 1
+        holders = self.holders.get(task_id, {})
+        if holders.pop(host, None) is not None and not holders:
+            self.holders.pop(task_id, None)
+            self.pending.appendleft(task_id)
+        return True
 
     def release(self, host: str, task_ids: list[int]) -> None:
         """Takes back tasks assigned to ``host`` that never reached it: each goes back to the front
@@ -121,6 +175,7 @@ class GenerationScheduler(Generic[Task, Result]):
             holders = self.holders.get(task_id, {})
             if holders.pop(host, None) is None:
                 continue
+            self.given.get(task_id, set()).discard(host)  # it never reached the host
             if task_id in self.pending or task_id in self.results:
                 continue
             if holders:
