@@ -248,6 +248,14 @@ def test_the_warning_is_the_masters_first_line(tmp_path: Path) -> None:
     assert first.startswith("warning: tcp://192.0.2.1:5555 accepts other machines without keys") and "esfast keys DIR" in first
 
 
+def test_an_audit_fraction_outside_0_and_1_is_refused(tmp_path: Path) -> None:
+    for fraction in ("1.5", "-0.1", "nan"):
+        result = master_command(*REACH[:-2], "--audit", fraction, "--out", str(tmp_path / "run"))
+        assert result.returncode == 2 and "--audit must be a fraction in [0, 1]" in result.stderr, result.stderr
+    result = master_command(*REACH[:-2], "--audit-action", "ban", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "invalid choice: 'ban'" in result.stderr
+
+
 def test_master_keys_that_cannot_be_used_are_one_line(tmp_path: Path) -> None:
     make_keys(tmp_path / "keys", 1)
     for keys, message in (

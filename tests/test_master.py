@@ -659,3 +659,108 @@ def test_floods_of_hellos_are_bounded(cluster: Cluster, tmp_path: Path, straight
     assert master.output.count("refused a worker host: the host name must be 1 to 255 printable characters") == 20  # then held back
     assert master.output.count("joined") <= 21 and len(master.output) < 20_000
     assert max(r["hosts_total"] for r in records(out)) <= 3001
+
+
+# Audits ---------------------------------------------------------------------------------------
+
+
+def test_audits_of_honest_hosts_never_mismatch(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", ATTACKED_GENERATIONS, "--audit", "1", "--audit-action", "evict", out=out)
+    cluster.worker()
+    cluster.worker()
+    assert master.wait() == 0, master.output
+    _same_as_straight(out, straight)
+    log = records(out)
+    assert sum(r["audits"] for r in log) >= 7 and all(r["audit_mismatches"] == 0 and r["hosts_evicted"] == 0 for r in log)
+    assert "mismatch" not in master.output and "given up" not in master.output
+
+
+def test_audits_no_other_host_can_take_are_given_up_under_log(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", ATTACKED_GENERATIONS, "--audit", "0.5", out=out)
+    cluster.worker()
+    assert master.wait() == 0, master.output
+    _same_as_straight(out, straight)
+    assert "given up: no connected host of another source may take it" in master.output
+    assert all(r["audits"] == 0 and r["audit_mismatches"] == 0 for r in records(out))
+
+
+def test_a_host_with_a_patched_environment_is_caught_and_evicted(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    """A listed worker whose environment gives other rewards everywhere but in the fingerprint's
+    episode: admitted, caught by the audits, evicted with its key, and θ is the honest run's."""
+    keys = tmp_path / "keys"
+    make_keys(keys, 3)
+    out = tmp_path / "run"
+    master = cluster.master(
+        *SLOW_REACH,
+        "--generations",
+        ATTACKED_GENERATIONS,
+        "--keys",
+        str(keys / "master"),
+        "--audit",
+        "1",
+        "--audit-action",
+        "evict",
+        out=out,
+    )
+    patched = (patched_envs(tmp_path / "patched", fingerprint_too=False),)
+    liar = cluster.worker(args=("--keys", str(keys / "worker-3")), pythonpath=patched)
+    master.wait_for("(key worker-3) joined")
+    cluster.worker(args=("--keys", str(keys / "worker-1")))
+    cluster.worker(args=("--keys", str(keys / "worker-2")))
+    assert liar.wait(60) == 2
+    assert "refused this worker: evicted: its result of task" in liar.output
+    again = cluster.worker(args=("--keys", str(keys / "worker-3")), pythonpath=patched)
+    assert again.wait(60) == 2 and "does not accept this worker's key" in again.output
+    assert master.wait() == 0, master.output
+    _same_as_straight(out, straight)
+    log = records(out)
+    assert sum(r["audit_mismatches"] for r in log) >= 1 and sum(r["hosts_evicted"] for r in log) == 1
+    assert "audit mismatch on task" in master.output and "evicted worker host" in master.output
+
+
+class _Hoarder(Peer):
+    """Announces 4,096 evaluators, takes all it can and answers with returns of its choosing."""
+
+    def on_message(self, message: Message) -> None:
+        super().on_message(message)
+        if message.type != "TASKS":
+            return
+        results: list[dict[str, object]] = []
+        arrays: list[np.ndarray] = []
+        for task in message["tasks"]:
+            if task["kind"] == "eval":
+                results.append({"task": task["task"], "return": 0.0, "length": 10})
+                continue
+            index = None
+            if task["record_obs"]:  # sums of 20 observations of 0.5: within every bound
+                index = len(arrays)
+                arrays += [np.full(2, 10.0), np.full(2, 5.0)]
+            chosen = float(task["pair"] % 2)
+            results.append(
+                {
+                    "task": task["task"],
+                    "returns": [chosen, -chosen],
+                    "lengths": [10, 10],
+                    "obs_count": 20 if index is not None else 0,
+                    "obs_arrays": index,
+                }
+            )
+        self.send(Message("RESULT", {"generation": message["generation"], "results": results, "credit": len(results)}, tuple(arrays)))
+
+
+def test_a_hoarder_answering_with_chosen_returns_is_evicted(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", ATTACKED_GENERATIONS, "--audit", "1", "--audit-action", "evict", out=out)
+    hoarder = _Hoarder(cluster.address, "hoarder", procs=4096, credit=4096).start()
+    try:
+        master.wait_for("worker host hoarder:9 joined")
+        cluster.worker()
+        cluster.worker()
+        assert master.wait() == 0, master.output
+    finally:
+        hoarder.stop()
+    _same_as_straight(out, straight)
+    assert any(m.type == "REFUSE" and m["reason"].startswith("evicted") for m in hoarder.received)
+    assert sum(r["hosts_evicted"] for r in records(out)) == 1

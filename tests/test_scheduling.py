@@ -157,3 +157,31 @@ def test_a_failed_task_goes_to_another_host_never_back_to_its_own() -> None:
     assert s.assign("b", 1, now=10.0) == [(0, "t0")]
     s.complete("b", 3, 0, 1.0)
     assert not s.fail("b", 0, "peer-b")  # it has a result
+
+
+def test_checks_go_first_to_hosts_of_another_source_and_hold_the_generation() -> None:
+    s = scheduler(2, duplicate_tail=False)
+    s.assign("a", 2, now=0.0, source="A")
+    s.complete("a", 3, 0, 1.0)
+    s.complete("a", 3, 1, 2.0)
+    assert s.complete_results and s.done
+    s.request_check(0, frozenset({"A"}))
+    assert not s.done
+    assert s.assign("a2", 5, now=1.0, source="A") == []  # the same source: not an independent check
+    assert s.assign("b", 5, now=1.0, source="B") == [(0, "t0")] and s.was_given("b", 0)
+    assert s.assign("c", 5, now=1.5, source="C", copy_after=10.0) == []  # held by b, not for long
+    assert s.assign("c", 5, now=20.0, source="C", copy_after=10.0) == [(0, "t0")]  # b is slow: another copy
+    assert s.complete("b", 3, 0, 1.0) is Outcome.DUPLICATE
+    s.close_check(0)
+    assert s.done and s.ordered_results() == [1.0, 2.0]
+
+
+def test_discarded_results_run_again_and_confirmed_ones_stay() -> None:
+    s = scheduler(3, duplicate_tail=False)
+    s.assign("liar", 3, now=0.0)
+    for task_id in range(3):
+        s.complete("liar", 3, task_id, 9.0)
+    s.request_check(2, frozenset({"liar"}))
+    s.replace(1, "honest", 1.0)
+    assert s.discard("liar", keep={0}) == [2] and list(s.pending) == [2] and not s.checks
+    assert s.results == {0: 9.0, 1: 1.0} and s.assign("honest", 3, now=1.0) == [(2, "t2")]

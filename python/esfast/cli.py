@@ -26,13 +26,15 @@ import numpy as np
 from esfast import __version__, plotting
 from esfast.checkpoint import load_checkpoint
 from esfast.config import DEFAULT_CONFIG, Config, apply_overrides, load_config, resolve_config, shipped_configs, validate
-from esfast.distributed.keys import MASTER_DIR, load_master_keys, make_keys, worker_dirs
+from esfast.distributed.audit import AUDIT_ACTIONS
+from esfast.distributed.keys import MASTER_DIR, MasterKeys, load_master_keys, make_keys, worker_dirs
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import check_endpoint
 from esfast.envs import make_env
 from esfast.envs.rollout import run_episode
 from esfast.errors import CheckpointError, ConfigError, EnvError, TrainingDiverged, UserError, WorkerError
 from esfast.policies import ObStat, make_policy
+from esfast.tasks import WorkerSetup
 from esfast.training import Trainer, resolved_config
 
 logger = logging.getLogger("esfast")
@@ -92,6 +94,11 @@ def exposed_without_keys(bind: str) -> str | None:
     )
 
 
+def _master(bind: str, setup: WorkerSetup, keys: MasterKeys | None, args: argparse.Namespace) -> Master:
+    """The master of ``esfast-master``, with its trust options."""
+    return Master(bind, setup, keys=keys, allow_mixed_versions=args.allow_mixed_versions, audit=args.audit, audit_action=args.audit_action)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``esfast train`` and ``esfast-master`` (which has ``args.bind``)."""
     command = "esfast-master" if args.bind else "esfast train"
@@ -128,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config,
         out_dir,
         resume=bool(args.resume),
-        evaluator=(lambda setup, table: Master(bind, setup, keys=keys, allow_mixed_versions=args.allow_mixed_versions)) if bind else None,
+        evaluator=(lambda setup, table: _master(bind, setup, keys, args)) if bind else None,
     ) as trainer:
         logger.info(_describe(trainer))
         if isinstance(trainer.evaluator, Master) and bind:  # the master, with the address it bound
@@ -353,6 +360,19 @@ def build_master_parser() -> argparse.ArgumentParser:
         help="the master's key folder (DIR/master of esfast keys DIR): accept only listed workers, over encrypted connections",
     )
     parser.add_argument(
+        "--audit",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="have this fraction of finished tasks repeated by another worker host and compared bit for bit, e.g. 0.02 (default: 0)",
+    )
+    parser.add_argument(
+        "--audit-action",
+        choices=AUDIT_ACTIONS,
+        default="log",
+        help="on a mismatch: log it (default), or evict the host a third host contradicts and run its results again",
+    )
+    parser.add_argument(
         "--allow-mixed-versions",
         action="store_true",
         help="admit, with a warning, worker hosts whose esfast, numpy, gymnasium, mujoco or ale-py versions or whose "
@@ -368,6 +388,10 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             print(f"{args.prog}: error: --{name} must be at least 1, got {value}", file=sys.stderr)
             return 2
+    audit = getattr(args, "audit", None)
+    if audit is not None and not 0.0 <= audit <= 1.0:
+        print(f"{args.prog}: error: --audit must be a fraction in [0, 1], got {audit}", file=sys.stderr)
+        return 2
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed < 2**63:
         print(f"{args.prog}: error: --seed must be in [0, 2**63), got {seed}", file=sys.stderr)

@@ -40,6 +40,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from esfast.config import MAX_COUNT
 from esfast.distributed.admission import judge_hello
+from esfast.distributed.audit import AuditBook, Opinion, describe
 from esfast.distributed.bounds import length_limit, violation
 from esfast.distributed.connections import HANDSHAKE_SECONDS, ConnectionGuard
 from esfast.distributed.keys import KeyCheck, MasterKeys
@@ -103,6 +104,7 @@ class _Host:
     last_seen: float
     worker_key: str | None = None  # the CURVE public key (Z85) it authenticated with, under --keys
     peer: str = ""  # the machine it speaks for: its key's name under --keys, else its IP address
+    source: str = ""  # who vouches for its results in audits: its key's name under --keys, else the connection
     session: str = ""  # given in WELCOME: a HELLO that shows it is this process reconnecting
     admitted: bool = False  # its environment's fingerprint matched: it may take tasks
     credit: int = 0
@@ -119,6 +121,7 @@ class MasterStats:
     hosts_lost: int = 0
     hosts_refused: int = 0
     results_refused: int = 0  # results beyond what their task can give (the task failed on that host)
+    hosts_evicted: int = 0  # contradicted by two other sources in an audit
 
 
 class Master:
@@ -136,6 +139,11 @@ class Master:
         allow_mixed_versions: admit, with a warning, hosts whose package versions
             (:mod:`~esfast.distributed.versions`) or environment fingerprint
             (:mod:`esfast.envs.probe`) differ from this machine's; by default they are refused.
+        audit: the fraction of accepted results a host of another source repeats, compared bit
+            for bit (:mod:`~esfast.distributed.audit`); copies that come back anyway are compared
+            whatever it is.
+        audit_action: ``"log"``: count and log mismatches; ``"evict"``: let a third source
+            decide, evict the host it contradicts and run its results of the generation again.
 
     Raises:
         OSError: the endpoint cannot be bound (address in use, bad address).
@@ -150,7 +158,14 @@ class Master:
         local_procs: int | None = None,
         keys: MasterKeys | None = None,
         allow_mixed_versions: bool = False,
+        audit: float = 0.0,
+        audit_action: str = "log",
     ) -> None:
+        AuditBook(audit, audit_action)  # refuses a fraction outside [0, 1] or an unknown action, before anything starts
+        self.audit, self.audit_action = audit, audit_action
+        self.book = AuditBook(audit, audit_action)
+        self.generation_hosts: dict[str, _Host] = {}  # this generation's hosts given work, lost ones too
+        self.last_audit_wait_log = -float("inf")
         self.setup = setup
         self.allow_mixed_versions = allow_mixed_versions
         self.versions = software_versions()
@@ -242,6 +257,8 @@ class Master:
         self.stats = MasterStats()
         self.task_seconds = (0.0, 0)
         self.limit = length_limit(spec.timestep_limit, self.probe.step_limit)
+        self.book = AuditBook(self.audit, self.audit_action)
+        self.generation_hosts = {}
         # θ is copied once: queued frames then never see the trainer's in-place update.
         self.theta_frames = encode(theta_message(theta.copy(), spec))
         try:
@@ -265,6 +282,9 @@ class Master:
             "messages_dropped": self.stats.messages_dropped + s.unknown_dropped,
             "hosts_lost": self.stats.hosts_lost,
             "hosts_refused": self.stats.hosts_refused,
+            "audits": self.book.audits,
+            "audit_mismatches": self.book.mismatches,
+            "hosts_evicted": self.stats.hosts_evicted,
         }
         return cast("list[PairResult]", results[: len(pairs)]), cast("list[EvalResult]", results[len(pairs) :])
 
@@ -282,6 +302,7 @@ class Master:
                 self._drain()
             now = time.monotonic()
             self._housekeeping(now)
+            self._skip_unservable_checks(now)
             if self.hosts:
                 waiting_since = now
             elif now - waiting_since > 2 * HEARTBEAT_INTERVAL and now - last_waiting_log > WAITING_LOG_INTERVAL:
@@ -498,7 +519,8 @@ class Master:
         self.host_counter += 1
         key_name = self.key_check.name(worker_key) if self.key_check is not None else None
         peer = key_name or _property(frame, "Peer-Address") or "an unknown address"
-        host = _Host(identity, f"w{self.host_counter}", name, message["procs"], now, worker_key, peer, secrets.token_hex(16))
+        key = f"w{self.host_counter}"
+        host = _Host(identity, key, name, message["procs"], now, worker_key, peer, key_name or key, secrets.token_hex(16))
         self.hosts[identity] = host
         if name in self.hosts_seen or len(self.hosts_seen) < MAX_REMEMBERED_HOSTS:
             self.hosts_seen.add(name)
@@ -575,15 +597,26 @@ class Master:
         if generation == host.theta_generation:
             host.theta_unread = 0  # it read that θ
         for task_id, result in results:
+            if host.identity not in self.hosts:
+                return  # evicted by an earlier result of this message
             problem = violation(scheduler.tasks[task_id], result, self.limit)
             if problem is not None:
                 self.stats.results_refused += 1
-                self._task_failed(host, task_id, f"it reported {problem}")
+                if task_id in scheduler.results:
+                    self._opinion(host, task_id, None)  # a copy of a finished task: an audit it fails
+                else:
+                    self._task_failed(host, task_id, f"it reported {problem}")
                 continue
             assigned = scheduler.holders.get(task_id, {}).get(host.key)
-            if scheduler.complete(host.key, generation, task_id, result) is Outcome.ACCEPTED and assigned is not None:
-                total, count = self.task_seconds
-                self.task_seconds = (total + now - assigned, count + 1)
+            outcome = scheduler.complete(host.key, generation, task_id, result)
+            if outcome is Outcome.ACCEPTED:
+                if assigned is not None:
+                    total, count = self.task_seconds
+                    self.task_seconds = (total + now - assigned, count + 1)
+                if self.book.sample():
+                    scheduler.request_check(task_id, frozenset({host.source}))
+            elif outcome is Outcome.DUPLICATE:
+                self._opinion(host, task_id, result)
 
     def _failed(self, host: _Host, message: Message) -> None:
         """A host's FAILED: the task goes to another host, and the run ends only as _task_failed says."""
@@ -597,6 +630,9 @@ class Master:
             return
         if not scheduler.was_given(host.key, task):
             self._drop(f"FAILED for task {task}, which it was never given", host.identity, kind="unassigned")
+            return
+        if task in scheduler.results:  # a copy of a task another host finished: it disagrees
+            self._opinion(host, task, None)
             return
         self._task_failed(host, task, error)
 
@@ -631,6 +667,108 @@ class Master:
             error,
         )
 
+    # Audits -----------------------------------------------------------------------------------
+
+    def _opinion(self, host: _Host, task: int, result: Result | None) -> None:
+        """Another host's opinion of a finished task (a check copy, a tail copy, or its failure):
+        compared with the task's result, and acted on as the audit book rules."""
+        scheduler = self.scheduler
+        assert scheduler is not None
+        producer = self.generation_hosts[scheduler.producers[task]]
+        accepted = Opinion(producer.key, producer.source, scheduler.results[task])
+        ruling = self.book.opinion(task, accepted, Opinion(host.key, host.source, result))
+        if not ruling.compared:
+            return
+        if ruling.third:
+            scheduler.request_check(task, ruling.third)
+        else:
+            scheduler.close_check(task)
+        if ruling.mismatch:
+            self.log.warning(
+                "audit",
+                "audit mismatch on task %d of generation %d: worker host %s gave %s, worker host %s %s%s",
+                task,
+                scheduler.generation,
+                producer.name,
+                describe(accepted.result),
+                host.name,
+                describe(result) if result is not None else "failed it",
+                "; a third host decides" if ruling.third else "",
+            )
+        if ruling.undecided:
+            self.log.warning(
+                "audit",
+                "no two hosts agree on task %d of generation %d (is the environment deterministic?); nobody is evicted",
+                task,
+                scheduler.generation,
+            )
+        if ruling.evict is not None:
+            if ruling.replace is not None and ruling.replace.result is not None:  # the task's first result was the wrong one
+                scheduler.replace(task, ruling.replace.host, ruling.replace.result)
+            self._evict(self.generation_hosts[ruling.evict.host], task)
+
+    def _evict(self, host: _Host, task: int) -> None:
+        """Evicts ``host``, contradicted on ``task`` by two other sources: its results of this
+        generation that no other source confirmed run again elsewhere, it is told so and (under
+        --keys) its key is refused from now on, with every connection that uses it."""
+        scheduler = self.scheduler
+        assert scheduler is not None
+        if self.key_check is not None and host.worker_key is not None:
+            self.key_check.ban(host.worker_key)
+        same = [h for h in self.hosts.values() if h is host or (host.worker_key is not None and h.worker_key == host.worker_key)]
+        if host not in same:
+            same.append(host)  # gone already: its results still go
+        rerun = 0
+        for evicted in same:
+            discarded = scheduler.discard(evicted.key, self.book.verified)
+            for discarded_task in discarded:
+                self.book.forget(discarded_task)
+            rerun += len(discarded)
+            if self.hosts.pop(evicted.identity, None) is not None:
+                reason = f"evicted: its result of task {task} of generation {scheduler.generation} disagrees with two other hosts'"
+                self._send(evicted.identity, encode(Message("REFUSE", {"reason": reason})))
+            self.stats.hosts_evicted += 1
+        logger.warning(
+            "evicted worker host %s: two other hosts disagree with its result of task %d of generation %d; "
+            "%d of its results of this generation run again elsewhere (%d host%s connected)",
+            host.name,
+            task,
+            scheduler.generation,
+            rerun,
+            len(self.hosts),
+            "" if len(self.hosts) == 1 else "s",
+        )
+
+    def _skip_unservable_checks(self, now: float) -> None:
+        """Once every task has a result, the checks no connected host may take (all of their
+        sources are excluded): under ``--audit-action evict`` the generation waits for a host that
+        may take them (its θ must be an honest cluster's), and says so; under ``log`` they are
+        given up."""
+        scheduler = self.scheduler
+        if scheduler is None or not scheduler.complete_results or not scheduler.checks:
+            return
+        takers = {h.key: h.source for h in self.hosts.values() if h.admitted}
+        waiting = [task for task in scheduler.checks if not scheduler.check_takers(task, takers)]
+        if self.audit_action == "evict":
+            if waiting and now - self.last_audit_wait_log > WAITING_LOG_INTERVAL:
+                self.last_audit_wait_log = now
+                logger.info(
+                    "generation %d waits for a worker host of another source to audit %d task%s "
+                    "(audits need two hosts, deciding a mismatch three; with --keys, hosts of other keys)",
+                    scheduler.generation,
+                    len(waiting),
+                    "" if len(waiting) == 1 else "s",
+                )
+            return
+        for task in waiting:
+            scheduler.close_check(task)
+            self.log.warning(
+                "audit",
+                "the audit of task %d of generation %d given up: no connected host of another source may take it",
+                task,
+                scheduler.generation,
+            )
+
     # Dispatch and liveness ------------------------------------------------------------------
 
     def _dispatch(self, now: float) -> None:
@@ -643,9 +781,10 @@ class Master:
         for host in list(self.hosts.values()):
             if host.credit <= 0 or not host.admitted or scheduler.done:
                 continue
-            given = scheduler.assign(host.key, host.credit, now, copy_after=copy_after)
+            given = scheduler.assign(host.key, host.credit, now, copy_after=copy_after, source=host.source)
             if not given:
                 continue
+            self.generation_hosts[host.key] = host
             if host.theta_generation != scheduler.generation and not self._send_theta(host, scheduler.generation, now):
                 # Its queue is full (or it reads nothing: it was dropped): θ and tasks wait.
                 scheduler.release(host.key, [task_id for task_id, _ in given])
