@@ -74,3 +74,11 @@ def test_the_sample_takes_its_fraction() -> None:
 def test_bad_settings_are_refused(fraction: float, action: str) -> None:
     with pytest.raises(ValueError, match="audit"):
         AuditBook(fraction, action)
+
+
+def test_an_evicted_hosts_disputes_end_and_the_results_they_disputed_stand() -> None:
+    book = AuditBook(1.0, "evict")
+    book.opinion(0, A, WRONG)  # w2 disputes task 0
+    book.opinion(1, Opinion("w2", "source2", pair(5.0)), C)  # task 1's result, w2's, is disputed by w3
+    assert book.drop_host("w2") == [0] and set(book.disputes) == {1}
+    assert book.opinion(0, A, Opinion("w4", "source4", pair())) == Ruling(compared=True)  # an audit again, not a third opinion

@@ -150,6 +150,14 @@ class AuditBook:
             return Ruling(compared=True, mismatch=True, evict=dispute.accepted, replace=dispute.dissent)
         return Ruling(compared=True, mismatch=True, undecided=True)
 
+    def drop_host(self, host: str) -> list[int]:
+        """An evicted host's word no longer counts: the disputes it raised end (the results they
+        disputed stand). Returns those tasks."""
+        ended = [task_id for task_id, dispute in self.disputes.items() if dispute.dissent.host == host]
+        for task_id in ended:
+            del self.disputes[task_id]
+        return ended
+
     def forget(self, task_id: int) -> None:
         """The task's result was discarded (its host was evicted): what was said of it no longer holds."""
         self.verified.discard(task_id)

@@ -165,6 +165,7 @@ class Master:
         self.audit, self.audit_action = audit, audit_action
         self.book = AuditBook(audit, audit_action)
         self.generation_hosts: dict[str, _Host] = {}  # this generation's hosts given work, lost ones too
+        self.evicted: set[str] = set()  # hosts evicted in this generation
         self.last_audit_wait_log = -float("inf")
         self.setup = setup
         self.allow_mixed_versions = allow_mixed_versions
@@ -259,6 +260,7 @@ class Master:
         self.limit = length_limit(spec.timestep_limit, self.probe.step_limit)
         self.book = AuditBook(self.audit, self.audit_action)
         self.generation_hosts = {}
+        self.evicted = set()
         # θ is copied once: queued frames then never see the trainer's in-place update.
         self.theta_frames = encode(theta_message(theta.copy(), spec))
         try:
@@ -308,9 +310,10 @@ class Master:
             elif now - waiting_since > 2 * HEARTBEAT_INTERVAL and now - last_waiting_log > WAITING_LOG_INTERVAL:
                 last_waiting_log = now
                 logger.info(
-                    "waiting for worker hosts at %s (none connected; start one with: esfast-worker --master %s)",
+                    "waiting for worker hosts at %s (none connected; start one with: esfast-worker --master %s%s)",
                     self.endpoint,
                     self.endpoint,
+                    " --keys DIR/worker-N" if self.key_check is not None else "",
                 )
 
     def generation_stats(self) -> dict[str, Any]:
@@ -502,7 +505,8 @@ class Master:
         reconnected = [
             old
             for old, known in self.hosts.items()
-            if old == identity or (session is not None and secrets.compare_digest(known.session, session))
+            if old == identity
+            or (session is not None and secrets.compare_digest(known.session, session) and known.worker_key == worker_key)
         ]
         for old in reconnected:  # the same process on a new connection (it holds the session its WELCOME gave it)
             self._lose(old, "reconnected")
@@ -713,6 +717,8 @@ class Master:
         --keys) its key is refused from now on, with every connection that uses it."""
         scheduler = self.scheduler
         assert scheduler is not None
+        if host.key in self.evicted:
+            return  # a second dispute it lost: it is gone already
         if self.key_check is not None and host.worker_key is not None:
             self.key_check.ban(host.worker_key)
         same = [h for h in self.hosts.values() if h is host or (host.worker_key is not None and h.worker_key == host.worker_key)]
@@ -720,9 +726,12 @@ class Master:
             same.append(host)  # gone already: its results still go
         rerun = 0
         for evicted in same:
+            self.evicted.add(evicted.key)
             discarded = scheduler.discard(evicted.key, self.book.verified)
             for discarded_task in discarded:
                 self.book.forget(discarded_task)
+            for disputed in self.book.drop_host(evicted.key):
+                scheduler.close_check(disputed)
             rerun += len(discarded)
             if self.hosts.pop(evicted.identity, None) is not None:
                 reason = f"evicted: its result of task {task} of generation {scheduler.generation} disagrees with two other hosts'"
