@@ -6,7 +6,7 @@ host) on a game and budget that fit this machine. In the same run it first measu
 random policy on the same preprocessed environment (``--random-episodes`` episodes, seeded), then
 trains with the game's shipped config (or ``--config``) for ``--minutes`` of wall time, and reports
 the evaluation return of the unperturbed policy (no action noise) per generation against the random
-policy's mean and best, with a PNG curve drawn by :mod:`esfast.plotting` (``pip install 'esfast[plot]'``).
+policy's mean and best, with a PNG curve drawn by :mod:`esfast.media.plotting` (``pip install 'esfast[plot]'``).
 
 Usage:
     python benchmarks/learning_atari.py [--config freeway] [--minutes 30] [--set KEY=VALUE ...] [--out DIR] [--plot FILE]
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from esfast import plotting
 from esfast.config import Config, apply_overrides, resolve_config
 from esfast.envs import make_env
 from esfast.errors import UserError
+from esfast.media import plotting
 from esfast.training import Trainer, default_workers, resolved_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

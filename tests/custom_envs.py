@@ -10,6 +10,10 @@ computing), so that distributed tests can stop a process in the middle of a gene
 ``EsfastTest/LongEpisode-v0``: the same task in one step of 3 s, so that a pair of episodes lasts
 longer than the liveness of a silent peer (5 s).
 
+``EsfastTest/VariableReach-v0``: the same task in episodes of varying length: one ends after 2 to
+30 steps (drawn from the reset seed), or as soon as the action comes within 0.3 of the target, so
+that lengths depend on the policy too (for tests of ``config.timesteps_per_batch``).
+
 ``EsfastTest/Overflow-v0``: the same task; from the sixth episode of an environment on, it is seen
 through observations of 1e200 times the target, whose squares overflow float64, so the
 observation statistics of a run in one process become non-finite in its second generation
@@ -56,6 +60,17 @@ class LongEpisodeEnv(ReachEnv):
         return observation, reward, False, True, info
 
 
+class VariableReachEnv(ReachEnv):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        observation, info = super().reset(seed=seed, options=options)
+        self.limit = int(self.np_random.integers(2, 31))
+        return observation, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        observation, reward, _, _, info = super().step(action)
+        return observation, reward, reward > -0.09, self.steps >= self.limit, info
+
+
 class OverflowEnv(ReachEnv):
     def __init__(self) -> None:
         super().__init__()
@@ -80,3 +95,4 @@ if "EsfastTest/Reach-v0" not in gym.registry:
     gym.register("EsfastTest/SlowReach-v0", entry_point=SlowReachEnv)
     gym.register("EsfastTest/LongEpisode-v0", entry_point=LongEpisodeEnv)
     gym.register("EsfastTest/Overflow-v0", entry_point=OverflowEnv)
+    gym.register("EsfastTest/VariableReach-v0", entry_point=VariableReachEnv)

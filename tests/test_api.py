@@ -216,6 +216,26 @@ def test_load_policy_acts_as_the_evaluation_episodes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again.act(seen[3]), actions[3])
 
 
+@pytest.mark.parametrize(
+    ("cutoff", "limit"),
+    [
+        ("env_default", None),  # only the environment's own limit: Reach's 10 steps
+        (4, 4),  # a fixed cutoff
+        ("adaptive:5,0.5,2", 10),  # the first generation's episodes all reach 5 steps, so the cutoff doubles
+    ],
+)
+def test_load_policy_has_the_episode_cutoff_of_the_evaluation_episodes(tmp_path: Path, cutoff: object, limit: int | None) -> None:
+    result = reach(tmp_path, generations=1, episode_cutoff_mode=cutoff)
+    assert result.last_record is not None
+    policy = result.load_policy()
+    assert policy.timestep_limit == limit == result.last_record["timestep_limit"]  # the cutoff of the next evaluation episodes
+    env = policy.make_env()
+    try:
+        assert [policy.run_episode(env, seed=seed).length for seed in (7, 8)] == [min(10, limit or 10)] * 2
+    finally:
+        env.close()
+
+
 def test_load_policy_discrete_actions(tmp_path: Path) -> None:
     config = apply_overrides(
         Config(), ["env_id=CartPole-v1", "episodes_per_batch=4", "hidden_dims=[8]", "calc_obstat_prob=1", "run.generations=2"]

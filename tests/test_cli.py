@@ -15,7 +15,7 @@ import pytest
 from cluster import evaluators
 
 import esfast as esfast_package
-from esfast.checkpoint import load_checkpoint
+from esfast.checkpoint import load_checkpoint, save_checkpoint
 from esfast.cli import exposed_without_keys
 from esfast.distributed.keys import make_keys
 
@@ -44,11 +44,28 @@ def esfast(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
 def test_train_then_play(tmp_path: Path) -> None:
     run = esfast("train", *REACH, "--generations", "3", "--out", str(tmp_path / "run"))
     assert run.returncode == 0, run.stderr
-    assert "EsfastTest/Reach-v0 | policy 2-4-2 tanh" in run.stdout
+    # Reach has no shipped config: its kind's defaults (docs/configs.md), 9 bins for each of its 2 action dimensions.
+    assert "EsfastTest/Reach-v0 | policy 2-4-18 tanh" in run.stdout
     assert run.stdout.count("gen ") == 3 and "done: 3 generations" in run.stdout
     play = esfast("play", str(tmp_path / "run" / "checkpoints" / "latest.npz"), "--episodes", "2")
     assert play.returncode == 0, play.stderr
     assert "episode 2: return" in play.stdout and "mean return over 2 episodes" in play.stdout
+
+
+def test_play_takes_a_run_directory_and_plays_as_the_evaluation_episodes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train = esfast("train", *REACH, "--set", "episode_cutoff_mode=4", "--generations", "1", "--out", str(out))
+    assert train.returncode == 0, train.stderr
+    play = esfast("play", str(out), "--episodes", "2")  # the run directory: its latest checkpoint
+    assert play.returncode == 0, play.stderr
+    assert play.stdout.count(", length 4\n") == 2  # the run's cutoff, not Reach's own 10 steps
+    state, config = load_checkpoint(out / "checkpoints" / "latest.npz")
+    grown_state = {**state, **{key: np.append(state[key], np.float32(0)) for key in ("theta", "optimizer_m", "optimizer_v")}}
+    save_checkpoint(tmp_path / "grown.npz", grown_state, config)
+    grown = esfast("play", str(tmp_path / "grown.npz"))
+    size = state["theta"].size
+    assert grown.returncode == 2 and f"holds a policy of {size + 1} parameters; its config gives {size}" in grown.stderr
+    assert len(grown.stderr.splitlines()) == 1
 
 
 def test_resume_continues(tmp_path: Path) -> None:
@@ -292,7 +309,8 @@ def test_two_runs_in_one_directory_are_refused(tmp_path: Path) -> None:
         env=env,
     )
     try:
-        assert first.stdout is not None and "run directory" in first.stdout.readline()
+        assert first.stdout is not None and first.stdout.readline().startswith("esfast: no shipped config for EsfastTest/SlowReach-v0")
+        assert "run directory" in first.stdout.readline()
         while not first.stdout.readline().startswith("gen     1"):  # a generation checkpointed and logged
             pass
         second = esfast("train", "--resume", str(out), "--generations", "60")
@@ -315,7 +333,20 @@ def test_version_and_the_list_of_shipped_configs() -> None:
     listing = esfast("configs")
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["name", "task", "policy", "pairs", "budget"]
+    assert lines[0].split() == ["name", "task", "policy", "parameters", "pairs", "budget"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {path.stem for path in (TESTS.parent / "configs").glob("*.json")}
     assert "HalfCheetah-v5" in rows["halfcheetah"] and "64x64 tanh" in rows["halfcheetah"] and "timesteps" in rows["halfcheetah"]
+    # 17 observations, two hidden layers of 64, 6 actions: 17*64+64 + 64*64+64 + 64*6+6 parameters.
+    assert rows["halfcheetah"].split()[5] == f"{17 * 64 + 64 + 64 * 64 + 64 + 64 * 6 + 6:,}"
+    assert rows["cartpole"].split()[1:] == [
+        "CartPole-v1",
+        "MLPPolicy",
+        "64x64",
+        "tanh",
+        f"{4 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2:,}",
+        "40",
+        "50",
+        "generations",
+    ]
+    assert all(row.split()[5].replace(",", "").isdigit() for row in rows.values())  # every environment is made here, Atari too

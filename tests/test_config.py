@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import esfast.config as config_module
 from esfast.config import (
     AtariSettings,
     Config,
@@ -58,6 +57,8 @@ def test_paper_config_loads_unchanged(tmp_path: Path, caplog: pytest.LogCaptureF
         config = load_config(path)
     assert config.env_id == "Humanoid-v5"
     assert "Humanoid-v1 is from the 2017 gym; using Humanoid-v5" in caplog.text
+    assert len(caplog.records) == 1, caplog.text  # timesteps_per_batch is used, not warned about
+    assert config.es.timesteps_per_batch == 100_000
     assert config.es.noise_stdev == 0.02 and config.es.l2coeff == 0.005 and config.es.episodes_per_batch == 10000
     assert config.optimizer.type == "adam" and config.optimizer.stepsize == 0.01
     assert config.policy.hidden_dims == (256, 256) and config.policy.nonlin_type == "tanh"
@@ -126,18 +127,17 @@ def test_overrides() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum", "swimmer", "walker2d"]
+    "name", ["ant", "halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum", "swimmer", "walker2d"]
 )
 def test_shipped_configs_load(name: str) -> None:
     config = load_config(shipped_configs()[name])
     assert config.env_id.endswith("-v5")
 
 
-def test_humanoid_config_has_the_paper_values() -> None:
+def test_humanoid_config_keeps_the_paper_network_and_step() -> None:
     config = load_config(shipped_configs()["humanoid"])
     assert (config.es.noise_stdev, config.optimizer.stepsize, config.es.l2coeff) == (0.02, 0.01, 0.005)
     assert config.policy.hidden_dims == (256, 256) and config.policy.nonlin_type == "tanh"
-    assert (config.es.calc_obstat_prob, config.es.eval_prob) == (0.01, 0.003)
 
 
 def test_timestep_limit_modes() -> None:
@@ -213,10 +213,11 @@ BAD_VALUES: dict[str, list] = {
     "exp_prefix": ["", "a/b", "a\\b", "a b", "x" * 201, 1, None, True],
     "config.noise_stdev": [*NUMBER_BAD, 0, 1e-9, 1001, 1e39],
     "config.episodes_per_batch": [*COUNT_BAD, 0, 1, 3, 41, 2**24 + 2, 10**12, 2**62],
-    "config.timesteps_per_batch": [*COUNT_BAD, 2**53 + 1],
+    "config.timesteps_per_batch": [*COUNT_BAD, 2**24 + 1, 2**53],
     "config.calc_obstat_prob": [*NUMBER_BAD, 1.5, -0.01],
     "config.eval_prob": [*NUMBER_BAD, 1.5, -0.01],
     "config.l2coeff": [*NUMBER_BAD, 1001],
+    "config.return_shift": [*NUMBER_BAD, -1, 1001],
     "config.snapshot_freq": [*COUNT_BAD, 2**53 + 1],
     "config.return_proc_mode": ["rank", "", 1, None, True, ["raw"]],
     "config.episode_cutoff_mode": [
@@ -318,10 +319,11 @@ GOOD_VALUES: dict[str, list] = {
     "exp_prefix": ["x", "x" * 200, "run-1.2_a"],
     "config.noise_stdev": [1e-8, 1e3, 1],
     "config.episodes_per_batch": [2, 2**24],
-    "config.timesteps_per_batch": [0, 100_000, 2**53],
+    "config.timesteps_per_batch": [0, 100_000, 2**24],
     "config.calc_obstat_prob": [0, 1, 0.5],
     "config.eval_prob": [0, 1, 0.0, 1.0],
     "config.l2coeff": [0, 1e3],
+    "config.return_shift": [0, 1e3],
     "config.snapshot_freq": [0, 2**53],
     "config.return_proc_mode": ["centered_rank", "normalized", "raw"],
     "config.episode_cutoff_mode": [
@@ -462,6 +464,11 @@ def test_values_at_the_bounds_are_accepted(path: str, value: object) -> None:
         ("episodes_per_batch=0", "config.episodes_per_batch must be an integer >= 2 (two episodes per antithetic pair), got 0"),
         ("episodes_per_batch=3", "config.episodes_per_batch must be even: episodes come in antithetic pairs (θ + σε, θ − σε), got 3"),
         (
+            "timesteps_per_batch=100000000",
+            "config.timesteps_per_batch must be at most 2**24 (a generation has at most 2**23 pairs, which take at least that many"
+            " steps), got 100000000",
+        ),
+        (
             "noise_table_size=100000000000000",
             "run.noise_table_size must be at most 2**40 samples (the noise table's limit), got 100000000000000",
         ),
@@ -479,13 +486,14 @@ def test_issue_cases(override: str, message: str) -> None:
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
-def test_timesteps_per_batch_is_accepted_but_said_to_be_unused(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The paper's configs set it (PAPER_DATA: 100000), and they must load unchanged: said once a process.
-    monkeypatch.setattr(config_module, "_warned_timesteps_per_batch", [])
+def test_the_paper_configs_timesteps_per_batch_is_used_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # The paper's configs set it (PAPER_DATA: 100000); esfast uses it (training.next_round_pairs), so nothing is said but the env id.
     with caplog.at_level(logging.WARNING):
-        config_from_dict(PAPER_DATA)
-        config_from_dict(PAPER_DATA)
-    assert caplog.text.count("config.timesteps_per_batch (100000) is not used") == 1
+        config = config_from_dict(PAPER_DATA)
+    assert config.es.timesteps_per_batch == 100_000
+    assert [record.getMessage() for record in caplog.records] == [
+        "environment Humanoid-v1 is from the 2017 gym; using Humanoid-v5, the current version of the same task"
+    ]
 
 
 def test_huge_numbers_in_a_config_file_are_one_line(tmp_path: Path) -> None:

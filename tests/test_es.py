@@ -317,3 +317,51 @@ def test_tell_refuses_strings_and_a_population_compares_by_identity() -> None:
         es.tell(["1.0", "2.0", "3.0", "4.0"])
     population = es.ask()
     assert population == population and population != es.ask()
+
+
+def test_a_larger_population_extends_the_fixed_one() -> None:
+    """ask(pairs=P) for P > pop_pairs: the first pop_pairs pairs are the fixed population's, the
+    rest drawn the same way (the trainer's variable batch)."""
+    es = OpenES(10, sigma=0.1, stepsize=0.1, pop_pairs=4, seed=5, table=core.NoiseTable(10_000, 2))
+    fixed, larger = es.ask(), es.ask(pairs=9)
+    assert larger.pop_pairs == 9 and len(larger) == 18 and es.ask().pop_pairs == 4
+    np.testing.assert_array_equal(larger.offsets[:4], fixed.offsets)
+    np.testing.assert_array_equal(larger.offsets, population_offsets(5, 0, 9, 10, 10_000))
+    np.testing.assert_array_equal(np.asarray(larger)[:8], np.asarray(fixed))
+    np.testing.assert_array_equal(es.offsets(pairs=2), fixed.offsets[:2])
+    np.testing.assert_array_equal(es.offsets(3, pairs=6), population_offsets(5, 3, 6, 10, 10_000))
+    assert not es.offsets(pairs=9).flags.writeable
+
+
+def test_tell_with_more_pairs_is_the_update_of_a_population_that_size() -> None:
+    table = core.NoiseTable(100_000, 3)
+    theta = np.linspace(-1, 1, 50)
+    returns = np.random.default_rng(1).standard_normal((7, 2))
+    varying = OpenES(50, sigma=0.1, stepsize=0.02, pop_pairs=3, seed=4, l2coeff=0.01, table=table, theta=theta)
+    fixed = OpenES(50, sigma=0.1, stepsize=0.02, pop_pairs=7, seed=4, l2coeff=0.01, table=table, theta=theta)
+    offsets = varying.ask(pairs=7).offsets
+    varying.tell(returns, pairs=7)
+    fixed.tell(returns.reshape(14))
+    np.testing.assert_array_equal(varying.theta, fixed.theta)
+    # And against numpy: the gradient is the mean over all 14 episodes.
+    ranks = ref.centered_ranks(returns)
+    eps = np.stack([table.get(int(o), 50) for o in offsets]).astype(np.float64)
+    grad = -((ranks[:, 0] - ranks[:, 1]) @ eps / 14) + 0.01 * np.float32(theta)
+    step = -0.02 * np.sqrt(1 - 0.999) / (1 - 0.9) * (0.1 * grad) / (np.sqrt(0.001 * grad * grad) + 1e-8)
+    np.testing.assert_allclose(varying.theta, np.float32(theta) + step, rtol=1e-5, atol=1e-6)
+    assert varying.generation == 1 and varying.state_dict()["pop_pairs"] == 3  # the config's size is what a checkpoint keeps
+    varying.tell(np.zeros((3, 2)))  # the next generation may be of the fixed size again
+    assert varying.generation == 2
+
+
+@pytest.mark.parametrize("pairs", [0, -1, True, 1.5, "5", 2**23 + 1])
+def test_bad_population_sizes(pairs: object) -> None:
+    es = OpenES(10, sigma=0.1, stepsize=0.1, pop_pairs=2, seed=0)
+    theta = es.theta.copy()
+    for call in (lambda: es.ask(pairs=pairs), lambda: es.offsets(pairs=pairs), lambda: es.tell(np.zeros((2, 2)), pairs=pairs)):
+        with pytest.raises(ValueError, match=r"^pairs must be an integer in \[1, 2\*\*23\] or None, got "):
+            call()
+    with pytest.raises(ValueError, match=r"^returns must have shape \(10,\) or \(5, 2\), got \(2, 2\)$"):
+        es.tell(np.zeros((2, 2)), pairs=5)
+    np.testing.assert_array_equal(es.theta, theta)
+    assert es.generation == 0

@@ -22,13 +22,15 @@ import zmq
 from cluster import CARTPOLE, SLOW_REACH, Cluster, Process, Relay, evaluators, final_theta, fingerprint, hello, patched_envs, records
 from peers import Peer
 
-from esfast.config import PolicySettings
+from esfast.config import PolicySettings, load_config
 from esfast.distributed.keys import make_keys
 from esfast.distributed.master import Master, _Host
 from esfast.distributed.protocol import PROTOCOL_VERSION, Message, decode, encode
 from esfast.distributed.scheduling import GenerationScheduler
 from esfast.distributed.versions import software_versions
+from esfast.evaluators import SerialEvaluator
 from esfast.tasks import GenerationSpec, PairTask, WorkerSetup
+from esfast.training import Trainer
 
 
 def test_master_and_two_workers_train_cartpole_to_475(cluster: Cluster, tmp_path: Path) -> None:
@@ -298,6 +300,59 @@ def test_the_master_heart_beats_between_generations_and_replaces_reconnected_hos
         first.close()
         if again is not None:
             again.close()
+
+
+def test_a_later_round_of_a_generation_never_takes_a_late_result_of_an_earlier_one() -> None:
+    """The trainer's variable batch evaluates a generation in rounds with one θ. A result of the
+    first round that comes late (a tail copy) while the second runs must be dropped: the second
+    round's task ids continue the first's, so task 0 of generation 0 stays the first round's."""
+    setup = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(4,)), 30, 4, 1000, 0)
+    spec = GenerationSpec(0, 0.1, np.zeros(4, np.float32), np.ones(4, np.float32), None)
+    master = Master("tcp://127.0.0.1:0", setup)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(master.endpoint)
+    dealer.send_multipart(encode(hello("fake", 7)))
+    dealer.send_multipart(encode(fingerprint("CartPole-v1")))  # read after HELLO, in order
+    received: list[tuple[str, list[int]]] = []
+
+    def result(task: int, value: float) -> dict[str, object]:
+        return {"task": task, "returns": [value, value], "lengths": [3, 3], "obs_count": 0, "obs_arrays": None}
+
+    def serve() -> None:
+        while len([kind for kind, _ in received if kind == "TASKS"]) < 3 and dealer.poll(20_000):
+            message = decode(dealer.recv_multipart())
+            received.append((message.type, [t["task"] for t in message["tasks"]] if message.type == "TASKS" else []))
+            if message.type == "WELCOME":
+                dealer.send_multipart(encode(Message("READY", {"credit": 2})))
+            elif message.type == "TASKS":
+                if len([kind for kind, _ in received if kind == "TASKS"]) == 2:  # first a late copy of round 1's task 0
+                    dealer.send_multipart(encode(Message("RESULT", {"generation": 0, "results": [result(0, 9.0)], "credit": 0})))
+                results = [result(t["task"], 1.0) for t in message["tasks"]]
+                generation = message["generation"]
+                dealer.send_multipart(encode(Message("RESULT", {"generation": generation, "results": results, "credit": len(results)})))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        theta = np.zeros(30, np.float32)
+        first, _ = master.evaluate(theta, spec, [PairTask(0, 5, 1, False)], [])
+        with pytest.raises(ValueError, match="generation 0 is evaluated again with another θ or other settings than its hosts hold"):
+            master.evaluate(np.ones(30, np.float32), spec, [PairTask(1, 6, 2, False)], [])
+        second, _ = master.evaluate(theta, spec, [PairTask(1, 6, 2, False)], [])
+        assert [(r.pair, r.returns) for r in first + second] == [(0, (1.0, 1.0)), (1, (1.0, 1.0))]
+        stats = master.generation_stats()
+        assert (stats["results_stale"], stats["results_duplicate"], stats["hosts"]) == (1, 0, 1)
+        third, _ = master.evaluate(np.ones(30, np.float32), dataclasses.replace(spec, generation=1), [PairTask(0, 7, 3, False)], [])
+        assert third[0].returns == (1.0, 1.0) and master.generation_stats()["results_stale"] == 0
+        thread.join(20)
+        tasks = [ids for kind, ids in received if kind == "TASKS"]
+        assert tasks == [[0], [1], [0]] and [kind for kind, _ in received].count("THETA") == 2  # θ once per generation
+    finally:
+        master.close()
+        dealer.close()
+        context.term()
 
 
 def test_a_stalled_host_does_not_stall_the_generation(cluster: Cluster, tmp_path: Path) -> None:
@@ -764,3 +819,46 @@ def test_a_hoarder_answering_with_chosen_returns_is_evicted(cluster: Cluster, tm
     _same_as_straight(out, straight)
     assert any(m.type == "REFUSE" and m["reason"].startswith("evicted") for m in hoarder.received)
     assert sum(r["hosts_evicted"] for r in records(out)) == 1
+
+
+# The variable batch through a master: rounds, audits and a serial run agree ----------------------
+
+# VariableReach: episodes of 2 to 30 steps, so a generation of 6 pairs takes 2 or more rounds to
+# reach 600 steps (tests/test_training.py, "The variable batch").
+VARIABLE_REACH = [
+    "--env",
+    "EsfastTest/VariableReach-v0",
+    "--env-module",
+    "custom_envs",
+    *("--set", "episodes_per_batch=12"),
+    *("--set", "noise_stdev=0.1"),
+    *("--set", "hidden_dims=[8]"),
+    *("--set", "calc_obstat_prob=0.5"),
+    *("--set", "run.eval_episodes=2"),
+    *("--set", "snapshot_freq=0"),
+    *("--set", "timesteps_per_batch=600"),
+    *("--set", "optimizer.args.stepsize=0.03"),
+]
+
+
+def test_a_variable_batch_under_audits_gives_the_serial_theta(cluster: Cluster, tmp_path: Path) -> None:
+    """Generations of 2+ rounds through a master with --audit 1 and two hosts: every round's
+    results are audited (task ids continue across rounds, checks are of the round's own tasks),
+    nothing mismatches, and θ and the statistics are those of SerialEvaluator in this process."""
+    out = tmp_path / "run"
+    master = cluster.master(*VARIABLE_REACH, "--generations", "3", "--audit", "1", "--audit-action", "evict", out=out)
+    cluster.worker()
+    cluster.worker()
+    assert master.wait() == 0, master.output
+    log = records(out)
+    assert len(log) == 3 and max(r["rounds"] for r in log) >= 2
+    assert all(r["audit_mismatches"] == 0 and r["hosts_evicted"] == 0 and r["results_unassigned"] == 0 for r in log)
+    assert all(r["audits"] >= r["pairs"] for r in log)  # every result, of every round, checked by the other host
+    assert "audit mismatch" not in master.output and "given up" not in master.output
+    with Trainer(load_config(out / "config.json"), tmp_path / "serial", evaluator=SerialEvaluator) as serial:
+        serial.train()
+    assert [(r["pairs"], r["rounds"]) for r in records(tmp_path / "serial")] == [(r["pairs"], r["rounds"]) for r in log]
+    np.testing.assert_array_equal(final_theta(out), serial.theta)
+    with np.load(out / "checkpoints" / "latest.npz") as data:
+        np.testing.assert_array_equal(data["obstat_sum"], serial.obstat.sum)
+        np.testing.assert_array_equal(data["obstat_sumsq"], serial.obstat.sumsq)

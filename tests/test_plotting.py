@@ -1,8 +1,7 @@
-"""esfast.plotting: grouping of seeds, median and band, labels, the figure, and its one-line errors."""
+"""esfast.media.plotting and ``esfast plot``: grouping of seeds, median and band, labels, the figure, and its one-line errors."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import subprocess
@@ -13,9 +12,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from esfast import plotting
+from esfast import cli
 from esfast.config import Config, ESSettings, RunSettings
 from esfast.errors import UserError
+from esfast.media import plotting
 from esfast.run_directory import RunDirectory
 
 HALFCHEETAH = Config(env_id="HalfCheetah-v5", exp_prefix="halfcheetah")
@@ -120,8 +120,7 @@ def test_the_figure_is_a_png_with_something_drawn(runs: list[Path], tmp_path: Pa
 
 
 def test_the_command_writes_the_figure_where_asked(runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser(prog="esfast")
-    plotting.add_parser(parser.add_subparsers(dest="command", required=True))
+    parser = cli.build_parser()
     out = tmp_path / "figure.png"
     args = parser.parse_args(["plot", *map(str, runs), "--y", "return_mean", "--out", str(out)])
     assert (args.x, args.y) == ("timesteps", "return_mean")
@@ -173,8 +172,7 @@ def bad_input(tmp_path: Path) -> list[tuple[list[str], str]]:
 
 
 def test_bad_input_is_a_one_line_user_error(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser(prog="esfast")
-    plotting.add_parser(parser.add_subparsers(dest="command", required=True))
+    parser = cli.build_parser()
     for argv, message in bad_input(tmp_path):
         args = parser.parse_args(["plot", "--out", str(tmp_path / "plot.png"), *argv])  # an --out of argv comes last and wins
         with pytest.raises(UserError) as error:
@@ -183,18 +181,14 @@ def test_bad_input_is_a_one_line_user_error(tmp_path: Path) -> None:
     assert not (tmp_path / "plot.png").exists()
 
 
-# The real command line: esfast's error handling (cli._run) around the plot subcommand, in a subprocess.
+# The real command line, in a subprocess (optionally as if matplotlib were not installed).
 COMMAND = """
-import argparse, sys
+import sys
 if sys.argv[1] == "--no-matplotlib":
     sys.modules["matplotlib"] = None
     del sys.argv[1]
-from esfast import cli, plotting
-parser = argparse.ArgumentParser(prog="esfast")
-plotting.add_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-args.prog = "esfast"
-sys.exit(cli._run(args))
+from esfast import cli
+sys.exit(cli.main(sys.argv[1:]))
 """
 
 
@@ -221,7 +215,7 @@ def test_the_command_line_prints_one_line_and_exits_2(runs: list[Path], tmp_path
 
 
 def test_importing_esfast_plotting_does_not_import_matplotlib() -> None:
-    code = "import sys, esfast.plotting; print('matplotlib' in sys.modules)"
+    code = "import sys, esfast.media.plotting, esfast.cli; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout == "False\n"
 

@@ -1,15 +1,20 @@
-"""The run directory on its own: the lock, the log's agreement with the checkpoint, config.json."""
+"""The run directory: the lock, the log's agreement with the checkpoint, config.json, progress.csv, the default path."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from esfast.config import Config
+from esfast.config import Config, apply_overrides
 from esfast.errors import RunLockedError
-from esfast.run_directory import RunDirectory
+from esfast.evaluators import SerialEvaluator
+from esfast.run_directory import RunDirectory, default_run_path
+from esfast.training import Trainer
+
+REACH = ["env_id=EsfastTest/Reach-v0", "env_module=custom_envs", "episodes_per_batch=8", "hidden_dims=[4]", "snapshot_freq=0"]
 
 
 def records(run: RunDirectory) -> list[int]:
@@ -75,3 +80,50 @@ def test_config_json_is_written_whole(tmp_path: Path, monkeypatch: pytest.Monkey
         run.write_config(Config(env_id="CartPole-v1"))
     assert json.loads(run.config.read_text())["env_id"] == Config().env_id  # the old one, intact
     assert not (tmp_path / "config.json.tmp").exists()
+
+
+def train(out: Path, generations: int, *, resume: bool = False) -> None:
+    """A tiny run in this process, to ``generations``."""
+    config = apply_overrides(Config(), [*REACH, f"run.generations={generations}"])
+    with Trainer(config, out, resume=resume, evaluator=SerialEvaluator) as trainer:
+        trainer.train()
+
+
+def csv_rows(run: RunDirectory) -> list[dict[str, str]]:
+    with open(run.csv, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_progress_csv_has_a_row_per_generation_with_the_log_fields(tmp_path: Path) -> None:
+    train(tmp_path, 3)
+    train(tmp_path, 4, resume=True)
+    run = RunDirectory(tmp_path)
+    records = run.records()
+    rows = csv_rows(run)
+    assert len(rows) == 4 and list(rows[0]) == list(records[0])
+    for row, record in zip(rows, records):
+        assert {key: row[key] for key in record} == {key: "" if value is None else str(value) for key, value in record.items()}
+
+
+def test_progress_csv_follows_the_log_when_it_is_cut_back_or_gains_a_field(tmp_path: Path) -> None:
+    run = RunDirectory(tmp_path)
+    for generation in (1, 2, 3):
+        run.append({"generation": generation, "return_mean": float(generation)})
+    run.append({"generation": 4, "return_mean": 4.0, "hosts": 2})  # a new field: the table is written anew
+    rows = csv_rows(run)
+    assert list(rows[0]) == ["generation", "return_mean", "hosts"]
+    assert [row["hosts"] for row in rows] == ["", "", "", "2"]
+    run.reconcile_log(2, None)  # a resume from generation 2's checkpoint
+    assert [row["generation"] for row in csv_rows(run)] == ["1", "2"]
+
+
+def test_the_default_run_path_is_new(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("esfast.run_directory.time.strftime", lambda _format: "20260101-120000")
+    first = default_run_path("halfcheetah")
+    assert first == Path("runs/halfcheetah-20260101-120000") and not first.exists()
+    first.mkdir(parents=True)
+    second = default_run_path("halfcheetah")
+    assert second == Path("runs/halfcheetah-20260101-120000-2")
+    second.mkdir()
+    assert default_run_path("halfcheetah") == Path("runs/halfcheetah-20260101-120000-3")

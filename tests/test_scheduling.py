@@ -185,3 +185,40 @@ def test_discarded_results_run_again_and_confirmed_ones_stay() -> None:
     s.replace(1, "honest", 1.0)
     assert s.discard("liar", keep={0}) == [2] and list(s.pending) == [2] and not s.checks
     assert s.results == {0: 9.0, 1: 1.0} and s.assign("honest", 3, now=1.0) == [(2, "t2")]
+
+
+def test_a_later_round_continues_the_ids_and_drops_results_of_earlier_ones() -> None:
+    """A generation in rounds: this round's tasks are ids 3 and 4 of the generation's list; a late
+    result of an earlier round's task is stale, never taken for one of this round's."""
+    s = GenerationScheduler(3, [f"t{i}" for i in range(5)], first_id=3)
+    assert s.assign("a", 5, now=0.0) == [(3, "t3"), (4, "t4")]
+    assert s.complete("b", 3, 0, 9.0) is Outcome.STALE and s.stats.stale_dropped == 1
+    assert s.complete("a", 3, 4, 4.0) is Outcome.ACCEPTED and not s.done
+    assert s.host_lost("a") == 1 and s.assign("b", 5, now=1.0) == [(3, "t3")]
+    assert s.complete("b", 3, 3, 3.0) is Outcome.ACCEPTED
+    assert s.done and s.ordered_results() == [3.0, 4.0]
+    assert GenerationScheduler(3, ["t0"], first_id=1).done
+    with pytest.raises(ValueError, match=r"first_id must be in \[0, 1\], got 2"):
+        GenerationScheduler(3, ["t0"], first_id=2)
+
+
+def test_a_later_round_gives_checks_failures_and_discards_only_of_its_own_tasks() -> None:
+    """Round 2 of a generation (ids 2 and 3): a result for round 1's task 0 is stale even from a
+    host never given it (stale is judged first), and given, failed, checked and discarded tasks
+    are the round's only."""
+    s = GenerationScheduler(3, [f"t{i}" for i in range(4)], duplicate_tail=False, first_id=2)
+    assert s.complete("x", 3, 0, 9.0) is Outcome.STALE and s.stats.stale_dropped == 1 and s.stats.unassigned_dropped == 0
+    assert s.complete("x", 3, 2, 9.0) is Outcome.UNASSIGNED and s.stats.unassigned_dropped == 1
+    assert not s.fail("x", 1, "peer-x")  # an earlier round's task: nothing changes
+    assert s.assign("a", 2, now=0.0, source="A") == [(2, "t2"), (3, "t3")]
+    s.complete("a", 3, 2, 2.0)
+    s.complete("a", 3, 3, 3.0)
+    assert s.complete_results and s.done
+    with pytest.raises(ValueError, match="not a task of this round"):
+        s.request_check(1, frozenset({"A"}))
+    s.request_check(3, frozenset({"A"}))
+    assert not s.done and s.assign("b", 5, now=1.0, source="B") == [(3, "t3")]
+    assert s.discard("a", keep=set()) == [2, 3] and not s.checks and list(s.pending) == [2, 3]
+    assert s.assign("b", 5, now=2.0, source="B") == [(2, "t2"), (3, "t3")]  # the round's tasks run again
+    assert s.complete("b", 3, 2, 2.0) is Outcome.ACCEPTED and s.complete("b", 3, 3, 3.0) is Outcome.ACCEPTED
+    assert s.done and s.ordered_results() == [2.0, 3.0]

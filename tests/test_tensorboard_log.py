@@ -1,19 +1,23 @@
-"""TensorBoard event files and progress.csv of a run, read back with TensorBoard's own reader."""
+"""TensorBoard event files of a run (esfast train and esfast-master), read back with TensorBoard's own reader."""
 
 from __future__ import annotations
 
-import csv
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import zmq
+from cluster import SLOW_REACH, Cluster, hello, records
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from esfast.config import Config, apply_overrides
+from esfast.distributed.protocol import Message, decode, encode
 from esfast.errors import UserError
 from esfast.evaluators import SerialEvaluator
-from esfast.tensorboard_log import TensorBoardLog
+from esfast.tensorboard_log import TAGS, TensorBoardLog
 from esfast.training import Trainer
 
 REACH = ["env_id=EsfastTest/Reach-v0", "env_module=custom_envs", "episodes_per_batch=8", "hidden_dims=[4]", "snapshot_freq=0"]
@@ -52,17 +56,6 @@ def test_turning_tensorboard_on_for_a_resumed_run_writes_the_earlier_generations
     assert [step for step, _ in scalars(tmp_path / "tensorboard", "eval/return_mean")] == [1, 2, 3]
 
 
-def test_progress_csv_has_a_row_per_generation_with_the_log_fields(tmp_path: Path) -> None:
-    run(tmp_path, 3, tensorboard=False)
-    run(tmp_path, 4, resume=True, tensorboard=False)
-    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    with open(tmp_path / "progress.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
-    assert len(rows) == 4 and list(rows[0]) == list(records[0])
-    for row, record in zip(rows, records):
-        assert {key: row[key] for key in record} == {key: "" if value is None else str(value) for key, value in record.items()}
-
-
 def test_the_missing_package_is_one_line_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("tensorboard", "tensorboard.compat", "tensorboard.compat.proto", "tensorboard.summary.writer.event_file_writer"):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
@@ -79,3 +72,47 @@ def test_generations_past_the_checkpoint_are_dropped_for_tensorboard(tmp_path: P
     rolled_back.catch_up([{"generation": g, "return_mean": -float(g), "timesteps_total": 10 * g} for g in (1, 2, 3)])
     rolled_back.close()
     assert scalars(tmp_path, "return/mean") == [(1, 1.0), (2, 2.0), (3, -3.0)]
+
+
+def test_the_master_writes_the_cluster_counters(cluster: Cluster, tmp_path: Path) -> None:
+    """esfast-master --tensorboard with two worker hosts, one killed mid-run, a host that sends
+    results of another generation and a peer that sends garbage: every cluster/* tag holds, at
+    every generation, the count of that generation's log record."""
+    out = tmp_path / "run"
+    master = cluster.master(*SLOW_REACH, "--generations", "5", "--tensorboard", out=out)
+    victim = cluster.worker()
+    cluster.worker()
+    master.wait_for("gen     1")
+    context = zmq.Context()
+    late, stranger = context.socket(zmq.DEALER), context.socket(zmq.DEALER)
+    try:
+        for peer in (late, stranger):
+            peer.setsockopt(zmq.LINGER, 0)
+            peer.connect(cluster.address)
+        late.send_multipart(encode(hello("late", 3)))  # no FINGERPRINT: never admitted
+        assert late.poll(10_000) and decode(late.recv_multipart()).type == "WELCOME"  # a host that never asks for tasks
+        stranger.send_multipart([b"not a message"])  # from a peer that never said HELLO: dropped
+        stale = encode(Message("RESULT", {"generation": 10**6, "results": [{"task": 0}], "credit": 0}))
+        killed = False
+        deadline = time.monotonic() + 120
+        while master.popen.poll() is None and time.monotonic() < deadline:
+            late.send_multipart(stale)  # a result of another generation, while one is served: counted stale
+            if not killed and "gen     2" in master.output:
+                time.sleep(0.3)  # inside generation 3
+                victim.signal(signal.SIGKILL)  # its tasks are re-issued (or copied to the other host)
+                killed = True
+            time.sleep(0.2)
+    finally:
+        late.close()
+        stranger.close()
+        context.term()
+    assert master.wait() == 0, master.output
+    log = records(out)
+    assert [r["generation"] for r in log] == [1, 2, 3, 4, 5]
+    cluster_fields = {field: tag for field, tag in TAGS.items() if tag.startswith("cluster/")}
+    assert set(cluster_fields) <= set(log[0])  # every counter the master reports has its tag
+    for field, tag in cluster_fields.items():
+        assert scalars(out / "tensorboard", tag) == [(r["generation"], float(r[field])) for r in log], tag
+    assert max(r["hosts"] for r in log) == 2 and max(r["hosts_total"] for r in log) == 3  # the late host never served
+    assert sum(r["tasks_reissued"] + r["tasks_duplicated"] for r in log) > 0
+    assert sum(r["results_stale"] for r in log) > 0 and sum(r["messages_dropped"] for r in log) > 0

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import threading
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from esfast import core
 from esfast.checkpoint import load_checkpoint
-from esfast.config import Config, apply_overrides, load_config
+from esfast.config import MAX_PAIRS_PER_GENERATION, MAX_TIMESTEPS_PER_BATCH, Config, apply_overrides, load_config
+from esfast.envs import make_env
 from esfast.errors import CheckpointError, ConfigError, RunExistsError, RunLockedError, TrainingDiverged
+from esfast.es import OpenES, population_offsets
 from esfast.evaluators import SerialEvaluator
-from esfast.training import LOG_FIELDS, EvaluatorFactory, Trainer, resolved_config
+from esfast.policies import ObStat, make_policy
+from esfast.runner import EpisodeRunner
+from esfast.seeding import Purpose, derive_rng, derive_seed
+from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup
+from esfast.training import LOG_FIELDS, EvaluatorFactory, Trainer, next_round_pairs, resolved_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REACH = [
@@ -124,6 +135,28 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     assert [json.loads(line)["generation"] for line in lines] == [1, 2, 3, 4]
 
 
+def test_return_shift_takes_a_constant_per_step_from_the_returns_the_update_sees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ARS's shift: the update ranks return - shift x length; the log keeps the episodes' own returns."""
+    told: dict[float, np.ndarray] = {}
+    records = {}
+    for shift in (0.0, 1.5):
+        with Trainer(
+            reach_config("run.generations=1", f"return_shift={shift}"), tmp_path / str(shift), evaluator=SerialEvaluator
+        ) as trainer:
+            tell = trainer.es.tell
+
+            def spy(returns: np.ndarray, shift: float = shift, tell: Any = tell, **kwargs: Any) -> Any:
+                told[shift] = np.array(returns)
+                return tell(returns, **kwargs)
+
+            monkeypatch.setattr(trainer.es, "tell", spy)
+            records[shift] = trainer.step()
+    lengths = (told[0.0] - told[1.5]) / 1.5
+    np.testing.assert_allclose(lengths, np.round(lengths))
+    assert lengths.min() >= 1 and lengths.mean() == pytest.approx(records[0.0]["episode_length_mean"])
+    assert records[1.5]["return_mean"] == records[0.0]["return_mean"]
+
+
 def test_adaptive_timestep_limit(tmp_path: Path) -> None:
     trainer = train(reach_config("run.generations=2", "episode_cutoff_mode=adaptive:4,0.5,2.0"), tmp_path)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -207,10 +240,10 @@ def test_ctrl_c_during_the_update_keeps_log_and_checkpoint_in_agreement(tmp_path
     with Trainer(reach_config("run.generations=6"), tmp_path, evaluator=SerialEvaluator) as trainer:
         tell = trainer.es.tell
 
-        def interrupted_tell(returns: object) -> dict[str, float]:
+        def interrupted_tell(returns: object, **options: int) -> dict[str, float]:
             if trainer.generation == 2:
                 os.kill(os.getpid(), signal.SIGINT)  # arrives in the middle of the update
-            return tell(returns)
+            return tell(returns, **options)
 
         monkeypatch.setattr(trainer.es, "tell", interrupted_tell)
         with pytest.raises(KeyboardInterrupt):
@@ -371,3 +404,204 @@ def test_a_callback_sees_every_generation_and_can_stop_the_run(tmp_path: Path) -
         assert trainer.generation == 3 and seen == [1, 2, 3]
         trainer.train(on_generation=lambda record: None)  # None goes on
         assert trainer.generation == 10
+
+
+# The variable batch (config.timesteps_per_batch) ----------------------------------------------
+
+# sha256 of θ's bytes and of the observation sums' (sum then sumsq) after train(reach_config("run.generations=3")),
+# computed with esfast at commit 6b7fae0, before the variable batch existed.
+BEFORE_THETA = "904597c0004cf6284885cf1849f0dac0e14a44dbf6ae585907229dc85aec5bde"
+BEFORE_OBSTAT = "19b622aa32dbdf24183c8f250244c9b0948f67d8ae12ec3285071f9a2cef2935"
+# Episodes of 2 to 30 steps, shorter as the policy gets closer: six pairs take about 100 to 250 steps.
+VARIABLE = ["env_id=EsfastTest/VariableReach-v0", "timesteps_per_batch=600", "optimizer.args.stepsize=0.03"]
+
+
+def variable_config(*extra: str) -> Config:
+    return reach_config(*VARIABLE, *extra)
+
+
+def log_records(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_without_timesteps_per_batch_a_run_is_bit_identical_to_before(tmp_path: Path) -> None:
+    trainer = train(reach_config("run.generations=3"), tmp_path)
+    assert hashlib.sha256(trainer.theta.tobytes()).hexdigest() == BEFORE_THETA
+    assert hashlib.sha256(trainer.obstat.sum.tobytes() + trainer.obstat.sumsq.tobytes()).hexdigest() == BEFORE_OBSTAT
+    assert [(r["pairs"], r["rounds"]) for r in log_records(tmp_path)] == [(6, 1)] * 3
+
+
+def test_next_round_pairs() -> None:
+    assert next_round_pairs(6, 120, 0) == 0 and next_round_pairs(6, 120, 120) == 0 and next_round_pairs(6, 500, 120) == 0
+    assert next_round_pairs(6, 120, 300) == 9  # 180 steps missing at 20 a pair
+    assert next_round_pairs(6, 100, 301) == 13  # 201 / (100 / 6) = 12.06
+    assert next_round_pairs(10, 1000, 1001) == 1  # one step missing: one pair
+    assert next_round_pairs(3, 0, 10) == 30  # no steps yet (not a real episode): a step a pair is assumed
+    assert next_round_pairs(5, 10, MAX_TIMESTEPS_PER_BATCH) == MAX_PAIRS_PER_GENERATION - 5  # bounded
+    assert next_round_pairs(MAX_PAIRS_PER_GENERATION, 10, MAX_TIMESTEPS_PER_BATCH) == 0
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        pairs = int(rng.integers(1, 10_000))
+        steps = int(rng.integers(2 * pairs, 2000 * pairs))
+        target = int(rng.integers(0, 2 * steps + 10))
+        expected = 0 if steps >= target else max(1, math.ceil(Fraction(target - steps) / Fraction(steps, pairs)))
+        assert next_round_pairs(pairs, steps, target) == expected, (pairs, steps, target)
+
+
+def independent_run(config: Config, generations: int) -> tuple[np.ndarray, ObStat, list[int]]:
+    """θ, the observation statistics and each generation's pairs, computed from the building blocks
+    as docs/training.md describes a generation, not through the trainer: a first round of pop_pairs
+    pairs, then, while the steps fall short of timesteps_per_batch, ceil(missing steps / mean steps
+    per pair so far) more, with pair i's offset, episode seed and observation draw derived as for any i."""
+    seed, settings = config.run.seed, config.es
+    env = make_env(config.env_id, config.env_module)
+    policy = make_policy(env.observation_space, env.action_space, config.policy, None)
+    env.close()
+    table = core.NoiseTable(config.run.noise_table_size, seed)
+    setup = WorkerSetup(config.env_id, config.env_module, config.policy, policy.num_params, policy.obs_stat_dim, len(table), seed)
+    runner = EpisodeRunner(setup, table)
+    es = OpenES(
+        policy.num_params,
+        sigma=settings.noise_stdev,
+        stepsize=config.optimizer.stepsize,
+        pop_pairs=config.pop_pairs,
+        seed=seed,
+        l2coeff=settings.l2coeff,
+        table=table,
+        theta=policy.initial_theta(derive_rng(seed, Purpose.INIT)),
+    )
+    obstat = ObStat((policy.obs_stat_dim,))
+    sizes = []
+    for generation in range(generations):
+        spec = GenerationSpec(generation, es.sigma, obstat.mean, obstat.std, None)
+        results: list[PairResult] = []
+        steps = 0
+        while not results or steps < settings.timesteps_per_batch:
+            if results:
+                count = max(1, math.ceil(Fraction(settings.timesteps_per_batch - steps) / Fraction(steps, len(results))))
+            else:
+                count = config.pop_pairs
+            total = len(results) + count
+            offsets = population_offsets(seed, generation, total, policy.num_params, len(table))
+            record = derive_rng(seed, Purpose.OBSTAT, generation).random(total) < settings.calc_obstat_prob
+            for i in range(len(results), total):
+                task = PairTask(i, int(offsets[i]), derive_seed(seed, Purpose.EPISODE, generation, i), bool(record[i]))
+                results.append(runner.run_pair(es.theta, spec, task))
+                steps += sum(results[-1].lengths)
+        es.tell([r.returns for r in results], pairs=len(results))
+        for result in results:
+            if result.obs_count and result.obs_sum is not None and result.obs_sumsq is not None:
+                obstat.increment(result.obs_sum, result.obs_sumsq, result.obs_count)
+        sizes.append(len(results))
+    runner.close()
+    table.close()
+    return es.theta, obstat, sizes
+
+
+@pytest.mark.parametrize("timesteps", [0, 600])
+def test_generations_equal_an_independent_computation(tmp_path: Path, timesteps: int) -> None:
+    config = variable_config(f"timesteps_per_batch={timesteps}", "run.generations=4")
+    trainer = train(config, tmp_path)
+    theta, obstat, sizes = independent_run(config, 4)
+    np.testing.assert_array_equal(trainer.theta, theta)
+    np.testing.assert_array_equal(trainer.obstat.sum, obstat.sum)
+    np.testing.assert_array_equal(trainer.obstat.sumsq, obstat.sumsq)
+    assert [r["pairs"] for r in log_records(tmp_path)] == sizes
+    if timesteps == 0:
+        assert sizes == [6] * 4
+    else:
+        assert min(sizes) > 6  # every generation's first round falls short of 600 steps here
+
+
+class RecordingEvaluator(SerialEvaluator):
+    """Runs tasks in this process and keeps what each call got and gave: a generation's rounds."""
+
+    def __init__(self, setup: WorkerSetup, table: core.NoiseTable) -> None:
+        super().__init__(setup, table)
+        self.calls: list[tuple[int, list[PairTask], list[EvalTask], list[PairResult]]] = []
+
+    def evaluate(
+        self, theta: np.ndarray, spec: GenerationSpec, pairs: list[PairTask], evals: list[EvalTask]
+    ) -> tuple[list[PairResult], list[EvalResult]]:
+        pair_results, eval_results = super().evaluate(theta, spec, pairs, evals)
+        self.calls.append((spec.generation, pairs, evals, pair_results))
+        return pair_results, eval_results
+
+
+def test_rounds_follow_the_rule_until_both_thresholds_are_met(tmp_path: Path) -> None:
+    target, generations = 600, 8
+    with Trainer(variable_config("run.generations=8"), tmp_path, evaluator=RecordingEvaluator) as trainer:
+        trainer.train()
+        assert isinstance(trainer.evaluator, RecordingEvaluator)
+        calls = trainer.evaluator.calls
+    records = log_records(tmp_path)
+    for generation, record, previous in zip(range(generations), records, [None, *records]):
+        rounds = [call for call in calls if call[0] == generation]
+        assert [len(evals) for _, _, evals, _ in rounds] == [2] + [0] * (len(rounds) - 1)  # evaluation episodes: round 0 only
+        pairs = [task.pair for _, tasks, _, _ in rounds for task in tasks]
+        assert pairs == list(range(len(pairs))) and len(rounds[0][1]) == 6
+        steps = 0
+        for number, (_, tasks, _, results) in enumerate(rounds):
+            done = sum(len(r[1]) for r in rounds[:number])
+            if number:
+                assert steps < target  # a round runs only while the steps fall short
+                assert len(tasks) == max(1, math.ceil(Fraction(target - steps) / Fraction(steps, done)))
+            steps += sum(sum(result.lengths) for result in results)
+        assert steps >= target and len(pairs) >= 6  # both thresholds
+        assert (record["pairs"], record["rounds"]) == (len(pairs), len(rounds))
+        before = previous or {"timesteps_total": 0, "episodes_total": 0}
+        assert record["timesteps_total"] - before["timesteps_total"] == steps
+        assert record["episodes_total"] - before["episodes_total"] == 2 * len(pairs)
+    assert max(r["rounds"] for r in records) >= 3
+
+
+def test_a_variable_batch_is_the_same_in_process_and_with_1_and_2_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the worker host imports custom_envs
+    here = train(variable_config("run.generations=4"), tmp_path / "here")
+    expected = [(r["pairs"], r["rounds"]) for r in log_records(tmp_path / "here")]
+    assert max(rounds for _, rounds in expected) >= 2
+    for procs in (1, 2):
+        out = tmp_path / f"cluster{procs}"
+        cluster = train(variable_config("run.generations=4", f"run.workers={procs}"), out, evaluator=None)
+        np.testing.assert_array_equal(here.theta, cluster.theta)
+        np.testing.assert_array_equal(here.obstat.sumsq, cluster.obstat.sumsq)
+        records = log_records(out)
+        assert [(r["pairs"], r["rounds"]) for r in records] == expected
+        assert all(r["procs"] == procs and r["messages_dropped"] == 0 for r in records)
+
+
+def test_a_variable_batch_resumes_to_the_same_theta(tmp_path: Path) -> None:
+    straight = train(variable_config("run.generations=4"), tmp_path / "straight")
+    train(variable_config("run.generations=2"), tmp_path / "split")
+    resumed = train(variable_config("run.generations=4"), tmp_path / "split", resume=True)
+    np.testing.assert_array_equal(resumed.theta, straight.theta)
+    np.testing.assert_array_equal(resumed.obstat.sumsq, straight.obstat.sumsq)
+    assert resumed.timesteps_total == straight.timesteps_total
+    pairs = [r["pairs"] for r in log_records(tmp_path / "straight")]
+    assert [r["pairs"] for r in log_records(tmp_path / "split")] == pairs and max(pairs) > 6
+
+
+def test_ctrl_c_in_a_later_round_leaves_the_generation_undone(tmp_path: Path) -> None:
+    """A generation is atomic: interrupted in its second round, nothing of it is kept, and running
+    it again gives what an uninterrupted run gives."""
+
+    class InterruptedOnce(SerialEvaluator):
+        interrupted = False
+
+        def evaluate(
+            self, theta: np.ndarray, spec: GenerationSpec, pairs: list[PairTask], evals: list[EvalTask]
+        ) -> tuple[list[PairResult], list[EvalResult]]:
+            if spec.generation == 1 and not evals and not InterruptedOnce.interrupted:
+                InterruptedOnce.interrupted = True
+                raise KeyboardInterrupt
+            return super().evaluate(theta, spec, pairs, evals)
+
+    straight = train(variable_config("run.generations=3"), tmp_path / "straight")
+    with Trainer(variable_config("run.generations=3"), tmp_path / "run", evaluator=InterruptedOnce) as trainer:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+        assert InterruptedOnce.interrupted and trainer.generation == 1
+        assert [r["generation"] for r in log_records(tmp_path / "run")] == [1]
+        trainer.train()
+    np.testing.assert_array_equal(trainer.theta, straight.theta)
+    assert trainer.timesteps_total == straight.timesteps_total

@@ -1,4 +1,7 @@
-"""Videos: ``esfast play --video`` run for real (MuJoCo offscreen, Atari's screen), and the backend choice."""
+"""Videos: ``esfast play --video`` run for real (MuJoCo offscreen, Atari's screen), the camera, and the backend choice.
+
+The backend choice is :mod:`esfast.media.offscreen` with its probe process, :mod:`esfast.media.gl_probe`.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from esfast import video
 from esfast.config import Config, apply_overrides, load_config
+from esfast.envs import make_env
 from esfast.errors import EnvError, UserError
 from esfast.evaluators import SerialEvaluator
+from esfast.media import offscreen, video
 from esfast.training import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -173,72 +177,149 @@ def test_egl_broken_falls_back_to_osmesa_or_names_the_packages(pendulum: Path, t
         assert "offscreen rendering needs EGL or OSMesa" in result.stderr and "libosmesa6" in result.stderr
 
 
+@pytest.fixture(autouse=True)
+def fresh_probes() -> None:
+    """Each test finds the backends afresh (the answers are kept per process)."""
+    offscreen._probe.cache_clear()
+
+
 class FakeBackends:
-    """Stands in for ``video._probe``: the backends in ``failing`` fail as a broken PyOpenGL platform would."""
+    """Stands in for ``offscreen.probe``: the backends in ``failing`` do not work."""
 
     def __init__(self, failing: set[str]) -> None:
         self.failing = failing
         self.tried: list[str] = []
 
-    def __call__(self, name: str) -> None:
+    def __call__(self, name: str) -> str | None:
         self.tried.append(name)
-        assert os.environ["MUJOCO_GL"] == name
-        if name in self.failing:
-            os.environ.setdefault("PYOPENGL_PLATFORM", name)  # what mujoco.egl and mujoco.osmesa do on import
-            sys.modules[f"OpenGL.esfast_test_{name}"] = sys  # a module PyOpenGL bound to that platform
-            raise ImportError(f"no {name} here")
+        return f"ImportError: no {name} here" if name in self.failing else None
 
 
-def test_backend_falls_back_to_osmesa_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MUJOCO_GL", "")  # recorded, so the test's own choice is undone after it
-    monkeypatch.delenv("MUJOCO_GL")
-    monkeypatch.setenv("PYOPENGL_PLATFORM", "")
-    monkeypatch.delenv("PYOPENGL_PLATFORM")
+def unset(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    for name in names:
+        monkeypatch.setenv(name, "")  # recorded, so the test's own choice is undone after it
+        monkeypatch.delenv(name)
+
+
+def test_backend_falls_back_to_osmesa(monkeypatch: pytest.MonkeyPatch) -> None:
+    unset(monkeypatch, "MUJOCO_GL", "PYOPENGL_PLATFORM")
     fake = FakeBackends({"egl"})
-    monkeypatch.setattr(video, "_probe", fake)
-    assert video.choose_offscreen_backend() == "osmesa"
+    monkeypatch.setattr(offscreen, "probe", fake)
+    assert offscreen.choose_offscreen_backend() == "osmesa"
     assert fake.tried == ["egl", "osmesa"] and os.environ["MUJOCO_GL"] == "osmesa"
-    assert "OpenGL.esfast_test_egl" not in sys.modules  # the failed probe's modules are forgotten...
-    assert "PYOPENGL_PLATFORM" not in os.environ  # ...and its platform
+    assert "PYOPENGL_PLATFORM" not in os.environ
 
 
 def test_no_backend_is_one_line_naming_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MUJOCO_GL", "")  # recorded, so the test's own choice is undone after it
-    monkeypatch.delenv("MUJOCO_GL")
-    monkeypatch.setenv("PYOPENGL_PLATFORM", "")
-    monkeypatch.delenv("PYOPENGL_PLATFORM")
-    monkeypatch.setattr(video, "_probe", FakeBackends({"egl", "osmesa"}))
+    unset(monkeypatch, "MUJOCO_GL", "PYOPENGL_PLATFORM")
+    monkeypatch.setattr(offscreen, "probe", FakeBackends({"egl", "osmesa"}))
     with pytest.raises(EnvError) as caught:
-        video.choose_offscreen_backend()
+        offscreen.choose_offscreen_backend()
     message = str(caught.value)
     assert "\n" not in message and "egl: ImportError: no egl here; osmesa: ImportError: no osmesa here" in message
     assert "apt-get install libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri" in message and "libosmesa6" in message
     assert "MUJOCO_GL" not in os.environ
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "x11")
+    with pytest.raises(EnvError, match="unset PYOPENGL_PLATFORM \\(it is 'x11', which rules out egl and osmesa\\)"):
+        offscreen.choose_offscreen_backend()
 
 
 def test_mujoco_gl_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MUJOCO_GL", "OSMesa")
     fake = FakeBackends(set())
-    monkeypatch.setattr(video, "_probe", fake)
-    assert video.choose_offscreen_backend() == "osmesa" and fake.tried == ["osmesa"]
+    monkeypatch.setattr(offscreen, "probe", fake)
+    assert offscreen.choose_offscreen_backend() == "osmesa" and fake.tried == ["osmesa"]
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     fake.failing = {"osmesa"}
     with pytest.raises(EnvError, match=r"MUJOCO_GL=osmesa cannot render here .*; unset it to let esfast choose"):
-        video.choose_offscreen_backend()
+        offscreen.choose_offscreen_backend()
     monkeypatch.setenv("MUJOCO_GL", "wgl")
     with pytest.raises(EnvError, match="gymnasium's MuJoCo renderer takes egl, osmesa, glfw"):
-        video.choose_offscreen_backend()
+        offscreen.choose_offscreen_backend()
 
 
-def test_videos_of_mujoco_tasks_use_the_camera_that_follows_the_agent() -> None:
-    from esfast.envs import make_env
-    from esfast.video import tracking_camera
+def probe_with(monkeypatch: pytest.MonkeyPatch, code: str) -> list[str]:
+    """Makes the probe process ``python -c code``; returns the list of backends it is started for."""
+    started: list[str] = []
 
-    cheetah = make_env("HalfCheetah-v5")
-    pole = make_env("CartPole-v1")
+    def command(backend: str) -> list[str]:
+        started.append(backend)
+        return [sys.executable, "-c", code]
+
+    monkeypatch.setattr(offscreen, "_probe_command", command)
+    return started
+
+
+def test_a_probe_runs_in_a_process_of_its_own_and_its_answer_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = probe_with(monkeypatch, "import os; print('noise'); print(os.environ['MUJOCO_GL'], 'is not here'); raise SystemExit(1)")
+    assert offscreen.probe("egl") == "egl is not here"  # the last line the process printed, for the backend named
+    assert offscreen.probe("egl") == "egl is not here" and started == ["egl"]  # the second answer is the kept one
+    monkeypatch.setenv("PYOPENGL_PLATFORM", "egl")  # another platform: the answer may differ, so it is asked again
+    assert offscreen.probe("egl") == "egl is not here" and started == ["egl", "egl"]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("import os; os.abort()", "the probe process died of SIGABRT"),
+        ("import time; time.sleep(30)", "the probe gave no answer within 0.5 s"),
+        ("raise SystemExit(3)", "the probe process exited with status 3"),
+        ("import sys; sys.stderr.write('Traceback\\nOSError: no libEGL\\n'); sys.exit(1)", "OSError: no libEGL"),  # said on stderr only
+    ],
+)
+def test_a_probe_that_crashes_or_hangs_is_a_reason(monkeypatch: pytest.MonkeyPatch, code: str, reason: str) -> None:
+    probe_with(monkeypatch, code)
+    monkeypatch.setattr(offscreen, "PROBE_SECONDS", 0.5)
+    unset(monkeypatch, "MUJOCO_GL", "PYOPENGL_PLATFORM")
+    assert offscreen.probe("egl") == reason
+    with pytest.raises(EnvError, match=re.escape(f"egl: {reason}; osmesa: {reason}")):
+        offscreen.choose_offscreen_backend()
+
+
+def test_the_probe_process_says_why_in_one_line() -> None:
+    env = {key: value for key, value in os.environ.items() if key not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    command = [sys.executable, "-m", "esfast.media.gl_probe"]
+    broken = subprocess.run([*command, "nonsense"], capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert broken.returncode == 1 and len(broken.stdout.splitlines()) == 1 and "nonsense" in broken.stdout
+    usage = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert usage.returncode == 2 and usage.stdout.startswith("usage: python -m esfast.media.gl_probe")
+
+
+@pytest.mark.parametrize(
+    ("env_id", "camera"),
+    [
+        ("HalfCheetah-v5", "track"),  # a default view that never moves
+        ("Hopper-v5", "track"),  # its default config names a body to track, which MuJoCo's free camera ignores
+        ("Walker2d-v5", "track"),
+        ("InvertedPendulum-v5", None),  # no track camera: a task that stays in place keeps gymnasium's view
+    ],
+)
+def test_videos_of_mujoco_tasks_follow_the_agent(env_id: str, camera: str | None) -> None:
+    import mujoco
+
+    env = make_env(env_id, render_mode="rgb_array")
     try:
-        assert tracking_camera(cheetah) == "track"
-        assert tracking_camera(pole) is None  # not a MuJoCo model
+        base = env.unwrapped
+        renderer = base.mujoco_renderer  # type: ignore[attr-defined]
+        default = renderer.camera_id  # -1, the free camera, since gymnasium 1.4; the track camera before
+        switched = video.follow_agent(env)
+        track = mujoco.mj_name2id(base.model, mujoco.mjtObj.mjOBJ_CAMERA, "track")  # type: ignore[attr-defined]
+        if camera is None:
+            assert track == -1 and switched is None and renderer.camera_id == default == -1
+        else:
+            assert renderer.camera_id == track >= 0 and switched == (camera if default == -1 else None)
+            assert base.model.cam_mode[track] == mujoco.mjtCamLight.mjCAMLIGHT_TRACKCOM  # type: ignore[attr-defined]
+            assert video.follow_agent(env) is None  # on its camera now: nothing more to switch
+    finally:
+        env.close()
+
+
+def test_a_camera_the_environment_was_made_with_is_kept() -> None:
+    cheetah = make_env("HalfCheetah-v5", render_mode="rgb_array", camera_id=0)
+    pole = make_env("CartPole-v1", render_mode="rgb_array")
+    try:
+        assert video.follow_agent(cheetah) is None and cheetah.unwrapped.mujoco_renderer.camera_id == 0  # type: ignore[attr-defined]
+        assert video.follow_agent(pole) is None  # not a MuJoCo model
     finally:
         cheetah.close()
         pole.close()

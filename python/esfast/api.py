@@ -1,6 +1,7 @@
 """The Python API for notebooks and scripts: :func:`train` a policy, :func:`load_policy` to use it.
 
     result = esfast.train("halfcheetah", out="runs/cheetah", generations=50, noise_stdev=0.01)
+    result = esfast.train(env_id="CartPole-v1", generations=40)  # its shipped config, or its kind's defaults
     policy = esfast.load_policy(result.checkpoint)
     action = policy.act(observation)
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +26,12 @@ from numpy.typing import NDArray
 
 from esfast.checkpoint import load_checkpoint
 from esfast.config import Config, apply_overrides, resolve_config, validate
+from esfast.env_defaults import config_for_env
 from esfast.envs import make_env
+from esfast.envs.rollout import Episode, run_episode
 from esfast.errors import CheckpointError, ConfigError, PolicyError
 from esfast.policies import Actor, ObStat, Policy, make_policy
-from esfast.run_directory import RunDirectory
+from esfast.run_directory import RunDirectory, default_run_path
 from esfast.training import EvaluatorFactory, Trainer
 
 __all__ = ["Callback", "LoadedPolicy", "TrainingResult", "load_policy", "train"]
@@ -73,7 +75,7 @@ class TrainingResult:
 
 
 def train(
-    config_or_name: Config | str | os.PathLike[str],
+    config_or_name: Config | str | os.PathLike[str] | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     callbacks: Iterable[Callback] | Callback = (),
@@ -89,7 +91,11 @@ def train(
 
     Args:
         config_or_name: a :class:`~esfast.config.Config`, a JSON config file or the name of a
-            shipped config (``"halfcheetah"``, ``"pong"``, ...).
+            shipped config (``"halfcheetah"``, ``"pong"``, ...). None (the default): as
+            ``esfast train`` without a config, with ``env_id=`` the environment's shipped config
+            or the defaults for its kind (:func:`esfast.env_defaults.config_for_env`), without
+            it the ``halfcheetah`` config. A config given with ``env_id=`` is that config on
+            that environment.
         out: the run directory, which must not hold a run yet (default:
             ``runs/<exp_prefix>-<time>``, as ``esfast train``).
         callbacks: called in order after every generation, once its checkpoint and log record
@@ -129,7 +135,7 @@ def train(
         if not callable(callback):
             raise TypeError(f"callbacks must be callables taking (record, trainer), got {callback!r}")
     config = _resolve(config_or_name, overrides)
-    out_dir = Path(out) if out is not None else _default_out(config)
+    out_dir = Path(out) if out is not None else default_run_path(config.exp_prefix)
     stopped = False
     with Trainer(config, out_dir, evaluator=evaluator) as trainer:
 
@@ -152,15 +158,22 @@ def train(
         )
 
 
-def _resolve(config_or_name: Config | str | os.PathLike[str], overrides: dict[str, Any]) -> Config:
-    """The config :func:`train` runs: the named one with the keyword overrides applied, validated."""
+def _resolve(config_or_name: Config | str | os.PathLike[str] | None, overrides: dict[str, Any]) -> Config:
+    """The config :func:`train` runs: the named one (None: as ``esfast train`` chooses it) with the
+    keyword overrides applied, validated."""
+    items = dict(overrides)
     if isinstance(config_or_name, Config):
         config = config_or_name
+    elif config_or_name is None and isinstance(overrides.get("env_id"), str):  # esfast train --env ID
+        config = config_for_env(items.pop("env_id"), overrides.get("env_module"))
+    elif config_or_name is None:
+        config = resolve_config(None)
     elif isinstance(config_or_name, (str, os.PathLike)):
         config = resolve_config(os.fspath(config_or_name))
     else:
-        raise TypeError(f"config_or_name must be a Config, a config file or a shipped config's name, got {config_or_name!r}")
-    items = dict(overrides)
+        raise TypeError(
+            f"config_or_name must be a Config, a config file or a shipped config's name, got {config_or_name!r} (or None: see env_id)"
+        )
     for budget in _BUDGETS:  # one budget given: the config's other one no longer applies
         other = _BUDGETS[1 - _BUDGETS.index(budget)]
         if overrides.get(budget) is not None and other not in overrides:
@@ -184,16 +197,6 @@ def _plain(value: object) -> object:
     raise TypeError(type(value).__name__)
 
 
-def _default_out(config: Config) -> Path:
-    """``runs/<exp_prefix>-<time>``, with ``-2``, ``-3``, ... when a run of the same second has it."""
-    base = Path("runs") / f"{config.exp_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, count = base, 1
-    while path.exists():
-        count += 1
-        path = base.with_name(f"{base.name}-{count}")
-    return path
-
-
 class LoadedPolicy:
     """A checkpoint's policy with its observation normalization: acts as in evaluation episodes.
 
@@ -207,6 +210,11 @@ class LoadedPolicy:
             (policy.obs_stat_dim,) (empty for the Atari network, normalized by its reference batch).
         reference_batch: the Atari network's reference batch of virtual batch normalization,
             uint8 of shape (N, stack, height, width); None for other policies.
+        timestep_limit: the step limit of the run's evaluation episodes at the checkpoint, which
+            :meth:`run_episode` applies (a loop of the caller's own may stop there too): the
+            config's ``episode_cutoff_mode`` as a number of steps (a fixed cutoff, or an adaptive
+            one as it stood at that generation); None for ``env_default``, where only the
+            environment's own limit applies.
         generation: the checkpoint's generation.
         checkpoint: the file it was loaded from.
     """
@@ -219,6 +227,7 @@ class LoadedPolicy:
         obstat: ObStat,
         *,
         reference_batch: NDArray[np.uint8] | None,
+        timestep_limit: int | None,
         generation: int,
         checkpoint: Path,
     ) -> None:
@@ -230,6 +239,7 @@ class LoadedPolicy:
         self.obs_mean = obstat.mean
         self.obs_std = obstat.std
         self.reference_batch = reference_batch
+        self.timestep_limit = timestep_limit
         self.generation = generation
         self.checkpoint = checkpoint
         self._actor: Actor = policy.actor(parameters)
@@ -246,6 +256,19 @@ class LoadedPolicy:
             TypeError, ValueError: an observation of another shape or type than the environment's.
         """
         return self._actor(observation)
+
+    def run_episode(self, env: gym.Env[Any, Any], *, seed: int) -> Episode:
+        """One episode as the run's evaluation episodes go: reset with ``seed``, no action noise,
+        until the environment ends it or :attr:`timestep_limit` steps are taken.
+
+        Args:
+            env: an environment from :meth:`make_env` (possibly wrapped, e.g. to record it).
+            seed: the episode's seed.
+
+        Returns:
+            Its return and length (:class:`~esfast.envs.rollout.Episode`).
+        """
+        return run_episode(env, self._actor, seed=seed, timestep_limit=self.timestep_limit)
 
     def make_env(self, **kwargs: Any) -> gym.Env[Any, Any]:
         """The run's environment as the policy saw it (Atari with esfast's preprocessing), after
@@ -265,8 +288,9 @@ def load_policy(checkpoint: str | os.PathLike[str]) -> LoadedPolicy:
     """The policy of a checkpoint, for use in the caller's own code: ``load_policy(path).act(observation)``.
 
     The policy is built from the checkpoint's config and the spaces of its environment (made and
-    closed here), with the checkpoint's θ, observation statistics and, for Atari runs, the
-    reference batch of virtual batch normalization: the actor of the run's evaluation episodes.
+    closed here), with the checkpoint's θ, observation statistics, episode cutoff and, for Atari
+    runs, the reference batch of virtual batch normalization: the actor of the run's evaluation
+    episodes.
 
     Args:
         checkpoint: a checkpoint file (``.npz``) or a run directory (its ``checkpoints/latest.npz``).
@@ -304,4 +328,14 @@ def load_policy(checkpoint: str | os.PathLike[str]) -> LoadedPolicy:
         obstat.load_state_dict({key: state[f"obstat_{key}"] for key in ("sum", "sumsq", "count")})
     except PolicyError as error:
         raise CheckpointError(f"{path} does not fit its policy: {error}") from None
-    return LoadedPolicy(config, policy, theta, obstat, reference_batch=batch, generation=int(state["generation"]), checkpoint=path)
+    limit = int(state["timestep_limit"])  # -1: none (load_checkpoint has checked it)
+    return LoadedPolicy(
+        config,
+        policy,
+        theta,
+        obstat,
+        reference_batch=batch,
+        timestep_limit=None if limit < 0 else limit,
+        generation=int(state["generation"]),
+        checkpoint=path,
+    )

@@ -18,22 +18,23 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from esfast import __version__, plotting
-from esfast.checkpoint import load_checkpoint
+from esfast import __version__
+from esfast.api import load_policy
 from esfast.config import DEFAULT_CONFIG, Config, apply_overrides, load_config, resolve_config, shipped_configs, validate
 from esfast.distributed.audit import AUDIT_ACTIONS
 from esfast.distributed.keys import MASTER_DIR, MasterKeys, load_master_keys, make_keys, worker_dirs
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import check_endpoint
+from esfast.env_defaults import config_for_env
 from esfast.envs import make_env
-from esfast.envs.rollout import run_episode
 from esfast.errors import CheckpointError, ConfigError, EnvError, TrainingDiverged, UserError, WorkerError
-from esfast.policies import ObStat, make_policy
+from esfast.media.plotting import DEFAULT_OUT, DEFAULT_X, DEFAULT_Y, X_FIELDS, plot_runs
+from esfast.policies import make_policy
+from esfast.run_directory import default_run_path
 from esfast.tasks import WorkerSetup
 from esfast.training import Trainer, resolved_config
 
@@ -119,16 +120,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         config = _budget(resolved_config(out_dir), args)
     else:
-        config = resolve_config(args.config)
         overrides = list(args.set)
-        if args.env is not None:
-            overrides.append(f"env_id={args.env}")
+        if args.config is None and args.env is not None:  # the env's shipped config, or its kind's defaults
+            config = config_for_env(args.env, args.env_module)
+        else:  # a config (default: halfcheetah), its environment replaced by --env if given
+            config = resolve_config(args.config)
+            if args.env is not None:
+                overrides.append(f"env_id={args.env}")
         if args.env_module is not None:
             overrides.append(f"env_module={args.env_module}")
         if args.seed is not None:
             overrides.append(f"run.seed={args.seed}")
         config = _budget(apply_overrides(config, overrides), args)
-        out_dir = Path(args.out) if args.out else Path("runs") / f"{config.exp_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out_dir = Path(args.out) if args.out else default_run_path(config.exp_prefix)
     bind = args.bind
     latest = out_dir / "checkpoints" / "latest.npz"
     with Trainer(
@@ -186,52 +190,44 @@ def _check_display() -> None:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    """``esfast play``: a checkpoint's policy without action noise, its returns, and with ``--video`` a video of it."""
-    from esfast.video import FrameRecorder, VideoWriter, check_video_path, frame_rate, requested_backend, screen_reader, tracking_camera
+    """``esfast play``: a checkpoint's policy as in evaluation episodes, its returns, and with ``--video`` a video of it."""
+    from esfast.media.offscreen import requested_backend
+    from esfast.media.video import FrameRecorder, VideoWriter, check_video_path, frame_rate, screen_reader
 
-    state, config = load_checkpoint(args.checkpoint)
-    if args.video:
-        check_video_path(args.video)  # PyAV installed, a known suffix, an existing folder: before any work
-        logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note on loading ("No OpenGL_accelerate module")
-        if config.atari is None:
-            requested_backend()  # a MUJOCO_GL that MuJoCo would fail on at import
     size = {name: getattr(args, name) for name in ("width", "height") if getattr(args, name) is not None}
     for name, value in [*size.items(), ("fps", args.fps)]:
         if value is not None and value <= 0:
             raise UserError(f"--{name} must be positive, got {value}")
     if (size or args.fps is not None) and not args.video:
         raise UserError("--width, --height and --fps are options of --video")
-    if size and config.atari is not None:
-        raise EnvError("--width and --height size MuJoCo renderings; an Atari video is the 210x160 ALE screen")
+    if args.video:
+        check_video_path(args.video)  # PyAV installed, a known suffix, an existing folder: before any work
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's note on loading ("No OpenGL_accelerate module")
     if args.render:
         _check_display()
-    if args.render and config.atari is not None:
+    policy = load_policy(args.checkpoint)
+    atari = policy.config.atari is not None
+    if size and atari:
+        raise EnvError("--width and --height size MuJoCo renderings; an Atari video is the 210x160 ALE screen")
+    if args.render and atari:
         raise EnvError("--render is not supported for Atari runs yet (the preprocessed environment has no window)")
-    render_mode = {"render_mode": "human"} if args.render else {"render_mode": "rgb_array"} if args.video and config.atari is None else {}
+    if args.video and not atari:
+        requested_backend()  # a MUJOCO_GL that MuJoCo would fail on at import
+    render_mode = {"render_mode": "human"} if args.render else {"render_mode": "rgb_array"} if args.video and not atari else {}
     try:
-        env = make_env(config.env_id, config.env_module, atari=config.atari, **render_mode, **size)
-        if args.video and (camera := tracking_camera(env)) is not None:  # a camera that follows the agent
-            env.close()
-            env = make_env(config.env_id, config.env_module, atari=config.atari, **render_mode, **size, camera_name=camera)
+        env = policy.make_env(**render_mode, **size)
     except TypeError as error:  # an environment that takes no width or height
-        raise EnvError(f"cannot make {config.env_id!r} with --width/--height: {error}") from None
+        raise EnvError(f"cannot make {policy.config.env_id!r} with --width/--height: {error}") from None
     video = None
     try:
         if args.video:
             read_screen, source = screen_reader(env)
-            frame_skip = config.atari.frame_skip if config.atari is not None else None
+            frame_skip = policy.config.atari.frame_skip if policy.config.atari is not None else None
             video = VideoWriter(args.video, frame_rate(env, frame_skip, fps=args.fps))
             env = FrameRecorder(env, video, read_screen)
-        policy = make_policy(env.observation_space, env.action_space, config.policy, state.get("reference_batch"))
-        theta = np.asarray(state["theta"], dtype=np.float32)
-        obstat = ObStat((policy.obs_stat_dim,))
-        if policy.obs_stat_dim:
-            obstat.load_state_dict({key: state[f"obstat_{key}"] for key in ("sum", "sumsq", "count") if f"obstat_{key}" in state})
-        actor = policy.actor(theta)
-        actor.prepare(obstat.mean, obstat.std)
         returns = []
         for episode in range(args.episodes):
-            result = run_episode(env, actor, seed=args.seed + episode)
+            result = policy.run_episode(env, seed=args.seed + episode)
             returns.append(result.ret)
             print(f"episode {episode + 1}: return {result.ret:.2f}, length {result.length}")
         print(f"mean return over {len(returns)} episodes: {np.mean(returns):.2f} (std {np.std(returns):.2f})")
@@ -245,10 +241,26 @@ def cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``esfast plot``: writes the figure and says where."""
+    out = plot_runs([Path(run) for run in args.runs], x=args.x, y=args.y, out=Path(args.out))
+    print(f"plot written to {out}")
+    return 0
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options ``esfast train`` and ``esfast-master`` share."""
-    parser.add_argument("config", nargs="?", help=f"config file, or the name of a shipped config (default: {DEFAULT_CONFIG})")
-    parser.add_argument("--env", help="gymnasium environment id (overrides the config)")
+    parser.add_argument(
+        "config",
+        nargs="?",
+        help=f"config file, or the name of a shipped config (default: with --env, that environment's shipped config or its kind's"
+        f" defaults; without, {DEFAULT_CONFIG})",
+    )
+    parser.add_argument(
+        "--env",
+        help="gymnasium environment id: with CONFIG, replaces its environment; alone, runs the environment's shipped config"
+        " or the defaults for its kind (docs/configs.md)",
+    )
     parser.add_argument("--env-module", help="module to import before making the environment (registers custom envs)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--generations", type=int, help="stop after this many generations")
@@ -261,6 +273,25 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (esfast[tensorboard])")
     parser.set_defaults(handler=cmd_train)
+
+
+def _parameters(config: Config) -> str:
+    """The number of parameters of a config's policy on its environment (made here and closed), or
+    ``?`` when the environment cannot be made here (a missing package or ROM)."""
+    try:
+        env = make_env(config.env_id, config.env_module, atari=config.atari)
+    except UserError:
+        return "?"
+    try:
+        # The Atari network's size does not depend on its reference batch: two blank observations do.
+        shape = env.observation_space.shape or ()
+        batch = None if config.atari is None else np.zeros((2, *shape), dtype=np.uint8)
+        policy = make_policy(env.observation_space, env.action_space, config.policy, batch)
+    except UserError:
+        return "?"
+    finally:
+        env.close()
+    return f"{policy.num_params:,}"
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -278,8 +309,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    """``esfast configs``: the shipped configs, one line each."""
-    rows = [("name", "task", "policy", "pairs", "budget")]
+    """``esfast configs``: the shipped configs, one line each (each environment is made, one at a time,
+    for its policy's parameter count)."""
+    rows = [("name", "task", "policy", "parameters", "pairs", "budget")]
     config_logger = logging.getLogger("esfast.config")
     level = config_logger.level
     config_logger.setLevel(logging.ERROR)  # a listing, not a run: no notes about what a run would ignore
@@ -297,7 +329,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
             else "none"
         )
         network = f"{config.policy.type} {'x'.join(map(str, config.policy.hidden_dims))} {config.policy.nonlin_type}"
-        rows.append((name, config.env_id, network, str(config.pop_pairs), budget))
+        rows.append((name, config.env_id, network, _parameters(config), str(config.pop_pairs), budget))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -309,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"esfast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    configs = commands.add_parser("configs", help="list the shipped configs", description="List the configs that ship with esfast.")
+    configs = commands.add_parser(
+        "configs",
+        help="list the shipped configs",
+        description="List the configs that ship with esfast: task, policy, its parameter count, pairs per generation, budget.",
+    )
     configs.set_defaults(handler=cmd_configs)
 
     train = commands.add_parser("train", help="train a policy", description="Train a policy with OpenAI-ES on this machine.")
@@ -317,8 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, help="local evaluator processes (default: one per core)")
     train.set_defaults(bind=None)
 
-    play = commands.add_parser("play", help="run a saved policy", description="Run a checkpoint's policy and print its returns.")
-    play.add_argument("checkpoint", help="a checkpoint file (.npz)")
+    play = commands.add_parser(
+        "play",
+        help="run a saved policy",
+        description="Run a checkpoint's policy as in the run's evaluation episodes (no action noise, the run's episode cutoff) "
+        "and print its returns.",
+    )
+    play.add_argument("checkpoint", help="a checkpoint file (.npz), or a run directory (its latest checkpoint)")
     play.add_argument("--episodes", type=int, default=5, help="episodes to run (default: 5)")
     play.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     shown = play.add_mutually_exclusive_group()
@@ -341,7 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--workers", type=int, default=1, help="worker key pairs the folder should hold (default: 1)")
     keys.set_defaults(handler=cmd_keys)
 
-    plotting.add_parser(commands)
+    plot = commands.add_parser(
+        "plot",
+        help="draw learning curves of run directories",
+        description=(
+            "Draw learning curves of run directories into an image (needs esfast[plot]). Runs that differ only in their seed "
+            "are drawn as one median line with a band from their minimum to their maximum."
+        ),
+    )
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="a run directory (config.json and log.jsonl)")
+    plot.add_argument("--x", choices=tuple(X_FIELDS), default=DEFAULT_X, help=f"the x axis (default: {DEFAULT_X})")
+    plot.add_argument(
+        "--y", default=DEFAULT_Y, metavar="FIELD", help=f"the log field to draw, e.g. return_mean, return_max (default: {DEFAULT_Y})"
+    )
+    plot.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"the image to write (default: {DEFAULT_OUT} here)")
+    plot.set_defaults(handler=cmd_plot)
     return parser
 
 

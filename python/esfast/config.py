@@ -69,12 +69,14 @@ DEFAULT_CONFIG = "halfcheetah"  # the shipped config esfast train and esfast.tra
 # them before a process starts or a byte of the noise table is generated.
 MAX_COUNT = 2**53  # generations, timesteps, episode lengths, counts on the wire: exact as doubles
 MAX_EPISODES_PER_BATCH = 2**24  # 2**23 antithetic pairs: tasks, offsets and returns of a generation stay in memory
+MAX_PAIRS_PER_GENERATION = MAX_EPISODES_PER_BATCH // 2  # also when timesteps_per_batch adds rounds of pairs
+MAX_TIMESTEPS_PER_BATCH = MAX_EPISODES_PER_BATCH  # episodes take a step at least: reached within MAX_PAIRS_PER_GENERATION
 MAX_NOISE_TABLE_SIZE = 2**40  # samples; the noise table binding's limit
 MAX_WORKERS = 4096  # evaluator processes of a host, as the wire protocol allows (MAX_PROCS_PER_HOST)
 MAX_EVAL_EPISODES = MAX_EPISODES_PER_BATCH
 MAX_SEED = 2**63  # exclusive
 MIN_SCALE, MAX_SCALE = 1e-8, 1e3  # noise_stdev and stepsize
-MAX_COEFFICIENT = 1e3  # l2coeff and ac_noise_std
+MAX_COEFFICIENT = 1e3  # l2coeff, ac_noise_std and return_shift
 MAX_HIDDEN_WIDTH = 2**16
 MAX_HIDDEN_LAYERS = 64
 MAX_HIDDEN_WEIGHTS = 2**30  # weights between consecutive hidden layers (4 GB of float32)
@@ -103,6 +105,7 @@ class ESSettings:
     snapshot_freq: int = 20
     return_proc_mode: str = "centered_rank"
     episode_cutoff_mode: str | int = "env_default"
+    return_shift: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -351,17 +354,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         atari=atari,
     )
     validate(config)
-    if config.es.timesteps_per_batch and not _warned_timesteps_per_batch:
-        _warned_timesteps_per_batch.append(True)
-        logger.warning(
-            "config.timesteps_per_batch (%d) is not used: esfast runs exactly episodes_per_batch episodes a generation",
-            config.es.timesteps_per_batch,
-        )
     return config
-
-
-# One warning a process about the paper configs' timesteps_per_batch, however often a config is read.
-_warned_timesteps_per_batch: list[bool] = []
 
 
 def _require(condition: bool, message: str) -> None:
@@ -493,13 +486,24 @@ def validate(config: Config) -> None:
         es.episodes_per_batch % 2 == 0,
         f"config.episodes_per_batch must be even: episodes come in antithetic pairs (θ + σε, θ − σε), got {es.episodes_per_batch}",
     )
-    _count(es.timesteps_per_batch, "config.timesteps_per_batch", 0, MAX_COUNT, note=" (read, but not used)")
+    _count(
+        es.timesteps_per_batch,
+        "config.timesteps_per_batch",
+        0,
+        MAX_TIMESTEPS_PER_BATCH,
+        note=" (0: episodes_per_batch alone sizes a generation)",
+        why=f" (a generation has at most {_bound(MAX_PAIRS_PER_GENERATION)} pairs, which take at least that many steps)",
+    )
     for name in ("calc_obstat_prob", "eval_prob"):
         value = getattr(es, name)
         _require(_number_in(value, 0, 1), f"config.{name} must be a number in [0, 1], got {_show(value)}")
     _require(
         _number_in(es.l2coeff, 0, MAX_COEFFICIENT),
         f"config.l2coeff must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(es.l2coeff)}",
+    )
+    _require(
+        _number_in(es.return_shift, 0, MAX_COEFFICIENT),
+        f"config.return_shift must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(es.return_shift)}",
     )
     _count(es.snapshot_freq, "config.snapshot_freq", 0, MAX_COUNT, note=" (0: only latest.npz)")
     _require(
@@ -555,6 +559,22 @@ def shipped_configs() -> dict[str, Path]:
         if directory.is_dir():
             return {path.stem: path for path in sorted(directory.glob("*.json"))}
     return {}
+
+
+def shipped_config_for_env(env_id: str) -> str | None:
+    """The name of the shipped config for ``env_id`` (None: there is none).
+
+    Only each file's ``env_id`` is read, so nothing is validated or logged; when several shipped
+    configs name the environment, the first by name is the one.
+    """
+    for name, path in shipped_configs().items():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):  # not ours to report here: resolve_config says what is wrong with it
+            continue
+        if isinstance(data, dict) and data.get("env_id") == env_id:
+            return name
+    return None
 
 
 def resolve_config(name: str | None) -> Config:

@@ -15,6 +15,11 @@ The antithetic pairs stay available: ``solutions.pairs()``, ``solutions.pair(i)`
 Each generation's population is fixed by (seed, generation): its noise offsets come from
 ``sample_offsets`` with a seed derived from both, so a population can be rebuilt anywhere from
 those two numbers and the noise table.
+
+A generation may also be given more pairs than ``pop_pairs`` (``ask(pairs=P)``,
+``tell(returns, pairs=P)``: the trainer's variable batch, ``config.timesteps_per_batch``). A
+larger population extends the fixed one: pair i has the same noise whatever the size, because a
+longer ``sample_offsets`` request extends a shorter one.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from esfast import core
-from esfast.config import MAX_COUNT, RETURN_PROC_MODES
+from esfast.config import MAX_COUNT, MAX_PAIRS_PER_GENERATION, RETURN_PROC_MODES
 from esfast.optimizers import Adam, make_optimizer
 from esfast.seeding import Purpose, derive_rng, derive_seed
 
@@ -42,7 +47,10 @@ def default_table_size(num_params: int) -> int:
 
 
 def population_offsets(seed: int, generation: int, pop_pairs: int, num_params: int, table_size: int) -> NDArray[np.int64]:
-    """The noise offsets of generation ``generation`` of a run with seed ``seed``: (pop_pairs,) int64."""
+    """The noise offsets of generation ``generation`` of a run with seed ``seed``: (pop_pairs,) int64.
+
+    Offset i does not depend on ``pop_pairs``: a larger population extends a smaller one.
+    """
     return core.sample_offsets(derive_seed(seed, Purpose.OFFSETS, generation), pop_pairs, num_params, table_size)
 
 
@@ -206,22 +214,41 @@ class OpenES:
         self.optimizer = make_optimizer(optimizer, self.num_params, stepsize=stepsize, momentum=momentum)
         self.optimizer_name = optimizer
         self.generation = 0
-        self._offsets: tuple[int, NDArray[np.int64]] | None = None  # (generation, offsets), computed once
+        self._offsets: tuple[int, NDArray[np.int64]] | None = None  # (generation, offsets of the most pairs asked for)
 
-    def offsets(self, generation: int | None = None) -> NDArray[np.int64]:
-        """Noise offsets of a generation (default: the current one); read-only."""
+    def _pairs(self, pairs: int | None) -> int:
+        """``pairs``, checked (None: ``pop_pairs``)."""
+        if pairs is None:
+            return self.pop_pairs
+        if isinstance(pairs, (bool, np.bool_)) or not isinstance(pairs, (int, np.integer)) or not 1 <= pairs <= MAX_PAIRS_PER_GENERATION:
+            raise ValueError(f"pairs must be an integer in [1, 2**{MAX_PAIRS_PER_GENERATION.bit_length() - 1}] or None, got {pairs!r}")
+        return int(pairs)
+
+    def offsets(self, generation: int | None = None, *, pairs: int | None = None) -> NDArray[np.int64]:
+        """Noise offsets of a generation (default: the current one) for ``pairs`` pairs (default:
+        ``pop_pairs``); read-only. Offset i is the same for any ``pairs``.
+
+        Raises:
+            ValueError: ``pairs`` not an integer in [1, 2**23].
+        """
         gen = self.generation if generation is None else generation
-        if self._offsets is None or self._offsets[0] != gen:
-            offsets = population_offsets(self.seed, gen, self.pop_pairs, self.num_params, len(self.table))
+        count = self._pairs(pairs)
+        if self._offsets is None or self._offsets[0] != gen or len(self._offsets[1]) < count:
+            offsets = population_offsets(self.seed, gen, max(count, self.pop_pairs), self.num_params, len(self.table))
             offsets.flags.writeable = False
             self._offsets = (gen, offsets)
-        return self._offsets[1]
+        return self._offsets[1][:count]
 
-    def ask(self) -> Population:
-        """The current generation's population: ``2 * pop_pairs`` candidates (see :class:`Population`)."""
-        return Population(self.generation, self.offsets(), self.theta, self.sigma, self.table)
+    def ask(self, *, pairs: int | None = None) -> Population:
+        """The current generation's population: ``2 * pop_pairs`` candidates (see :class:`Population`),
+        or ``2 * pairs``: the first ``pop_pairs`` pairs and more drawn the same way.
 
-    def tell(self, returns: ArrayLike) -> dict[str, float]:
+        Raises:
+            ValueError: ``pairs`` not an integer in [1, 2**23].
+        """
+        return Population(self.generation, self.offsets(pairs=pairs), self.theta, self.sigma, self.table)
+
+    def tell(self, returns: ArrayLike, *, pairs: int | None = None) -> dict[str, float]:
         """Updates θ from the returns of the current population and advances the generation.
 
         Args:
@@ -230,35 +257,37 @@ class OpenES:
                 population's order θ + σε₀, θ − σε₀, θ + σε₁, ..., or (pop_pairs, 2) with column
                 0 for θ + σε_i and column 1 for θ − σε_i. NaN is refused; infinite values are
                 ranked first or last by ``centered_rank`` and refused by the other modes.
+            pairs: the population's size if it was not ``pop_pairs`` (``ask(pairs=...)``): the
+                returns are then of shape (2 * pairs,) or (pairs, 2).
 
         Returns:
             Update statistics: ``grad_norm``, ``update_ratio`` (|step| / |θ|).
 
         Raises:
             ValueError: values that are not real numbers, of another shape, NaN, or infinite
-                outside ``centered_rank``; one line, before anything changes.
+                outside ``centered_rank``, or ``pairs`` not an integer in [1, 2**23]; one line,
+                before anything changes.
         """
+        count = self._pairs(pairs)
         try:
             given = np.asarray(returns)
             if given.dtype.kind not in "biuf":  # strings ("1.0") and objects are not returns
                 raise TypeError(given.dtype)
             values = given.astype(np.float64)
         except (TypeError, ValueError, OverflowError):  # ragged lists, strings, None
-            raise ValueError(
-                f"returns must be real numbers, one per candidate: shape ({2 * self.pop_pairs},) or ({self.pop_pairs}, 2)"
-            ) from None
-        if values.shape == (2 * self.pop_pairs,):
-            values = values.reshape(self.pop_pairs, 2)  # candidate 2i is θ + σε_i, 2i + 1 is θ − σε_i
-        if values.shape != (self.pop_pairs, 2):
-            raise ValueError(f"returns must have shape ({2 * self.pop_pairs},) or ({self.pop_pairs}, 2), got {values.shape}")
+            raise ValueError(f"returns must be real numbers, one per candidate: shape ({2 * count},) or ({count}, 2)") from None
+        if values.shape == (2 * count,):
+            values = values.reshape(count, 2)  # candidate 2i is θ + σε_i, 2i + 1 is θ − σε_i
+        if values.shape != (count, 2):
+            raise ValueError(f"returns must have shape ({2 * count},) or ({count}, 2), got {values.shape}")
         if np.isnan(values).any():
             raise ValueError("returns must not contain NaN")
         if not self.maximize:
             values = -values
         shaped = process_returns(values, self.return_proc_mode)
         weights = (shaped[:, 0] - shaped[:, 1]).astype(np.float32)
-        gradient = core.weighted_noise_sum(self.table, self.offsets(), weights, self.num_params)
-        gradient /= np.float32(2 * self.pop_pairs)
+        gradient = core.weighted_noise_sum(self.table, self.offsets(pairs=count), weights, self.num_params)
+        gradient /= np.float32(2 * count)
         step = self.optimizer.step(-gradient + np.float32(self.l2coeff) * self.theta)
         self.theta = self.theta + step
         self.generation += 1

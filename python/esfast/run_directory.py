@@ -23,13 +23,34 @@ import fcntl
 import io
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from esfast.config import Config
 from esfast.errors import RunLockedError
 
-__all__ = ["RunDirectory"]
+__all__ = ["RUNS", "RunDirectory", "default_run_path"]
+
+RUNS = Path("runs")  # where runs go when no directory is named, relative to the working directory
+
+
+def default_run_path(exp_prefix: str) -> Path:
+    """The directory of a new run when none is named (``esfast train`` without ``--out``, ``esfast.train(out=None)``).
+
+    Args:
+        exp_prefix: the config's ``exp_prefix``.
+
+    Returns:
+        ``runs/<exp_prefix>-<YYYYmmdd-HHMMSS>`` (local time), with ``-2``, ``-3``, ... appended when a
+        run started in the same second has that name; the directory is not created.
+    """
+    base = RUNS / f"{exp_prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, count = base, 1
+    while path.exists():
+        count += 1
+        path = base.with_name(f"{base.name}-{count}")
+    return path
 
 
 class RunDirectory:

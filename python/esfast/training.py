@@ -5,6 +5,12 @@ antithetic pair (episode seed and whether to record observations derived from (s
 generation, pair)) plus the evaluation episodes, lets the evaluator run them, and feeds the
 returns back in pair order. Observation statistics are merged in pair order too, so results
 do not depend on how many processes ran the episodes or in which order they finished.
+
+With ``config.timesteps_per_batch`` set (the paper's variable batch), a generation whose
+``episodes_per_batch`` episodes fall short of that many steps runs further rounds of pairs, sized
+by :func:`next_round_pairs` from the steps of the rounds before, until it has enough; then one
+update takes every pair of the generation. The round sizes are a function of episode lengths, so
+they too are the same whoever ran the episodes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 
 from esfast import core
 from esfast.checkpoint import load_checkpoint, save_checkpoint
-from esfast.config import Config, load_config
+from esfast.config import MAX_PAIRS_PER_GENERATION, Config, load_config
 from esfast.distributed.master import local_cluster
 from esfast.distributed.shm import hostname, remove_stale_segments
 from esfast.envs import make_env
@@ -50,6 +56,7 @@ LOG_FIELDS = (
     "generation",
     "timesteps_total",
     "episodes_total",
+    "pairs",
     "time_elapsed",
     "return_mean",
     "return_max",
@@ -78,6 +85,30 @@ def deferred_sigint() -> Iterator[None]:
             signal.signal(signum, handler)
         if received:
             raise KeyboardInterrupt
+
+
+def next_round_pairs(pairs: int, steps: int, timesteps_per_batch: int) -> int:
+    """Pairs of a generation's next round of episodes; 0 when the generation has enough.
+
+    A generation's first round is its ``episodes_per_batch / 2`` pairs. While its episodes so far
+    total fewer than ``timesteps_per_batch`` steps, another round follows, sized to make up the
+    difference at the mean steps per pair so far: ceil((timesteps_per_batch - steps) / (steps /
+    pairs)), at least one pair, and no more than MAX_PAIRS_PER_GENERATION pairs in all (which
+    take at least 2 * MAX_PAIRS_PER_GENERATION = MAX_TIMESTEPS_PER_BATCH steps, so the bound
+    never cuts a generation short). Integer arithmetic, so the result is exact.
+
+    Args:
+        pairs: the pairs the generation has run (>= 1).
+        steps: the summed lengths of their episodes (both of each pair).
+        timesteps_per_batch: the config's; 0 never adds a round.
+
+    Returns:
+        The number of pairs of the next round, or 0.
+    """
+    if steps >= timesteps_per_batch or pairs >= MAX_PAIRS_PER_GENERATION:
+        return 0
+    wanted = -(-(timesteps_per_batch - steps) * pairs // max(steps, 1))  # ceil(missing steps / mean steps per pair)
+    return max(1, min(wanted, MAX_PAIRS_PER_GENERATION - pairs))
 
 
 def default_workers() -> int:
@@ -277,16 +308,24 @@ class Trainer:
     # Generations ---------------------------------------------------------------------------
 
     def tasks(self, generation: int) -> tuple[list[PairTask], list[EvalTask]]:
-        """The tasks of a generation: a function of (seed, generation) and the config only."""
+        """The tasks of a generation's first round, its ``pop_pairs`` pairs and the evaluation
+        episodes: a function of (seed, generation) and the config only."""
         seed = self.config.run.seed
-        offsets = self.es.offsets(generation)
-        record = derive_rng(seed, Purpose.OBSTAT, generation).random(len(offsets)) < self.config.es.calc_obstat_prob
-        record &= self.obs_dim > 0  # the Atari network keeps no observation statistics
-        pairs = [
-            PairTask(i, int(offsets[i]), derive_seed(seed, Purpose.EPISODE, generation, i), bool(record[i])) for i in range(len(offsets))
-        ]
         evals = [EvalTask(k, derive_seed(seed, Purpose.EVAL, generation, k)) for k in range(self.config.eval_episodes())]
-        return pairs, evals
+        return self.pair_tasks(generation, 0, self.config.pop_pairs), evals
+
+    def pair_tasks(self, generation: int, start: int, stop: int) -> list[PairTask]:
+        """The tasks of pairs ``start`` to ``stop - 1`` of a generation: a function of (seed,
+        generation, pair) and the config only, whichever round the pair runs in."""
+        seed = self.config.run.seed
+        offsets = self.es.offsets(generation, pairs=stop)  # pair i's offset is the same for any stop
+        # Draws in pair order from one generator: the first `stop` of them whatever `stop` is.
+        record = derive_rng(seed, Purpose.OBSTAT, generation).random(stop)[start:] < self.config.es.calc_obstat_prob
+        record &= self.obs_dim > 0  # the Atari network keeps no observation statistics
+        return [
+            PairTask(i, int(offsets[i]), derive_seed(seed, Purpose.EPISODE, generation, i), bool(record[i - start]))
+            for i in range(start, stop)
+        ]
 
     def step(self) -> dict[str, Any]:
         """Runs one generation and returns its log record (nothing is written to the run directory).
@@ -299,8 +338,13 @@ class Trainer:
         with deferred_sigint():
             return self._update(*results)
 
-    def _evaluate(self) -> tuple[float, list[PairResult], list[EvalResult]]:
-        """Runs the current generation's episodes (Ctrl-C interrupts it; nothing has changed then)."""
+    def _evaluate(self) -> tuple[float, list[PairResult], list[EvalResult], int]:
+        """Runs the current generation's episodes, in as many rounds as ``timesteps_per_batch``
+        asks for (Ctrl-C interrupts it; nothing has changed then).
+
+        Returns:
+            The start time, the pair results in pair order, the evaluation results, the rounds.
+        """
         if self.evaluator is None:
             raise RuntimeError("the trainer is closed")
         if self.diverged:
@@ -310,19 +354,34 @@ class Trainer:
         pairs, evals = self.tasks(generation)
         spec = GenerationSpec(generation, self.es.sigma, self.obstat.mean, self.obstat.std, self.timestep_limit)
         pair_results, eval_results = self.evaluator.evaluate(self.es.theta, spec, pairs, evals)
-        return start, pair_results, eval_results
+        pair_results = self._in_order(generation, pair_results, 0, len(pairs))
+        steps, rounds = sum(sum(r.lengths) for r in pair_results), 1
+        while extra := next_round_pairs(len(pair_results), steps, self.config.es.timesteps_per_batch):
+            pairs = self.pair_tasks(generation, len(pair_results), len(pair_results) + extra)
+            more, _ = self.evaluator.evaluate(self.es.theta, spec, pairs, [])  # evaluation episodes: the first round's
+            more = self._in_order(generation, more, pairs[0].pair, len(pairs))
+            pair_results.extend(more)
+            steps, rounds = steps + sum(sum(r.lengths) for r in more), rounds + 1
+        return start, pair_results, eval_results, rounds
 
-    def _update(self, start: float, pair_results: list[PairResult], eval_results: list[EvalResult]) -> dict[str, Any]:
-        """Updates θ, the statistics and the counters from a generation's results; its log record."""
+    @staticmethod
+    def _in_order(generation: int, results: list[PairResult], first: int, count: int) -> list[PairResult]:
+        """A round's results sorted by pair, checked to be those of pairs ``first`` to ``first + count - 1``."""
+        results = sorted(results, key=lambda r: r.pair)
+        if [r.pair for r in results] != list(range(first, first + count)):
+            raise RuntimeError(f"generation {generation}: the evaluator returned results for the wrong pairs")
+        return results
+
+    def _update(self, start: float, pair_results: list[PairResult], eval_results: list[EvalResult], rounds: int) -> dict[str, Any]:
+        """Updates θ, the statistics and the counters from a generation's results (pairs in pair
+        order, as :meth:`_evaluate` returns them); its log record."""
         assert self.evaluator is not None
         generation = self.generation
-        pair_results.sort(key=lambda r: r.pair)
         eval_results.sort(key=lambda r: r.index)
-        if [r.pair for r in pair_results] != list(range(self.config.pop_pairs)):
-            raise RuntimeError(f"generation {generation}: the evaluator returned results for the wrong pairs")
         returns = np.array([r.returns for r in pair_results], dtype=np.float64)
         lengths = np.array([r.lengths for r in pair_results], dtype=np.int64)
-        update = self.es.tell(returns)
+        shift = self.config.es.return_shift  # ARS's shift: the update sees returns less a constant per step
+        update = self.es.tell(returns - shift * lengths if shift else returns, pairs=len(pair_results))
         for result in pair_results:
             if result.obs_count and result.obs_sum is not None and result.obs_sumsq is not None:
                 self.obstat.increment(result.obs_sum, result.obs_sumsq, result.obs_count)
@@ -355,6 +414,8 @@ class Trainer:
             "generation": self.generation,
             "timesteps_total": self.timesteps_total,
             "episodes_total": self.episodes_total,
+            "pairs": len(pair_results),
+            "rounds": rounds,
             "time_elapsed": round(self.time_elapsed, 3),
             "return_mean": float(returns.mean()),
             "return_max": float(returns.max()),

@@ -17,6 +17,13 @@ was given that task, every number in it is bounded by what the task can give
 (:mod:`~esfast.distributed.bounds`), a failure sends the task to another host and ends the run
 only when hosts of two machines (or every host) report it, and what peers can make the master
 hold is bounded (connections, hosts, host names, θ copies, queued messages, log lines).
+
+The trainer may evaluate a generation in rounds (its variable batch: several calls of
+:meth:`Master.evaluate` with the same generation and θ). Hosts then keep the θ they hold, and the
+task ids of a round continue those of the generation's earlier rounds, so a late result of an
+earlier round (a tail copy, a task still queued on a host) is stale, never a result of this one.
+Audits, evictions and counters belong to the generation; an eviction runs again only the evicted
+host's results of the current round (``docs/protocol.md``, "Audits").
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from esfast.distributed.protocol import (
     task_to_wire,
     theta_message,
 )
-from esfast.distributed.scheduling import GenerationScheduler, Outcome
+from esfast.distributed.scheduling import GenerationScheduler, Outcome, SchedulerStats
 from esfast.distributed.versions import software_versions
 from esfast.envs.probe import probe_environment
 from esfast.errors import ConfigError, ProtocolError, WorkerError
@@ -114,8 +121,19 @@ class _Host:
 
 
 @dataclass
+class _Issued:
+    """What the master has handed out for the generation it evaluated last: every round's tasks
+    (ids are indices into ``tasks``), the ``THETA`` frames they ran with, the generation's counters."""
+
+    generation: int
+    tasks: list[Task]
+    theta: list[bytes]
+    stats: SchedulerStats
+
+
+@dataclass
 class MasterStats:
-    """Counters of one generation (reset by each :meth:`Master.evaluate`)."""
+    """Counters of one generation (reset by the first :meth:`Master.evaluate` of each generation)."""
 
     messages_dropped: int = 0  # malformed, hostile or out-of-place messages
     hosts_lost: int = 0
@@ -223,6 +241,7 @@ class Master:
         self.stats = MasterStats()
         self.last_stats: dict[str, Any] = {}
         self.scheduler: GenerationScheduler[Task, Result] | None = None
+        self.issued: _Issued | None = None
         self.theta_frames: list[Any] = []
         self.task_seconds = (0.0, 0)  # this generation's accepted results: total time from assignment, count
         self.last_heartbeat = 0.0
@@ -248,21 +267,37 @@ class Master:
     ) -> tuple[list[PairResult], list[EvalResult]]:
         """Runs a generation's tasks on the connected hosts; returns when every task has a result.
 
+        A further call for the generation of the previous one is a further round of it: it must
+        bring the same θ and settings (hosts keep the θ they hold), and its counters add to the
+        earlier rounds'.
+
         Raises:
             WorkerError: a task failed on a host, or the local worker host exited.
+            ValueError: a further round of a generation with another θ or other settings.
         """
-        self._end_between()
-        tasks: list[Task] = [*pairs, *evals]
-        scheduler: GenerationScheduler[Task, Result] = GenerationScheduler(spec.generation, tasks)
-        self.scheduler = scheduler
-        self.stats = MasterStats()
-        self.task_seconds = (0.0, 0)
-        self.limit = length_limit(spec.timestep_limit, self.probe.step_limit)
-        self.book = AuditBook(self.audit, self.audit_action)
-        self.generation_hosts = {}
-        self.evicted = set()
         # θ is copied once: queued frames then never see the trainer's in-place update.
-        self.theta_frames = encode(theta_message(theta.copy(), spec))
+        theta_frames = encode(theta_message(theta.copy(), spec))
+        theta_bytes = [bytes(frame) for frame in theta_frames]
+        issued = self.issued
+        if issued is not None and issued.generation == spec.generation and issued.theta != theta_bytes:
+            raise ValueError(f"generation {spec.generation} is evaluated again with another θ or other settings than its hosts hold")
+        self._end_between()
+        if issued is None or issued.generation != spec.generation:
+            issued = _Issued(spec.generation, [], theta_bytes, SchedulerStats())
+            self.stats = MasterStats()
+            self.task_seconds = (0.0, 0)
+            # Audits, evictions and the hosts given work are the generation's, whatever its number of rounds.
+            self.book = AuditBook(self.audit, self.audit_action)
+            self.generation_hosts = {}
+            self.evicted = set()
+        self.limit = length_limit(spec.timestep_limit, self.probe.step_limit)
+        first_id = len(issued.tasks)  # ids are never reused within a generation, not even after an interrupted call
+        issued.tasks.extend([*pairs, *evals])
+        self.issued = issued
+        scheduler: GenerationScheduler[Task, Result] = GenerationScheduler(spec.generation, issued.tasks, first_id=first_id)
+        scheduler.stats = issued.stats  # one generation's counters, whatever its number of rounds
+        self.scheduler = scheduler
+        self.theta_frames = theta_frames
         try:
             self._serve_generation(scheduler)
         finally:  # also on Ctrl-C or a failed task: hosts are heart-beaten until close()
@@ -591,6 +626,10 @@ class Master:
         except ProtocolError as error:
             self._drop(str(error), host.identity)
             return
+        earlier = sum(1 for task_id, _ in results if task_id < scheduler.first_id)
+        if earlier:  # late results of an earlier round of this generation: stale (checked before unassigned, as in complete)
+            scheduler.stats.stale_dropped += earlier
+            results = [(task_id, result) for task_id, result in results if task_id >= scheduler.first_id]
         unassigned = [task_id for task_id, _ in results if not scheduler.was_given(host.key, task_id)]
         if unassigned:  # an honest host reports only tasks it was given: nothing of this message counts
             scheduler.stats.unassigned_dropped += len(results)
@@ -598,8 +637,8 @@ class Master:
                 f"results for {len(unassigned)} tasks it was never given (task {unassigned[0]}, ...)", host.identity, kind="unassigned"
             )
             return
-        if generation == host.theta_generation:
-            host.theta_unread = 0  # it read that θ
+        if results and generation == host.theta_generation:
+            host.theta_unread = 0  # it read that θ: it reports on tasks of this round it was given
         for task_id, result in results:
             if host.identity not in self.hosts:
                 return  # evicted by an earlier result of this message
@@ -627,7 +666,8 @@ class Master:
         scheduler = self.scheduler
         task, generation = message["task"], message["generation"]
         error = _printable(message["error"])
-        if scheduler is None or generation != scheduler.generation or task >= len(scheduler.tasks):
+        if scheduler is None or generation != scheduler.generation or task >= len(scheduler.tasks) or task < scheduler.first_id:
+            # Another generation's task, or an earlier round's of this one (that round is over).
             self.log.warning(
                 "failed", "task %d of generation %d failed on worker host %s, but is stale: %s", task, generation, host.name, error
             )
@@ -713,8 +753,11 @@ class Master:
 
     def _evict(self, host: _Host, task: int) -> None:
         """Evicts ``host``, contradicted on ``task`` by two other sources: its results of this
-        generation that no other source confirmed run again elsewhere, it is told so and (under
-        --keys) its key is refused from now on, with every connection that uses it."""
+        round that no other source confirmed run again elsewhere, it is told so and (under
+        --keys) its key is refused from now on, with every connection that uses it.
+
+        Its results of the generation's earlier rounds (the variable batch) stay: the trainer holds
+        them already, as it holds those of earlier generations (``docs/protocol.md``, "Audits")."""
         scheduler = self.scheduler
         assert scheduler is not None
         if host.key in self.evicted:
@@ -739,7 +782,7 @@ class Master:
             self.stats.hosts_evicted += 1
         logger.warning(
             "evicted worker host %s: two other hosts disagree with its result of task %d of generation %d; "
-            "%d of its results of this generation run again elsewhere (%d host%s connected)",
+            "%d of its results of this round run again elsewhere (%d host%s connected)",
             host.name,
             task,
             scheduler.generation,

@@ -11,7 +11,13 @@ task that failed on a host goes back to the queue for the others, never to that 
 
 A *check* asks for one more copy of a task that has a result, for a host of another source
 (:mod:`~esfast.distributed.audit`): checks are handed out before anything else, and the
-generation is done only when every task has a result and no check is open.
+generation (or round) is done only when every task has a result and no check is open.
+
+A generation may be evaluated in several rounds (the trainer's variable batch): each round is a
+scheduler of its own whose task list continues the earlier rounds' (``first_id``), so that a late
+result of an earlier round can never be taken for a task of this one. Given tasks, failures,
+checks and results are the round's: a result for an earlier round's task is stale (whoever sends
+it), and checks sample only this round's tasks.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ class Outcome(enum.Enum):
 
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"  # the task already had a result (a re-issued or duplicated copy)
-    STALE = "stale"  # for another generation
+    STALE = "stale"  # for another generation, or for a task of an earlier round of this one
     UNKNOWN = "unknown"  # no such task id
     UNASSIGNED = "unassigned"  # the host was never given the task
 
@@ -56,13 +62,18 @@ class GenerationScheduler(Generic[Task, Result]):
         generation: the generation the tasks belong to.
         tasks: the tasks, in the order their results will be returned.
         duplicate_tail: hand copies of outstanding tasks to idle hosts once the queue is empty.
+        first_id: the tasks before this index belong to earlier rounds of the generation: they are
+            not handed out, and results for them are stale; this scheduler's work is the rest.
     """
 
-    def __init__(self, generation: int, tasks: list[Task], *, duplicate_tail: bool = True) -> None:
+    def __init__(self, generation: int, tasks: list[Task], *, duplicate_tail: bool = True, first_id: int = 0) -> None:
+        if not 0 <= first_id <= len(tasks):
+            raise ValueError(f"first_id must be in [0, {len(tasks)}], got {first_id}")
         self.generation = generation
         self.tasks = tasks
         self.duplicate_tail = duplicate_tail
-        self.pending: deque[int] = deque(range(len(tasks)))
+        self.first_id = first_id
+        self.pending: deque[int] = deque(range(first_id, len(tasks)))
         self.holders: dict[int, dict[str, float]] = {}  # task id -> host -> time it was assigned
         self.given: dict[int, set[str]] = {}  # task id -> every host that received it (or a copy)
         self.exposed: dict[int, set[str]] = {}  # task id -> hosts given it since its result was last discarded
@@ -76,8 +87,8 @@ class GenerationScheduler(Generic[Task, Result]):
 
     @property
     def complete_results(self) -> bool:
-        """Every task has a result (checks may still be open)."""
-        return len(self.results) == len(self.tasks)
+        """Every task of this round (from ``first_id`` on) has a result (checks may still be open)."""
+        return len(self.results) == len(self.tasks) - self.first_id
 
     @property
     def done(self) -> bool:
@@ -137,7 +148,9 @@ class GenerationScheduler(Generic[Task, Result]):
         return given
 
     def request_check(self, task_id: int, exclude: frozenset[str]) -> None:
-        """Asks for one more copy of finished task ``task_id``, for a host of a source not in ``exclude``."""
+        """Asks for one more copy of finished task ``task_id`` (of this round), for a host of a source not in ``exclude``."""
+        if not self.first_id <= task_id < len(self.tasks):
+            raise ValueError(f"task {task_id} is not a task of this round ({self.first_id} to {len(self.tasks) - 1})")
         self.checks[task_id] = exclude
         self.check_holders.pop(task_id, None)
 
@@ -212,6 +225,9 @@ class GenerationScheduler(Generic[Task, Result]):
         if not (isinstance(task_id, int) and 0 <= task_id < len(self.tasks)):
             self.stats.unknown_dropped += 1
             return Outcome.UNKNOWN
+        if task_id < self.first_id:  # a late copy of an earlier round's task: that round is over
+            self.stats.stale_dropped += 1
+            return Outcome.STALE
         if not self.was_given(host, task_id):
             self.stats.unassigned_dropped += 1
             return Outcome.UNASSIGNED
@@ -234,7 +250,7 @@ class GenerationScheduler(Generic[Task, Result]):
             False (and nothing changes) if ``host`` was not given the task or it has a result.
         """
         if (
-            not (0 <= task_id < len(self.tasks))
+            not (self.first_id <= task_id < len(self.tasks))
             or not self.was_given(host, task_id)
             or task_id in self.results
             or host in self.failed.get(task_id, ())
@@ -287,11 +303,12 @@ class GenerationScheduler(Generic[Task, Result]):
         return requeued
 
     def ordered_results(self) -> list[Result]:
-        """All results in task order.
+        """The results of this scheduler's tasks (from ``first_id`` on), in task order.
 
         Raises:
             RuntimeError: the generation is not complete.
         """
         if not self.done:
-            raise RuntimeError(f"generation {self.generation}: {len(self.tasks) - len(self.results)} tasks have no result")
-        return [self.results[i] for i in range(len(self.tasks))]
+            missing = len(self.tasks) - self.first_id - len(self.results)
+            raise RuntimeError(f"generation {self.generation}: {missing} tasks have no result")
+        return [self.results[i] for i in range(self.first_id, len(self.tasks))]

@@ -6,8 +6,8 @@ another in one file. Where the frames come from:
 
 - MuJoCo environments: gymnasium's offscreen renderer (``render_mode="rgb_array"``, 480x480 unless
   the environment is made with another ``width`` and ``height``), on the OpenGL backend that
-  :func:`choose_offscreen_backend` finds to work: EGL, else OSMesa (both run on Mesa's llvmpipe
-  without a GPU; EGL uses a GPU where there is one);
+  :func:`esfast.media.offscreen.choose_offscreen_backend` finds to work, through a camera that
+  follows the agent where the model has one (:func:`follow_agent`);
 - Atari environments: the emulator's own RGB screen (``ale.getScreenRGB()``, 210x160), not the
   84x84 grayscale observation the policy sees; one frame per agent step, so at
   ``ATARI_FRAME_RATE / frame_skip`` frames per second the video runs at the game's speed;
@@ -22,11 +22,7 @@ imported only here, and only when a video is written; without it, writing one is
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import os
-import sys
-import warnings
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -38,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from esfast.errors import EnvError, UserError
+from esfast.media.offscreen import choose_offscreen_backend
 
 if TYPE_CHECKING:
     import av.container
@@ -45,31 +42,25 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATARI_FRAME_RATE",
-    "OFFSCREEN_BACKENDS",
-    "OFFSCREEN_PACKAGES",
+    "TRACKING_CAMERA",
     "VIDEO_SUFFIXES",
     "FrameRecorder",
     "VideoWriter",
     "check_video_path",
-    "choose_offscreen_backend",
+    "follow_agent",
     "frame_rate",
-    "requested_backend",
     "screen_reader",
-    "tracking_camera",
 ]
 
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTRA = "pip install 'esfast[video]'"
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that hold H.264
-OFFSCREEN_BACKENDS = ("egl", "osmesa")  # tried in this order when MUJOCO_GL is not set
-# What each backend needs on Debian and Ubuntu (EGL: glvnd's loader, Mesa's EGL, and Mesa's drivers
-# with llvmpipe; PyOpenGL loads GL through libGL).
-OFFSCREEN_PACKAGES = "apt-get install libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri (EGL), or apt-get install libosmesa6 (OSMesa)"
-GYMNASIUM_BACKENDS = ("egl", "osmesa", "glfw")  # the values of MUJOCO_GL gymnasium's MuJoCo renderer takes
 ATARI_FRAME_RATE = 60  # frames per second of the Atari 2600 (NTSC), the ALE's emulation rate
 DEFAULT_FRAME_RATE = 30  # for environments whose metadata names no render_fps
-_REASON_CHARS = 120  # of each backend's failure, in the one-line error
+TRACKING_CAMERA = "track"  # the camera gymnasium's MuJoCo models define to follow the agent (mode trackcom)
+FREE_CAMERA = -1  # gymnasium's renderer's camera_id for its free camera, placed by default_camera_config
+_REASON_CHARS = 120  # of an error's message, in a one-line error
 
 
 def _one_line(error: BaseException, limit: int = _REASON_CHARS) -> str:
@@ -78,133 +69,48 @@ def _one_line(error: BaseException, limit: int = _REASON_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _probe(name: str) -> None:
-    """Makes a small GL context of MuJoCo's backend ``name`` current and a MuJoCo render context on it; raises if either fails.
-
-    The render context is what gymnasium's renderer makes next, and the check that a context is
-    really current: GLFW without a display only warns, and its context is then no context.
-    """
-    import mujoco
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        context = importlib.import_module(f"mujoco.{name}").GLContext(16, 16)
-        try:
-            context.make_current()
-            try:
-                mujoco.MjrContext(mujoco.MjModel.from_xml_string("<mujoco/>"), mujoco.mjtFontScale.mjFONTSCALE_100).free()
-            except mujoco.FatalError as error:
-                raise RuntimeError(f"{caught[0].message if caught else error}") from None
-        finally:
-            context.free()
-
-
-def _forget(modules_before: set[str], platform_before: str | None) -> None:
-    """Undoes what a failed probe left that would make the next backend fail too.
-
-    ``mujoco.egl`` and ``mujoco.osmesa`` set ``PYOPENGL_PLATFORM`` when it is unset, and PyOpenGL
-    binds its platform once, when it is first imported: the PyOpenGL modules the probe imported
-    are dropped (the next backend's import loads them afresh for its platform) and the variable
-    restored. Modules imported before the probe are kept.
-    """
-    for module in set(sys.modules) - modules_before:
-        if module == "OpenGL" or module.startswith(("OpenGL.", "mujoco.egl", "mujoco.osmesa", "mujoco.glfw")):
-            del sys.modules[module]
-    if platform_before is None:
-        os.environ.pop("PYOPENGL_PLATFORM", None)
-    else:
-        os.environ["PYOPENGL_PLATFORM"] = platform_before
-
-
-def requested_backend() -> str:
-    """The backend ``MUJOCO_GL`` names (lower case), or ``""`` when it is unset.
-
-    Raises:
-        EnvError: a value gymnasium's MuJoCo renderer does not take (MuJoCo itself would fail at
-            import with a traceback).
-    """
-    requested = os.environ.get("MUJOCO_GL", "").strip().lower()
-    if requested and requested not in GYMNASIUM_BACKENDS:
-        raise EnvError(f"MUJOCO_GL={requested!r}: gymnasium's MuJoCo renderer takes {', '.join(GYMNASIUM_BACKENDS)} (or leave it unset)")
-    return requested
-
-
-def choose_offscreen_backend() -> str:
-    """Chooses the OpenGL backend of MuJoCo's offscreen rendering for this process, and sets ``MUJOCO_GL`` to it.
-
-    ``MUJOCO_GL`` if it is set (``egl``, ``osmesa`` or ``glfw``, gymnasium's choices), else the
-    first of ``OFFSCREEN_BACKENDS`` with which a GL context and a MuJoCo render context on it can
-    be made. Call it before the environment's first ``render()``.
-
-    Why probe ``mujoco.egl`` and ``mujoco.osmesa`` and not a ``mujoco.Renderer``: MuJoCo binds
-    ``mujoco.GLContext`` (which ``mujoco.Renderer`` uses) to ``MUJOCO_GL`` when ``mujoco`` is first
-    imported, and esfast has imported it by then (with the variable unset: GLFW, which needs a
-    display). Gymnasium's MuJoCo renderer instead reads ``MUJOCO_GL`` at its first render and makes
-    a context of that backend's module, the very class probed here. A probe that fails is
-    undone (see ``_forget``), so the next one runs in the same process: no subprocess.
-
-    Returns:
-        ``"egl"``, ``"osmesa"`` or (when ``MUJOCO_GL`` says so) ``"glfw"``.
-
-    Raises:
-        EnvError: ``MUJOCO_GL`` names another backend, or no backend works (the message names the
-            packages to install).
-    """
-    requested = requested_backend()
-    candidates = (requested,) if requested else OFFSCREEN_BACKENDS
-    failures = []
-    for name in candidates:
-        modules_before, platform_before = set(sys.modules), os.environ.get("PYOPENGL_PLATFORM")
-        os.environ["MUJOCO_GL"] = name
-        try:
-            _probe(name)
-        except Exception as error:  # any failure (missing library, no display, no device) means: not this one
-            logger.debug("MuJoCo offscreen backend %s does not work here: %s", name, error)
-            failures.append(f"{name}: {_one_line(error)}")
-            _forget(modules_before, platform_before)
-            continue
-        logger.debug("MuJoCo offscreen rendering with MUJOCO_GL=%s", name)
-        return name
-    platform = os.environ.get("PYOPENGL_PLATFORM", "").strip().lower()
-    if platform and platform not in candidates and set(candidates) <= set(OFFSCREEN_BACKENDS):
-        remedy = f"unset PYOPENGL_PLATFORM (it is {platform!r}, which rules out {' and '.join(candidates)})"
-    else:
-        remedy = OFFSCREEN_PACKAGES
-    if requested:
-        os.environ["MUJOCO_GL"] = requested
-        raise EnvError(f"MUJOCO_GL={requested} cannot render here ({failures[0]}); unset it to let esfast choose, or {remedy}")
-    os.environ.pop("MUJOCO_GL", None)
-    raise EnvError(f"offscreen rendering needs EGL or OSMesa, and neither works here ({'; '.join(failures)}): {remedy}")
-
-
 def _is_mujoco(env: gym.Env[Any, Any]) -> bool:
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
     return isinstance(env.unwrapped, MujocoEnv)
 
 
-TRACKING_CAMERA = "track"  # the camera gymnasium's MuJoCo models define to follow the agent (mode trackcom)
+def follow_agent(env: gym.Env[Any, Any]) -> str | None:
+    """Films a MuJoCo environment through its model's ``track`` camera where its view would stay put.
 
+    Gymnasium's renderer shows a model's camera when one is chosen (``camera_name=`` or
+    ``camera_id=``; before gymnasium 1.4 the default was the ``track`` camera of the models that
+    define one), and otherwise its free camera, placed once by the task's
+    ``default_camera_config``. The free camera does not move: MuJoCo reads the config's
+    ``trackbodyid`` for tracking cameras only, and gymnasium sets the camera free again at every
+    frame, so a HalfCheetah, Hopper, Walker2d or Humanoid soon runs out of the picture. Here a
+    renderer on its free camera is switched, before its first frame, to the model's ``track``
+    camera (mode ``trackcom``: it follows the centre of mass), which gymnasium's locomotion models
+    define (Ant, HalfCheetah, Hopper, Humanoid, HumanoidStandup, Swimmer, Walker2d). A camera the
+    environment was made with is kept, and so is the free view of a model without a ``track``
+    camera (InvertedPendulum, Reacher, Pusher: tasks that stay in place).
 
-def tracking_camera(env: gym.Env[Any, Any]) -> str | None:
-    """The name of the MuJoCo model's camera that follows the agent, if it has one, else None.
-
-    Gymnasium's default view of some tasks (HalfCheetah, Swimmer) is a fixed camera the agent runs
-    out of; their models define a camera named ``track`` that follows the centre of mass, which a
-    video is made with (``camera_name=``).
+    Returns:
+        The name of the camera the environment is now filmed through, if this switched it; else None.
     """
-    model = getattr(env.unwrapped, "model", None)
-    if model is None:
+    base: Any = env.unwrapped
+    renderer, model = getattr(base, "mujoco_renderer", None), getattr(base, "model", None)
+    if renderer is None or model is None or getattr(renderer, "camera_id", None) != FREE_CAMERA:
         return None
     import mujoco
 
-    return TRACKING_CAMERA if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, TRACKING_CAMERA) >= 0 else None
+    camera = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, TRACKING_CAMERA)
+    if camera < 0:
+        return None
+    renderer.camera_id = camera
+    return TRACKING_CAMERA
 
 
 def screen_reader(env: gym.Env[Any, Any]) -> tuple[Callable[[], NDArray[np.uint8]], str]:
     """What reads the environment's current screen, and where its frames come from (for the console).
 
-    For a MuJoCo environment this chooses the offscreen backend (:func:`choose_offscreen_backend`).
+    For a MuJoCo environment this chooses the offscreen backend
+    (:func:`~esfast.media.offscreen.choose_offscreen_backend`) and the camera (:func:`follow_agent`).
 
     Args:
         env: an ALE environment (possibly wrapped, e.g. by :func:`esfast.envs.atari.make_atari_env`),
@@ -212,7 +118,7 @@ def screen_reader(env: gym.Env[Any, Any]) -> tuple[Callable[[], NDArray[np.uint8
 
     Returns:
         A function of no argument returning the screen, ``uint8`` of shape ``(height, width, 3)``,
-        and a description such as ``"the ALE screen"`` or ``"MuJoCo offscreen (egl)"``.
+        and a description such as ``"the ALE screen"`` or ``"MuJoCo offscreen (egl, camera track)"``.
 
     Raises:
         EnvError: the environment does not render to arrays, or no offscreen backend works.
@@ -224,7 +130,11 @@ def screen_reader(env: gym.Env[Any, Any]) -> tuple[Callable[[], NDArray[np.uint8
         return read_ale, "the ALE screen"
     if env.render_mode != "rgb_array":
         raise EnvError(f"cannot record {env.spec.id if env.spec else type(base).__name__}: it was made without render_mode='rgb_array'")
-    source = f"MuJoCo offscreen ({choose_offscreen_backend()})" if _is_mujoco(env) else "render()"
+    if _is_mujoco(env):
+        backend, camera = choose_offscreen_backend(), follow_agent(env)
+        source = f"MuJoCo offscreen ({backend}{f', camera {camera}' if camera else ''})"
+    else:
+        source = "render()"
 
     def render() -> NDArray[np.uint8]:
         try:

@@ -1,4 +1,4 @@
-"""Learning curves of run directories (``esfast plot``), drawn with matplotlib (``esfast[plot]``).
+"""Learning curves of run directories, drawn with matplotlib (``esfast[plot]``): what ``esfast plot`` draws.
 
 Runs whose ``config.json`` agree apart from ``run.seed`` and the budget (``run.generations``,
 ``run.timesteps``) are one group: each run's curve is interpolated (linearly) onto a common grid,
@@ -16,7 +16,6 @@ its Agg canvas, so no display is needed and pyplot's global state is never touch
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -36,12 +35,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "DEFAULT_OUT",
+    "DEFAULT_X",
+    "DEFAULT_Y",
     "MISSING_MATPLOTLIB",
     "X_FIELDS",
     "Curve",
     "Run",
-    "add_parser",
-    "cmd_plot",
     "draw_curves",
     "draw_run_returns",
     "learning_curves",
@@ -372,33 +372,3 @@ def plot_runs(runs: list[Path], *, x: str = DEFAULT_X, y: str = DEFAULT_Y, out: 
     else:
         axes.legend(fontsize="small")
     return save_figure(figure, out)
-
-
-# The command -----------------------------------------------------------------------------------
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    """``esfast plot``: writes the figure and says where."""
-    out = plot_runs([Path(run) for run in args.runs], x=args.x, y=args.y, out=Path(args.out))
-    print(f"plot written to {out}")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """Adds the ``plot`` subcommand (handler :func:`cmd_plot`) to ``esfast``'s subcommands."""
-    parser = subparsers.add_parser(
-        "plot",
-        help="draw learning curves of run directories",
-        description=(
-            "Draw learning curves of run directories into an image (needs esfast[plot]). Runs that differ only in their seed "
-            "are drawn as one median line with a band from their minimum to their maximum."
-        ),
-    )
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="a run directory (config.json and log.jsonl)")
-    parser.add_argument("--x", choices=tuple(X_FIELDS), default=DEFAULT_X, help=f"the x axis (default: {DEFAULT_X})")
-    parser.add_argument(
-        "--y", default=DEFAULT_Y, metavar="FIELD", help=f"the log field to draw, e.g. return_mean, return_max (default: {DEFAULT_Y})"
-    )
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"the image to write (default: {DEFAULT_OUT} here)")
-    parser.set_defaults(handler=cmd_plot)
-    return parser

@@ -1,0 +1,263 @@
+"""The MuJoCo suite's runner (benchmarks/learning_mujoco.py) and table builder (benchmarks/mujoco_report.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import learning_mujoco as lm
+import mujoco_report as report
+
+from esfast.checkpoint import load_checkpoint
+from esfast.errors import TrainingDiverged, UserError
+
+PAPER_TABLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_mujoco_table3.csv"
+TASK = lm.TASKS["InvertedPendulum-v5"]
+HOPPER = lm.TASKS["Hopper-v5"].budget
+BUDGET = 3000  # timesteps: a few generations of InvertedPendulum's early, short episodes
+
+
+def _theta(run: Path) -> np.ndarray:
+    state, _ = load_checkpoint(run / "checkpoints" / "latest.npz")
+    return np.asarray(state["theta"])
+
+
+def test_paper_numbers_are_the_reference_table() -> None:
+    with open(PAPER_TABLE) as file:
+        rows = list(csv.DictReader(line for line in file if not line.startswith("#")))
+    expected: dict[str, list[tuple[str, float, float]]] = {}
+    for r in rows:
+        expected.setdefault(r["env"], []).append((r["pct_TRPO_progress"], float(r["TRPO_score"]), float(r["ES_timesteps"])))
+    assert {env: list(scores) for env, scores in lm.PAPER_TABLE3.items()} == expected
+
+
+def test_every_task_has_a_shipped_config_for_its_environment() -> None:
+    for task in lm.TASKS.values():
+        config = lm.shipped_config(task, 0, 1000, None)
+        assert config.env_id == task.env_id
+        assert config.eval_episodes() >= 2  # the evaluation window holds at least 10 episodes
+
+
+def test_one_lucky_generation_does_not_reach_a_score() -> None:
+    records = [{"generation": g + 1, "timesteps_total": 100 * (g + 1), "time_elapsed": g + 1.0, "eval_return_mean": 10.0} for g in range(8)]
+    records[6]["eval_return_mean"] = 1000.0
+    evaluations = lm.evaluation_returns(records)
+    assert evaluations[: lm.WINDOW - 1] == [None] * (lm.WINDOW - 1)
+    assert lm.first_reached(records, evaluations, 500.0) is None
+    assert lm.first_reached(records, evaluations, 200.0) == {"generation": 7, "timesteps": 700, "seconds": 7.0}
+
+
+def test_runner_writes_the_result_file_and_skips_a_finished_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = lm.run_one(TASK, 0, budget=BUDGET, runs=tmp_path / "runs", results=tmp_path / "results", workers=1)
+    path = tmp_path / "results" / "InvertedPendulum-v5-seed0.json"
+    assert json.loads(path.read_text()) == data
+    assert data["env_id"] == "InvertedPendulum-v5" and data["seed"] == 0 and data["config_name"] == "inverted_pendulum"
+    assert data["finished"] and data["stopped"] == "budget" and data["budget_timesteps"] == BUDGET
+    assert data["timesteps_total"] >= BUDGET and data["generations"] == len(data["curve"]["timesteps"]) >= 1
+    assert [s["label"] for s in data["scores"]] == ["25%", "50%", "75%", "100%"]
+    assert [s["paper_timesteps"] for s in data["scores"]] == [6.25e4, 1.43e5, 2.55e5, 4.55e5]
+    assert data["target"] == {"score": 1000.0, "timesteps": 227500.0, "source": TASK.source, "met": False}
+    final = data["final_evaluation"]
+    assert final["episodes"] == 10 and len(final["returns"]) == 10 and final["mean"] == pytest.approx(np.mean(final["returns"]))
+    assert all(length >= 1 for length in final["lengths"])
+    assert data["timesteps_per_second"] > 0 and data["workers"] == 1
+    (sitting,) = data["sittings"]
+    assert sitting["cores"] >= 1 and sitting["cpu"] and sitting["from_generation"] == 0
+    assert sitting["commit"] is None or len(sitting["commit"]) == 40
+    assert data["config"]["config"] == lm.shipped_config(TASK, 0, BUDGET, None).to_dict()["config"]
+
+    mtime = path.stat().st_mtime_ns
+    capsys.readouterr()
+    again = lm.run_one(TASK, 0, budget=BUDGET, runs=tmp_path / "runs", results=tmp_path / "results", workers=1)
+    assert again == data and path.stat().st_mtime_ns == mtime
+    assert "finished (budget), skipped" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_resumes_to_the_same_theta(tmp_path: Path) -> None:
+    budget = 2 * BUDGET
+    whole = lm.run_one(TASK, 1, budget=budget, runs=tmp_path / "whole", results=tmp_path / "whole-results", workers=1)
+
+    def interrupt(record: dict[str, Any]) -> None:
+        if record["generation"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lm.run_one(TASK, 1, budget=budget, runs=tmp_path / "cut", results=tmp_path / "cut-results", workers=1, on_generation=interrupt)
+    partial = json.loads((tmp_path / "cut-results" / "InvertedPendulum-v5-seed1.json").read_text())
+    assert not partial["finished"] and partial["stopped"] is None and partial["final_evaluation"] is None
+    assert partial["generations"] == 2
+
+    resumed = lm.run_one(TASK, 1, budget=budget, runs=tmp_path / "cut", results=tmp_path / "cut-results", workers=2)
+    assert np.array_equal(_theta(tmp_path / "cut" / "InvertedPendulum-v5-seed1"), _theta(tmp_path / "whole" / "InvertedPendulum-v5-seed1"))
+    assert [s["from_generation"] for s in resumed["sittings"]] == [0, 2]
+    assert resumed["curve"]["timesteps"] == whole["curve"]["timesteps"]
+    assert resumed["curve"]["evaluation_return"] == whole["curve"]["evaluation_return"]
+    assert resumed["final_evaluation"] == whole["final_evaluation"]
+
+
+def test_a_run_directory_of_another_config_is_refused(tmp_path: Path) -> None:
+    lm.run_one(TASK, 0, budget=BUDGET, runs=tmp_path / "runs", results=tmp_path / "results", workers=1)
+    (tmp_path / "results" / "InvertedPendulum-v5-seed0.json").unlink()
+    (tmp_path / "runs" / "InvertedPendulum-v5-seed1").symlink_to(tmp_path / "runs" / "InvertedPendulum-v5-seed0")
+    with pytest.raises(UserError, match="holds a run of another config"):
+        lm.run_one(TASK, 1, budget=BUDGET, runs=tmp_path / "runs", results=tmp_path / "results", workers=1)
+
+
+def test_unknown_tasks_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        lm.main(["Pong-v5"])
+    assert exit_info.value.code == 2
+    assert "'Pong-v5' is not a task of the suite" in capsys.readouterr().err
+
+
+# The table builder, on result files made here --------------------------------------------------
+
+
+def _result(env_id: str, seed: int, reach_at: int | None, *, finished: bool = True, budget: int = 10_000_000) -> dict[str, Any]:
+    """A result file of a run that crosses the final score at ``reach_at`` timesteps (None: never)."""
+    task = lm.TASKS[env_id]
+    config = lm.shipped_config(task, seed, budget, 2)
+    end = (reach_at or budget) + 10 * 50_000 if finished else (reach_at or budget) // 2
+    steps = list(range(50_000, end + 1, 50_000))
+    score = task.final.value
+    values = [score * (1.0 if reach_at is not None and t >= reach_at else 0.5 * t / budget) for t in steps]
+    records = [
+        {"generation": g + 1, "timesteps_total": t, "time_elapsed": t / 20_000, "eval_return_mean": v, "return_mean": v / 2}
+        for g, (t, v) in enumerate(zip(steps, values, strict=True))
+    ]
+    machine = "cpu: Test CPU (avx2); 2 cores available; esfast code path avx2"
+    sittings = [{"machine": machine, "cores": 2, "load_average": 1.5, "from_generation": 0, "workers": 2}]
+    final = {"episodes": 10, "mean": values[-1]} if finished else None
+    stopped = ("reached" if reach_at is not None else "budget") if finished else None
+    return lm.result(task, config, records, sittings, budget=budget, stopped=stopped, final=final)
+
+
+def _write(directory: Path, results: list[dict[str, Any]]) -> None:
+    for data in results:
+        lm.write_json(lm.result_path(directory, data["env_id"], data["seed"]), data)
+
+
+def test_the_table_takes_median_range_and_ratio_over_seeds(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        [
+            _result("HalfCheetah-v5", 0, 1_000_000),
+            _result("HalfCheetah-v5", 1, 2_000_000),
+            _result("HalfCheetah-v5", 2, 1_500_000),
+            _result("Hopper-v5", 0, None, budget=HOPPER),
+            _result("Hopper-v5", 1, 5_000_000, budget=HOPPER),
+            _result("Hopper-v5", 2, None, finished=False, budget=HOPPER),
+        ],
+    )
+    by_task = report.load_results(tmp_path)
+    assert list(by_task) == ["HalfCheetah-v5", "Hopper-v5"]  # the suite's order
+    cheetah, hopper = (report.row(results) for results in by_task.values())
+    # The window of 5 generations of 50k timesteps: the mean reaches the score 4 generations after the crossing.
+    assert cheetah["esfast (median)"] == "1.70M" and cheetah["range"] == "1.20M – 2.20M"
+    assert cheetah["ratio"] == f"{1.70e6 / 2.88e6:.2f}" and cheetah["met"] == "no" and cheetah["target"] == "≤ 1.44M"
+    assert cheetah["paper ES"] == "2.88M" and cheetah["seeds"] == "0, 1, 2"
+    # Seed 0 spent the task's budget without the score (the range's top); seed 2, under way, may still
+    # give a median. The median seed shown is seed 0, whose best is the mean of its last 5 evaluations,
+    # half the score x 32.0M / 31.6M.
+    assert hopper["esfast (median)"] == "not yet (best 1723 within 32.10M)" and hopper["range"] == "5.20M – not reached"
+    assert hopper["met"] == "not yet" and hopper["seeds"] == "0, 1, 2*"
+    text = report.table(by_task)
+    assert text.count("\n| ") == 3 and "Machines: Test CPU (avx2)" in text
+
+
+def test_the_figure_has_a_panel_per_task(tmp_path: Path) -> None:
+    _write(tmp_path, [_result("Swimmer-v5", seed, 400_000 + 100_000 * seed) for seed in range(3)] + [_result("Ant-v5", 0, None)])
+    out = report.figure(report.load_results(tmp_path), tmp_path / "suite.png")
+    from matplotlib.image import imread
+
+    height, width, _ = imread(out).shape
+    assert (width, height) == (2 * 420, 330)
+
+
+def test_the_builder_writes_the_table_into_the_readme(tmp_path: Path) -> None:
+    _write(tmp_path, [_result("InvertedPendulum-v5", 0, 200_000)])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.README_START}\nold\n{report.README_END}\nafter\n")
+    code = report.main(
+        ["--results", str(tmp_path), "--table", str(tmp_path / "t.md"), "--figure", str(tmp_path / "f.png"), "--readme", str(readme)]
+    )
+    assert code == 0
+    text = readme.read_text()
+    assert "old" not in text and text.startswith(f"intro\n{report.README_START}\n| task |")
+    assert text.endswith(f"{report.README_END}\nafter\n")
+    assert (tmp_path / "t.md").read_text() in text
+
+
+def test_the_builder_refuses_foreign_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.main(["--results", str(tmp_path)]) == 2
+    assert "holds no result files" in capsys.readouterr().err
+    (tmp_path / "Hopper-v5-seed0.json").write_text('{"schema": 0}')
+    assert report.main(["--results", str(tmp_path)]) == 2
+    assert "is not a result file of learning_mujoco.py" in capsys.readouterr().err
+
+
+def test_a_sitting_budget_below_the_tasks_leaves_the_run_under_way() -> None:
+    partial = _result("Walker2d-v5", 0, None, budget=6_000_000)  # stopped at a --budget-timesteps of 6M
+    whole = _result("Walker2d-v5", 1, None, budget=lm.TASKS["Walker2d-v5"].budget)
+    assert partial["finished"] and partial["stopped"] == "budget"
+    assert report.under_way(partial) and not report.under_way(whole)
+    assert report.under_way(_result("Walker2d-v5", 2, None, finished=False))
+    assert report.row([partial])["esfast (median)"].startswith("not yet") and report.row([partial])["seeds"] == "0*"
+    assert report.row([whole])["met"] == "no" and report.row([whole])["seeds"] == "1"
+
+
+def test_a_run_that_diverges_is_finished_with_its_last_finite_theta(tmp_path: Path) -> None:
+    def diverge(record: dict[str, Any]) -> None:
+        if record["generation"] == 2:
+            raise TrainingDiverged("θ became non-finite in generation 3")
+
+    kwargs: dict[str, Any] = {"budget": 2 * BUDGET, "runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    data = lm.run_one(TASK, 0, on_generation=diverge, **kwargs)
+    assert data["finished"] and data["stopped"] == "diverged" and data["generations"] == 2
+    assert data["final_evaluation"]["generation"] == 2
+    assert lm.run_one(TASK, 0, **kwargs) == data  # skipped: running it again would diverge again
+
+
+def test_a_result_to_continue_without_its_run_directory_is_refused(tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = {"runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    lm.run_one(TASK, 0, budget=BUDGET, **kwargs)
+    shutil.rmtree(tmp_path / "runs")  # another machine: the result file came with the repository, the run did not
+    with pytest.raises(UserError, match="has no checkpoint: copy it from the machine that ran it"):
+        lm.run_one(TASK, 0, budget=2 * BUDGET, **kwargs)
+
+
+def test_a_result_of_another_config_is_refused_by_runner_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _result("Swimmer-v5", 0, 400_000)
+    data["config"]["config"]["noise_stdev"] = 0.5
+    _write(tmp_path, [data])
+    with pytest.raises(UserError, match="holds a run of another config"):
+        lm.run_one(lm.TASKS["Swimmer-v5"], 0, runs=tmp_path / "runs", results=tmp_path)
+    assert report.main(["--results", str(tmp_path)]) == 2
+    assert "is a run of another config than today's configs/swimmer.json" in capsys.readouterr().err
+
+
+def test_keep_going_goes_on_past_the_score_and_says_it_spent_the_budget(tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = {"runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    first = lm.run_one(TASK, 0, budget=BUDGET, **kwargs)
+    # A run that reached its score is not skipped under --keep-going: it goes on to the budget.
+    finished = {**first, "stopped": "reached"}
+    lm.write_json(lm.result_path(tmp_path / "results", TASK.env_id, 0), finished)
+    assert lm.run_one(TASK, 0, budget=2 * BUDGET, **kwargs) == finished  # without it, a reached run is done
+    again = lm.run_one(TASK, 0, budget=2 * BUDGET, keep_going=True, **kwargs)
+    assert again["stopped"] == "budget" and len(again["sittings"]) == 2 and again["timesteps_total"] >= 2 * BUDGET
+
+
+def test_bad_seeds_and_mixed_all_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert lm.main(["InvertedPendulum-v5", "--seeds", "-1", "--runs", str(tmp_path), "--results", str(tmp_path)]) == 2
+    assert "run.seed must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lm.main(["all", "Hopper-v5"])
+    assert "'all' runs every task" in capsys.readouterr().err
