@@ -123,6 +123,7 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
         target = f"≤ {_steps(task.target_timesteps)}"
         met = "yes" if median <= task.target_timesteps else ("not yet" if unfinished else "no")
     finals = [r["final_evaluation"]["mean"] for r in results if r["final_evaluation"]]
+    three_quarters = _three_quarters(results)
     final_text = f"{np.median(finals):.0f}" if finals else "–"
     seconds = middle["scores"][-1]["reached"]["seconds"] if not math.isinf(median) else middle["train_seconds"]
     return {
@@ -134,10 +135,25 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
         "range": spread,
         "ratio": ratio,
         "met": met,
+        "75% score: esfast / paper": three_quarters,
         "final θ": final_text,
         "wall-clock (median seed)": f"{seconds / 60:.1f} min, {middle['workers']} workers",
         "seeds": ", ".join(f"{r['seed']}{'*' if under_way(r) else ''}" for r in results),
     }
+
+
+def _three_quarters(results: Sequence[dict[str, Any]]) -> str:
+    """Median timesteps to 75% of TRPO's final score against the paper's ES, where the paper has it:
+    progress of runs that have not reached the final score yet."""
+    steps = []
+    for result in results:
+        score = next((s for s in result["scores"] if s["label"] == "75%"), None)
+        if score is None:
+            return "–"
+        steps.append(math.inf if score["reached"] is None else float(score["reached"]["timesteps"]))
+        paper = score["paper_timesteps"]
+    median = sorted(steps)[(len(steps) - 1) // 2]
+    return f"{'not yet' if math.isinf(median) else _steps(median)} / {_steps(paper)}"
 
 
 def _best(result: dict[str, Any]) -> float:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -124,13 +125,18 @@ def test_local_cluster_equals_in_process(tmp_path: Path, monkeypatch: pytest.Mon
         assert record["hosts"] == 1 and record["procs"] == procs and record["messages_dropped"] == 0
 
 
-def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    straight = train(reach_config("run.generations=4"), tmp_path / "straight")
-    train(reach_config("run.generations=2"), tmp_path / "split")
-    resumed = train(reach_config("run.generations=4"), tmp_path / "split", resume=True)
+def split_and_resume(config_of: Callable[..., Config], tmp_path: Path) -> None:
+    """4 generations straight, and 2 then 2 more after a resume: the same θ, statistics and timesteps."""
+    straight = train(config_of("run.generations=4"), tmp_path / "straight")
+    train(config_of("run.generations=2"), tmp_path / "split")
+    resumed = train(config_of("run.generations=4"), tmp_path / "split", resume=True)
     np.testing.assert_array_equal(resumed.theta, straight.theta)
     np.testing.assert_array_equal(resumed.obstat.sumsq, straight.obstat.sumsq)
     assert resumed.timesteps_total == straight.timesteps_total
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    split_and_resume(reach_config, tmp_path)
     lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["generation"] for line in lines] == [1, 2, 3, 4]
 
@@ -571,12 +577,7 @@ def test_a_variable_batch_is_the_same_in_process_and_with_1_and_2_worker_process
 
 
 def test_a_variable_batch_resumes_to_the_same_theta(tmp_path: Path) -> None:
-    straight = train(variable_config("run.generations=4"), tmp_path / "straight")
-    train(variable_config("run.generations=2"), tmp_path / "split")
-    resumed = train(variable_config("run.generations=4"), tmp_path / "split", resume=True)
-    np.testing.assert_array_equal(resumed.theta, straight.theta)
-    np.testing.assert_array_equal(resumed.obstat.sumsq, straight.obstat.sumsq)
-    assert resumed.timesteps_total == straight.timesteps_total
+    split_and_resume(variable_config, tmp_path)
     pairs = [r["pairs"] for r in log_records(tmp_path / "straight")]
     assert [r["pairs"] for r in log_records(tmp_path / "split")] == pairs and max(pairs) > 6
 
