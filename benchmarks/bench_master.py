@@ -65,10 +65,11 @@ import zmq
 from esfast.config import PolicySettings
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import HEARTBEAT_INTERVAL, Message, decode, encode, result_message
+from esfast.distributed.versions import software_versions
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, WorkerSetup
 
 TARGET_EPISODES_PER_SECOND = 100_000
-EPISODE_LENGTH = 1000  # what a simulated episode reports as its length
+EPISODE_LENGTH = 500  # what a simulated episode reports as its length (CartPole's limit, which the master enforces)
 RECORD_OBS_PROBABILITY = 0.01  # the paper's calc_obstat_prob
 
 
@@ -131,7 +132,9 @@ def check_result_builder(obs_dim: int) -> None:
     assert [bytes(f) for f in ours] == [bytes(f) for f in encode(reference)], "simulated RESULT differs from result_message"
 
 
-def simulated_host(index: int, endpoint: str, credit: int, batch: int, report: multiprocessing.connection.Connection, parent: int) -> None:
+def simulated_host(
+    index: int, endpoint: str, credit: int, batch: int, report: multiprocessing.connection.Connection, parent: int, fingerprint: str
+) -> None:
     """A worker host without evaluators: answers every TASKS message at once, with RESULT messages
     of ``batch`` results each (0: one RESULT for the whole TASKS message), each giving its credit back.
 
@@ -147,7 +150,16 @@ def simulated_host(index: int, endpoint: str, credit: int, batch: int, report: m
     handled = 0
     theta_copy: np.ndarray | None = None
     obs: tuple[np.ndarray, np.ndarray] | None = None
-    sock.send_multipart(encode(Message("HELLO", {"host": f"sim{index}", "pid": os.getpid(), "procs": max(1, credit // 2), "table": None})))
+    hello = {
+        "host": f"sim{index}",
+        "pid": os.getpid(),
+        "procs": max(1, credit // 2),
+        "table": None,
+        "versions": software_versions(),
+        "session": None,
+    }
+    sock.send_multipart(encode(Message("HELLO", hello)))
+    sock.send_multipart(encode(Message("FINGERPRINT", {"fingerprint": fingerprint})))  # as the master's own environment gives it
     last_heartbeat = time.monotonic()
     try:
         while True:
@@ -311,7 +323,9 @@ def run(args: argparse.Namespace) -> None:
         for index in range(args.hosts):
             receive, send = mp.Pipe(duplex=False)
             process = mp.Process(
-                target=simulated_host, args=(index, master.endpoint, args.credit, args.result_batch, send, os.getpid()), daemon=True
+                target=simulated_host,
+                args=(index, master.endpoint, args.credit, args.result_batch, send, os.getpid(), master.probe.fingerprint),
+                daemon=True,
             )
             process.start()
             send.close()

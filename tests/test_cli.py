@@ -16,6 +16,8 @@ from cluster import evaluators
 
 import esfast as esfast_package
 from esfast.checkpoint import load_checkpoint, save_checkpoint
+from esfast.cli import exposed_without_keys
+from esfast.distributed.keys import make_keys
 
 TESTS = Path(__file__).resolve().parent
 REACH = [
@@ -240,6 +242,48 @@ def test_a_bind_address_with_a_port_out_of_range_is_refused(tmp_path: Path) -> N
     )
     assert result.returncode == 2 and "--bind 'tcp://127.0.0.1:99999': the port must be 0 to 65535" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def master_command(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from esfast.cli import master_main; sys.exit(master_main())"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def test_a_master_others_can_reach_without_keys_says_so_first() -> None:
+    for bind in ("tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.1.2.3:5555", "tcp://node7:5555", "tcp://[::]:5555", "tcp://eth0:5555"):
+        assert exposed_without_keys(bind) is not None, bind
+    for bind in ("tcp://127.0.0.1:5555", "tcp://127.0.0.2:0", "tcp://localhost:5555", "tcp://[::1]:5555", "ipc:///tmp/esfast"):
+        assert exposed_without_keys(bind) is None, bind
+
+
+def test_the_warning_is_the_masters_first_line(tmp_path: Path) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails after the warning.
+    result = master_command(*REACH[:-2], "--bind", "tcp://192.0.2.1:5555", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "esfast-master: error: cannot bind tcp://192.0.2.1:5555" in result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("warning: tcp://192.0.2.1:5555 accepts other machines without keys") and "esfast keys DIR" in first
+
+
+def test_an_audit_fraction_outside_0_and_1_is_refused(tmp_path: Path) -> None:
+    for fraction in ("1.5", "-0.1", "nan"):
+        result = master_command(*REACH[:-2], "--audit", fraction, "--out", str(tmp_path / "run"))
+        assert result.returncode == 2 and "--audit must be a fraction in [0, 1]" in result.stderr, result.stderr
+    result = master_command(*REACH[:-2], "--audit-action", "ban", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "invalid choice: 'ban'" in result.stderr
+
+
+def test_master_keys_that_cannot_be_used_are_one_line(tmp_path: Path) -> None:
+    make_keys(tmp_path / "keys", 1)
+    for keys, message in (
+        (tmp_path / "none", "no such folder"),
+        (tmp_path / "keys", "that is the folder esfast keys made"),
+        (tmp_path / "keys" / "worker-1", "that is a worker's folder"),
+    ):
+        result = master_command(*REACH[:-2], "--keys", str(keys), "--out", str(tmp_path / "run"))
+        assert result.returncode == 2 and f"esfast-master: error: --keys {keys}: {message}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_damaged_checkpoint_is_one_line_for_play_and_resume(tmp_path: Path) -> None:

@@ -9,10 +9,14 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import zmq
 from cluster import SLOW_REACH, Cluster, records
 
+from esfast.distributed.host import WorkerHost
+from esfast.distributed.keys import make_keys
 from esfast.distributed.protocol import PROTOCOL_VERSION
+from esfast.errors import HostExit
 
 
 def test_a_worker_started_first_waits_with_backoff_then_serves(cluster: Cluster, tmp_path: Path) -> None:
@@ -75,6 +79,37 @@ def test_bad_arguments_are_one_line() -> None:
         )
         assert result.returncode == 2, result.stdout + result.stderr
         assert message in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_host_whose_fingerprint_changes_stops() -> None:
+    """A restarted first evaluator that fingerprints the environment differently: the machine does not reproduce."""
+    host = WorkerHost("tcp://127.0.0.1:1", 1)
+    try:
+        host._fingerprinted("a" * 32)
+        host._fingerprinted("a" * 32)
+        with pytest.raises(HostExit, match=r"fingerprint changed on this machine .* does not simulate reproducibly"):
+            host._fingerprinted("b" * 32)
+    finally:
+        host.close()
+
+
+def test_worker_keys_that_cannot_be_used_are_one_line(tmp_path: Path) -> None:
+    make_keys(tmp_path / "keys", 1)
+    (tmp_path / "keys" / "worker-1" / "master.key").write_text("not a key\n")
+    for keys, message in (
+        (tmp_path / "none", "no such folder"),
+        (tmp_path / "keys" / "master", "that is the master's folder"),
+        (tmp_path / "keys" / "worker-1", "is not a key file made by esfast keys"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "esfast.distributed.host", "--master", "tcp://127.0.0.1:1", "--keys", str(keys)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2 and "esfast-worker: error: --keys" in result.stderr and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_a_worker_holding_another_runs_table_is_refused_on_both_sides(cluster: Cluster, tmp_path: Path) -> None:

@@ -33,7 +33,15 @@ from esfast.tasks import EvalResult, EvalTask, PairResult, PairTask, WorkerSetup
 VERSION = b'{"v": %d, ' % PROTOCOL_VERSION  # the start of a header of this version
 
 SAMPLES = {
-    "HELLO": {"host": "node-1", "pid": 42, "procs": 8, "table": {"seed": 0, "size": 1000}},
+    "HELLO": {
+        "host": "node-1",
+        "pid": 42,
+        "procs": 8,
+        "table": {"seed": 0, "size": 1000},
+        "versions": {"esfast": "0.1.0"},
+        "session": None,
+    },
+    "FINGERPRINT": {"fingerprint": "0123456789abcdef"},
     "READY": {"credit": 3},
     "RESULT": {
         "generation": 7,
@@ -44,7 +52,7 @@ SAMPLES = {
     "FAILED": {"generation": 7, "task": 3, "error": "ValueError: bad action"},
     "WANT_THETA": {"generation": 3},
     "BYE": {},
-    "WELCOME": {"worker": "w1", "run": {"env_id": "CartPole-v1", "table_size": 1000, "table_seed": 3}},
+    "WELCOME": {"worker": "w1", "run": {"env_id": "CartPole-v1", "table_size": 1000, "table_seed": 3}, "versions": {}, "session": "ab"},
     "REFUSE": {"reason": "protocol version 2, expected 1"},
     "THETA": {"generation": 3, "sigma": 0.02, "timestep_limit": None},
     "TASKS": {"generation": 3, "tasks": [{"task": 9, "kind": "pair", "pair": 4, "offset": 123, "episode_seed": 5, "record_obs": True}]},
@@ -251,7 +259,7 @@ MLP = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(8,)), 58, 4, 
 
 def _through_the_wire(setup: WorkerSetup) -> WorkerSetup:
     run, arrays = setup_to_wire(setup)
-    message = decode([bytes(f) for f in encode(Message("WELCOME", {"worker": "w1", "run": run}, arrays))])
+    message = decode([bytes(f) for f in encode(Message("WELCOME", {"worker": "w1", "run": run, "versions": {}, "session": "ab"}, arrays))])
     return setup_from_wire(message["run"], message.arrays)
 
 

@@ -135,6 +135,58 @@ def test_a_released_copy_is_not_counted_and_the_original_holder_keeps_it() -> No
     assert set(scheduler.holders[1]) == {"w1"}
 
 
+def test_a_result_counts_only_from_a_host_given_the_task() -> None:
+    s = scheduler(3, duplicate_tail=False)
+    s.assign("a", 1, now=0.0)
+    assert s.complete("b", 3, 0, 9.0) is Outcome.UNASSIGNED and s.stats.unassigned_dropped == 1
+    assert s.complete("a", 3, 1, 9.0) is Outcome.UNASSIGNED  # a task a holds none of
+    assert s.complete("a", 3, 0, 1.0) is Outcome.ACCEPTED and s.producers == {0: "a"}
+    s.assign("b", 1, now=0.0)
+    s.release("b", [1])  # never reached b: b was not given it after all
+    assert not s.was_given("b", 1) and s.complete("b", 3, 1, 9.0) is Outcome.UNASSIGNED
+
+
+def test_a_failed_task_goes_to_another_host_never_back_to_its_own() -> None:
+    s = scheduler(3, duplicate_tail=True)
+    assert s.assign("a", 2, now=0.0) == [(0, "t0"), (1, "t1")]
+    assert not s.fail("b", 0, "peer-b")  # b was not given it
+    assert s.fail("a", 0, "peer-a") and not s.fail("a", 0, "peer-a") and s.stats.failed == 1
+    assert s.failed == {0: {"a": "peer-a"}} and list(s.pending) == [0, 2]
+    assert s.assign("a", 5, now=10.0) == [(2, "t2")]  # not task 0 again, nor a copy of it
+    assert list(s.pending) == [0]
+    assert s.assign("b", 1, now=10.0) == [(0, "t0")]
+    s.complete("b", 3, 0, 1.0)
+    assert not s.fail("b", 0, "peer-b")  # it has a result
+
+
+def test_checks_go_first_to_hosts_of_another_source_and_hold_the_generation() -> None:
+    s = scheduler(2, duplicate_tail=False)
+    s.assign("a", 2, now=0.0, source="A")
+    s.complete("a", 3, 0, 1.0)
+    s.complete("a", 3, 1, 2.0)
+    assert s.complete_results and s.done
+    s.request_check(0, frozenset({"A"}))
+    assert not s.done
+    assert s.assign("a2", 5, now=1.0, source="A") == []  # the same source: not an independent check
+    assert s.assign("b", 5, now=1.0, source="B") == [(0, "t0")] and s.was_given("b", 0)
+    assert s.assign("c", 5, now=1.5, source="C", copy_after=10.0) == []  # held by b, not for long
+    assert s.assign("c", 5, now=20.0, source="C", copy_after=10.0) == [(0, "t0")]  # b is slow: another copy
+    assert s.complete("b", 3, 0, 1.0) is Outcome.DUPLICATE
+    s.close_check(0)
+    assert s.done and s.ordered_results() == [1.0, 2.0]
+
+
+def test_discarded_results_run_again_and_confirmed_ones_stay() -> None:
+    s = scheduler(3, duplicate_tail=False)
+    s.assign("liar", 3, now=0.0)
+    for task_id in range(3):
+        s.complete("liar", 3, task_id, 9.0)
+    s.request_check(2, frozenset({"liar"}))
+    s.replace(1, "honest", 1.0)
+    assert s.discard("liar", keep={0}) == [2] and list(s.pending) == [2] and not s.checks
+    assert s.results == {0: 9.0, 1: 1.0} and s.assign("honest", 3, now=1.0) == [(2, "t2")]
+
+
 def test_a_later_round_continues_the_ids_and_drops_results_of_earlier_ones() -> None:
     """A generation in rounds: this round's tasks are ids 3 and 4 of the generation's list; a late
     result of an earlier round's task is stale, never taken for one of this round's."""
@@ -148,3 +200,25 @@ def test_a_later_round_continues_the_ids_and_drops_results_of_earlier_ones() -> 
     assert GenerationScheduler(3, ["t0"], first_id=1).done
     with pytest.raises(ValueError, match=r"first_id must be in \[0, 1\], got 2"):
         GenerationScheduler(3, ["t0"], first_id=2)
+
+
+def test_a_later_round_gives_checks_failures_and_discards_only_of_its_own_tasks() -> None:
+    """Round 2 of a generation (ids 2 and 3): a result for round 1's task 0 is stale even from a
+    host never given it (stale is judged first), and given, failed, checked and discarded tasks
+    are the round's only."""
+    s = GenerationScheduler(3, [f"t{i}" for i in range(4)], duplicate_tail=False, first_id=2)
+    assert s.complete("x", 3, 0, 9.0) is Outcome.STALE and s.stats.stale_dropped == 1 and s.stats.unassigned_dropped == 0
+    assert s.complete("x", 3, 2, 9.0) is Outcome.UNASSIGNED and s.stats.unassigned_dropped == 1
+    assert not s.fail("x", 1, "peer-x")  # an earlier round's task: nothing changes
+    assert s.assign("a", 2, now=0.0, source="A") == [(2, "t2"), (3, "t3")]
+    s.complete("a", 3, 2, 2.0)
+    s.complete("a", 3, 3, 3.0)
+    assert s.complete_results and s.done
+    with pytest.raises(ValueError, match="not a task of this round"):
+        s.request_check(1, frozenset({"A"}))
+    s.request_check(3, frozenset({"A"}))
+    assert not s.done and s.assign("b", 5, now=1.0, source="B") == [(3, "t3")]
+    assert s.discard("a", keep=set()) == [2, 3] and not s.checks and list(s.pending) == [2, 3]
+    assert s.assign("b", 5, now=2.0, source="B") == [(2, "t2"), (3, "t3")]  # the round's tasks run again
+    assert s.complete("b", 3, 2, 2.0) is Outcome.ACCEPTED and s.complete("b", 3, 3, 3.0) is Outcome.ACCEPTED
+    assert s.done and s.ordered_results() == [2.0, 3.0]

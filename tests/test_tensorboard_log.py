@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from cluster import SLOW_REACH, Cluster, records
+from cluster import SLOW_REACH, Cluster, hello, records
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from esfast.config import Config, apply_overrides
@@ -89,7 +89,7 @@ def test_the_master_writes_the_cluster_counters(cluster: Cluster, tmp_path: Path
         for peer in (late, stranger):
             peer.setsockopt(zmq.LINGER, 0)
             peer.connect(cluster.address)
-        late.send_multipart(encode(Message("HELLO", {"host": "late", "pid": 3, "procs": 1, "table": None})))
+        late.send_multipart(encode(hello("late", 3)))  # no FINGERPRINT: never admitted
         assert late.poll(10_000) and decode(late.recv_multipart()).type == "WELCOME"  # a host that never asks for tasks
         stranger.send_multipart([b"not a message"])  # from a peer that never said HELLO: dropped
         stale = encode(Message("RESULT", {"generation": 10**6, "results": [{"task": 0}], "credit": 0}))

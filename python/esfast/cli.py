@@ -1,4 +1,4 @@
-"""The ``esfast`` command (``esfast train``, ``esfast play``, ``esfast plot``, ``esfast configs``) and ``esfast-master``.
+"""The ``esfast`` command (``esfast train``, ``play``, ``plot``, ``configs``, ``keys``) and ``esfast-master``.
 
 ``esfast train`` is a master on a loopback port plus one worker host on this machine;
 ``esfast-master`` is the same master on an address worker hosts of other machines connect to
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
@@ -24,6 +25,8 @@ import numpy as np
 from esfast import __version__
 from esfast.api import load_policy
 from esfast.config import DEFAULT_CONFIG, Config, apply_overrides, load_config, resolve_config, shipped_configs, validate
+from esfast.distributed.audit import AUDIT_ACTIONS
+from esfast.distributed.keys import MASTER_DIR, MasterKeys, load_master_keys, make_keys, worker_dirs
 from esfast.distributed.master import Master
 from esfast.distributed.protocol import check_endpoint
 from esfast.env_defaults import config_for_env
@@ -32,6 +35,7 @@ from esfast.errors import CheckpointError, ConfigError, EnvError, TrainingDiverg
 from esfast.media.plotting import DEFAULT_OUT, DEFAULT_X, DEFAULT_Y, X_FIELDS, plot_runs
 from esfast.policies import make_policy
 from esfast.run_directory import default_run_path
+from esfast.tasks import WorkerSetup
 from esfast.training import Trainer, resolved_config
 
 logger = logging.getLogger("esfast")
@@ -69,11 +73,43 @@ def _describe(trainer: Trainer) -> str:
     )
 
 
+def exposed_without_keys(bind: str) -> str | None:
+    """The warning for a master bound to ``bind`` without keys, or None if only this machine can reach it.
+
+    Loopback addresses (127.0.0.0/8, ::1, localhost) and ``ipc://`` paths are this machine's;
+    anything else (0.0.0.0, ``*``, a LAN address, a host or interface name) may be reached by others.
+    """
+    scheme, _, rest = bind.partition("://")
+    if scheme != "tcp":
+        return None
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if local:
+        return None
+    return (
+        f"warning: {bind} accepts other machines without keys: anyone who reaches this port can join the run "
+        "and steer it, in plain text (make keys with: esfast keys DIR; then esfast-master --keys DIR/master)"
+    )
+
+
+def _master(bind: str, setup: WorkerSetup, keys: MasterKeys | None, args: argparse.Namespace) -> Master:
+    """The master of ``esfast-master``, with its trust options."""
+    return Master(bind, setup, keys=keys, allow_mixed_versions=args.allow_mixed_versions, audit=args.audit, audit_action=args.audit_action)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``esfast train`` and ``esfast-master`` (which has ``args.bind``)."""
     command = "esfast-master" if args.bind else "esfast train"
+    keys = None
     if args.bind:
         check_endpoint(args.bind, bind=True)
+        if getattr(args, "keys", None) is not None:
+            keys = load_master_keys(args.keys)
+        elif (warning := exposed_without_keys(args.bind)) is not None:
+            logger.warning(warning)  # the first line the master prints
     if args.resume:
         out_dir = Path(args.resume)
         if not (out_dir / "checkpoints" / "latest.npz").exists():
@@ -100,14 +136,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     bind = args.bind
     latest = out_dir / "checkpoints" / "latest.npz"
     with Trainer(
-        config, out_dir, resume=bool(args.resume), evaluator=(lambda setup, table: Master(bind, setup)) if bind else None
+        config,
+        out_dir,
+        resume=bool(args.resume),
+        evaluator=(lambda setup, table: _master(bind, setup, keys, args)) if bind else None,
     ) as trainer:
         logger.info(_describe(trainer))
         if isinstance(trainer.evaluator, Master) and bind:  # the master, with the address it bound
             logger.info(
-                "master listening at %s; start worker hosts with: esfast-worker --master %s",
+                "master listening at %s%s; start worker hosts with: esfast-worker --master %s%s",
                 trainer.evaluator.endpoint,
+                " (CURVE keys: encrypted, listed workers only)" if keys is not None else "",
                 trainer.evaluator.endpoint.replace("0.0.0.0", "HOST"),
+                " --keys DIR/worker-N" if keys is not None else "",
             )
         if config.run.generations is None and config.run.timesteps is None:
             logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
@@ -253,6 +294,20 @@ def _parameters(config: Config) -> str:
     return f"{policy.num_params:,}"
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``esfast keys DIR``: CURVE key pairs for a master and its workers (see esfast.distributed.keys)."""
+    directory = Path(args.directory)
+    made_master, made = make_keys(directory, args.workers)
+    master = directory / MASTER_DIR
+    print(f"{'made' if made_master else 'kept'} the master's keys: {master}")
+    for folder in worker_dirs(directory):
+        print(f"{'made' if folder in made else 'kept'} worker keys: {folder}")
+    print(f"copy {master} to the master's machine only:  esfast-master --keys {master} --bind tcp://0.0.0.0:5555 ...")
+    print(f"copy each worker-N folder to one worker's machine:  esfast-worker --keys {directory / 'worker-N'} --master tcp://HOST:5555")
+    print("the .key_secret files are secret: keep each on its own machine")
+    return 0
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
     """``esfast configs``: the shipped configs, one line each (each environment is made, one at a time,
     for its policy's parameter count)."""
@@ -317,6 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--fps", type=float, help="video frames per second (default: the environment's speed; Atari: 60 / frame_skip)")
     play.set_defaults(handler=cmd_play)
 
+    keys = commands.add_parser(
+        "keys",
+        help="make CURVE keys for a cluster",
+        description="Make key pairs for esfast-master --keys and esfast-worker --keys: DIR/master for the master's machine, "
+        "DIR/worker-N for each worker's. Existing keys are kept; a larger --workers adds workers.",
+    )
+    keys.add_argument("directory", metavar="DIR", help="the keys folder (created if missing)")
+    keys.add_argument("--workers", type=int, default=1, help="worker key pairs the folder should hold (default: 1)")
+    keys.set_defaults(handler=cmd_keys)
+
     plot = commands.add_parser(
         "plot",
         help="draw learning curves of run directories",
@@ -344,6 +409,30 @@ def build_master_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--bind", default=DEFAULT_BIND, help=f"address to listen on (default: {DEFAULT_BIND}; tcp://0.0.0.0:5555 accepts other machines)"
     )
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="the master's key folder (DIR/master of esfast keys DIR): accept only listed workers, over encrypted connections",
+    )
+    parser.add_argument(
+        "--audit",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="have this fraction of finished tasks repeated by another worker host and compared bit for bit, e.g. 0.02 (default: 0)",
+    )
+    parser.add_argument(
+        "--audit-action",
+        choices=AUDIT_ACTIONS,
+        default="log",
+        help="on a mismatch: log it (default), or evict the host a third host contradicts and run its results again",
+    )
+    parser.add_argument(
+        "--allow-mixed-versions",
+        action="store_true",
+        help="admit, with a warning, worker hosts whose esfast, numpy, gymnasium, mujoco or ale-py versions or whose "
+        "environment's fingerprint differ from this machine's (by default they are refused)",
+    )
     parser.set_defaults(workers=None)
     return parser
 
@@ -354,6 +443,10 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             print(f"{args.prog}: error: --{name} must be at least 1, got {value}", file=sys.stderr)
             return 2
+    audit = getattr(args, "audit", None)
+    if audit is not None and not 0.0 <= audit <= 1.0:
+        print(f"{args.prog}: error: --audit must be a fraction in [0, 1], got {audit}", file=sys.stderr)
+        return 2
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed < 2**63:
         print(f"{args.prog}: error: --seed must be in [0, 2**63), got {seed}", file=sys.stderr)

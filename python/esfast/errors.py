@@ -14,6 +14,7 @@ __all__ = [
     "EnvError",
     "EvaluatorsFailing",
     "HostExit",
+    "KeysError",
     "PolicyError",
     "ProtocolError",
     "RunExistsError",
@@ -46,6 +47,10 @@ class EnvError(UserError):
 
 class AtariEnvError(EnvError):
     """An Atari environment that cannot be made (unknown id, missing ROM, bad settings); one line."""
+
+
+class KeysError(UserError):
+    """CURVE keys that cannot be used (missing, damaged, or not private); one line naming the file."""
 
 
 class RunLockedError(UserError):

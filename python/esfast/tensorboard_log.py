@@ -49,6 +49,12 @@ TAGS = {
     "messages_dropped": "cluster/messages_dropped",
     "hosts_lost": "cluster/hosts_lost",
     "hosts_refused": "cluster/hosts_refused",
+    "tasks_failed": "cluster/tasks_failed",
+    "results_unassigned": "cluster/results_unassigned",
+    "results_refused": "cluster/results_refused",
+    "audits": "cluster/audits",
+    "audit_mismatches": "cluster/audit_mismatches",
+    "hosts_evicted": "cluster/hosts_evicted",
 }
 STEP_TAG = "time/timesteps"  # written for every generation: the tag a resume reads its last step from
 

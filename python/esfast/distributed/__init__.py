@@ -7,5 +7,15 @@
 - :mod:`~esfast.distributed.evaluator`: the evaluator processes a host starts;
 - :mod:`~esfast.distributed.shm`: shared memory (segment names and clean-up, θ slots).
 
+Whom the master trusts with what (docs/protocol.md, "Handshake" to "Audits"):
+
+- :mod:`~esfast.distributed.keys`: CURVE keys (``esfast keys``), their layout, the key check;
+- :mod:`~esfast.distributed.admission` and :mod:`~esfast.distributed.versions`: which ``HELLO``
+  the master takes (the environment's fingerprint is :mod:`esfast.envs.probe`);
+- :mod:`~esfast.distributed.bounds`: what a task's result can be;
+- :mod:`~esfast.distributed.audit`: results repeated by other hosts, compared, and what follows;
+- :mod:`~esfast.distributed.connections` and :mod:`~esfast.distributed.log_limit`: what peers
+  can make the master hold or write.
+
 Importing the protocol loads neither gymnasium nor MuJoCo.
 """

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from esfast import core
 from esfast.distributed.shm import ThetaSlots
+from esfast.envs.probe import probe_environment
 from esfast.runner import EpisodeRunner
 from esfast.tasks import PairTask, Result, Task, WorkerSetup
 
@@ -36,7 +37,10 @@ class Job(NamedTuple):
 
 
 class Ready(NamedTuple):
-    """The evaluator has made its environment and policy and takes jobs."""
+    """The evaluator has made its environment and policy and takes jobs; ``fingerprint`` is the
+    environment's (:mod:`esfast.envs.probe`) if it was asked to probe it, else None."""
+
+    fingerprint: str | None = None
 
 
 class Broken(NamedTuple):
@@ -74,7 +78,9 @@ class Skipped(NamedTuple):
 Reply = Ready | Broken | Done | Failed | Skipped
 
 
-def evaluator_main(conn: multiprocessing.connection.Connection, setup: WorkerSetup, theta_path: str, parent: int) -> None:
+def evaluator_main(
+    conn: multiprocessing.connection.Connection, setup: WorkerSetup, theta_path: str, parent: int, probe: bool = False
+) -> None:
     """The evaluator process: serves jobs until told to stop or the host is gone.
 
     Args:
@@ -82,10 +88,11 @@ def evaluator_main(conn: multiprocessing.connection.Connection, setup: WorkerSet
         setup: the run; ``setup.table_name`` names the host's table, attached read-only.
         theta_path: the host's θ slots.
         parent: the host's pid; if the host was killed, this process removes its segments.
+        probe: also fingerprint the run's environment (in a fresh instance) for :class:`Ready`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     try:
-        serve_jobs(conn, setup, Path(theta_path))
+        serve_jobs(conn, setup, Path(theta_path), probe=probe)
     except (EOFError, OSError):  # the pipe broke: the host is gone
         if os.getppid() != parent:  # killed, so it could not clean up: do it for it
             Path(theta_path).unlink(missing_ok=True)
@@ -93,7 +100,7 @@ def evaluator_main(conn: multiprocessing.connection.Connection, setup: WorkerSet
                 core.NoiseTable.remove_if_stale(setup.table_name)
 
 
-def serve_jobs(conn: multiprocessing.connection.Connection, setup: WorkerSetup, theta_path: Path) -> None:
+def serve_jobs(conn: multiprocessing.connection.Connection, setup: WorkerSetup, theta_path: Path, *, probe: bool = False) -> None:
     """Runs jobs in order, one reply each; returns on ``None``."""
     try:
         runner = EpisodeRunner(setup)
@@ -101,8 +108,13 @@ def serve_jobs(conn: multiprocessing.connection.Connection, setup: WorkerSetup, 
         conn.send(Broken(f"{type(error).__name__}: {error}"))
         return
     try:
+        try:
+            found = probe_environment(setup.env_id, setup.env_module, atari=setup.atari).fingerprint if probe else None
+        except Exception as error:
+            conn.send(Broken(f"the environment's fingerprint could not be taken: {type(error).__name__}: {error}"))
+            return
         slots = ThetaSlots(theta_path, setup.num_params, setup.obs_dim, writable=False)
-        conn.send(Ready())
+        conn.send(Ready(found))
         while (job := conn.recv()) is not None:
             conn.send(run_job(runner, slots, job))
     finally:

@@ -27,9 +27,11 @@ import time
 from collections import deque
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from esfast.distributed.evaluator import Broken, Done, Failed, Ready
 from esfast.distributed.host_queue import HostQueue, batches
+from esfast.distributed.keys import WorkerKeys, load_worker_keys
 from esfast.distributed.pool import Died, EvaluatorPool
 from esfast.distributed.protocol import (
     BACKOFF_INITIAL,
@@ -50,12 +52,25 @@ from esfast.distributed.protocol import (
     theta_from_message,
 )
 from esfast.distributed.shm import HostMemory, hostname, remove_stale_segments
-from esfast.errors import ConfigError, EvaluatorsFailing, HostExit, ProtocolError
+from esfast.distributed.versions import check_versions, differences, software_versions
+from esfast.errors import ConfigError, EvaluatorsFailing, HostExit, KeysError, ProtocolError
 from esfast.tasks import Result, Task, WorkerSetup
 
 __all__ = ["WorkerHost", "main"]
 
 logger = logging.getLogger(__name__)
+
+# Handshake events the host watches: ZeroMQ retries a refused handshake forever, in silence.
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+# A master without the secret half of the master key this worker holds only closes the
+# connection, as a network that breaks during the handshake would: the host gives up after this
+# many such failures in a row.
+HANDSHAKE_FAILURE_LIMIT = 5
 
 
 class WorkerHost:
@@ -66,14 +81,20 @@ class WorkerHost:
         procs: evaluator processes.
         parent: exit when the process with this pid is no longer this process's parent (used by
             ``esfast train`` for the worker host it starts itself).
+        keys: this worker's CURVE keys (:func:`~esfast.distributed.keys.load_worker_keys`): the
+            connection is encrypted, and made only to a master holding the secret half of
+            ``keys.master_public``; None: plain text, to whoever answers at ``master``.
     """
 
-    def __init__(self, master: str, procs: int, *, parent: int | None = None) -> None:
+    def __init__(self, master: str, procs: int, *, parent: int | None = None, keys: WorkerKeys | None = None) -> None:
         self.master = master
         self.procs = procs
         self.parent = parent
+        self.keys = keys
         self.context = zmq.Context()
         self.socket: zmq.Socket[bytes] | None = None
+        self.monitor: zmq.Socket[bytes] | None = None  # the socket's handshake events
+        self.handshake_failures = 0  # in a row, of the kind a wrong master key gives
         self.poller = zmq.Poller()
         self.queue = HostQueue(procs)
         self.setup: WorkerSetup | None = None
@@ -84,6 +105,10 @@ class WorkerHost:
         # takes messages again: a result is never dropped while the connection lasts.
         self.outbox: deque[list[bytes | memoryview]] = deque()
         self.dropped = 0
+        self.versions = software_versions()
+        self.fingerprint: str | None = None  # of the run's environment, from the first evaluator
+        self.fingerprint_sent = False  # on this connection
+        self.session: str | None = None  # from the last WELCOME: shows the master a reconnection is this process
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -124,6 +149,7 @@ class WorkerHost:
         """
         self._release_run()
         self._stop_evaluators()
+        self._close_monitor()
         if self.socket is not None:
             self.socket.close(linger=500)
             self.socket = None
@@ -132,12 +158,19 @@ class WorkerHost:
     # Connection ---------------------------------------------------------------------------
 
     def _connect(self) -> None:
+        self._close_monitor()
         if self.socket is not None:
             self.poller.unregister(self.socket)
             self.socket.close(linger=0)
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, 1 << 31)
+        if self.keys is not None:
+            self.socket.curve_secretkey = self.keys.secret
+            self.socket.curve_publickey = self.keys.public
+            self.socket.curve_serverkey = self.keys.master_public
+        self.monitor = self.socket.get_monitor_socket(HANDSHAKE_EVENTS)
+        self.poller.register(self.monitor, zmq.POLLIN)
         try:
             self.socket.connect(self.master)
         except zmq.ZMQError as error:
@@ -147,8 +180,60 @@ class WorkerHost:
         self.outbox.clear()
         if self.memory is not None:
             self.memory.slots.clear()  # a restarted master may count generations from an earlier checkpoint
+        self.fingerprint_sent = False
         table = {"seed": self.memory.table.seed, "size": len(self.memory.table)} if self.memory is not None else None
-        self._send(Message("HELLO", {"host": hostname(), "pid": os.getpid(), "procs": self.procs, "table": table}))
+        hello = {
+            "host": hostname(),
+            "pid": os.getpid(),
+            "procs": self.procs,
+            "table": table,
+            "versions": self.versions,
+            "session": self.session,
+        }
+        self._send(Message("HELLO", hello))
+
+    def _close_monitor(self) -> None:
+        if self.monitor is not None and self.socket is not None:
+            self.poller.unregister(self.monitor)
+            self.socket.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
+
+    def _check_handshake(self) -> None:
+        """Ends the host on a handshake the master refused: a key it does not list, keys on one
+        side only, or a master without the secret half of the master key this worker holds."""
+        assert self.monitor is not None
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)
+            kind, value = event["event"], event["value"]
+            keys = self.keys
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake_failures = 0
+                continue
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                where = f" ({keys.directory / 'worker.key'})" if keys is not None else ""
+                raise HostExit(
+                    2, f"the master at {self.master} does not accept this worker's key{where}: list it in the master's authorized folder"
+                )
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                if keys is None:
+                    raise HostExit(
+                        2, f"the master at {self.master} requires keys: start this worker with --keys DIR (its folder made by esfast keys)"
+                    )
+                raise HostExit(2, f"the master at {self.master} uses no keys (esfast-master --keys), but this worker was given --keys")
+            if keys is not None and (
+                kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                or (kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+            ):
+                self.handshake_failures += 1
+                if self.handshake_failures < HANDSHAKE_FAILURE_LIMIT:
+                    continue
+                raise HostExit(
+                    2,
+                    f"the master at {self.master} does not hold the key of {keys.directory / 'master.key'} "
+                    f"(another master, or keys from another esfast keys folder): {self.handshake_failures} handshakes failed",
+                )
+            logger.warning("the handshake with the master at %s failed (ZeroMQ event %d, value %d); trying again", self.master, kind, value)
 
     def _await_welcome(self, timeout: float) -> Message | None:
         deadline = time.monotonic() + timeout
@@ -164,6 +249,8 @@ class WorkerHost:
         """Waits up to ``timeout`` seconds; handles evaluator replies and returns the master's messages."""
         self._check_parent()
         events = dict(self.poller.poll(max(0, int(timeout * 1000))))
+        if self.monitor is not None and self.monitor in events:
+            self._check_handshake()
         messages: list[Message] = []
         if self.socket is not None and self.socket in events:
             while True:
@@ -220,8 +307,12 @@ class WorkerHost:
     def _welcome(self, message: Message) -> None:
         try:
             setup = setup_from_wire(message["run"], message.arrays)
-        except ValueError as error:
+            master_versions = check_versions(message["versions"])
+        except ValueError as error:  # ProtocolError is a ValueError too
             raise HostExit(2, f"the master at {self.master} sent a run this worker cannot use: {error}") from None
+        self.session = message["session"]
+        if differ := differences(master_versions, self.versions):
+            logger.warning("the master admits this worker with other versions (--allow-mixed-versions): %s", "; ".join(differ))
         if not self._can_keep(setup):
             self._stop_evaluators()
             self._release_run()
@@ -237,7 +328,24 @@ class WorkerHost:
             )
         else:
             logger.info("reconnected to the master at %s as %s", self.master, message["worker"])
+        self._send_fingerprint()
         self._advertise()
+
+    def _send_fingerprint(self) -> None:
+        """Tells the master the environment's fingerprint, once per connection, once it is known."""
+        if self.fingerprint is not None and self.setup is not None and not self.fingerprint_sent:
+            self.fingerprint_sent = self._send(Message("FINGERPRINT", {"fingerprint": self.fingerprint}))
+
+    def _fingerprinted(self, found: str) -> None:
+        """The first evaluator fingerprinted the environment (again, if it was restarted)."""
+        if self.fingerprint is not None and found != self.fingerprint:
+            raise HostExit(
+                1,
+                f"the environment's fingerprint changed on this machine ({self.fingerprint}, then {found}): "
+                "it does not simulate reproducibly",
+            )
+        self.fingerprint = found
+        self._send_fingerprint()
 
     def _can_keep(self, setup: WorkerSetup) -> bool:
         """Whether the evaluators and the table of the current run serve ``setup`` as they are.
@@ -257,6 +365,7 @@ class WorkerHost:
         except OSError as error:
             raise HostExit(1, str(error)) from None
         self.setup = setup  # as the master described it, so an unchanged run is recognized on reconnection
+        self.fingerprint = None  # the new evaluators take it
         local_setup = dataclasses.replace(setup, table_name=self.memory.table.name)  # the table this host holds
         self.queue = HostQueue(self.procs)
         self.pool = EvaluatorPool(local_setup, str(self.memory.slots.path), self.procs, self.poller)
@@ -287,6 +396,7 @@ class WorkerHost:
             for message in messages:
                 self._handle(message)
             self._flush_outbox()
+            self._send_fingerprint()
             self._dispatch()
             self._advertise()
             self._ask_for_theta(now)
@@ -378,6 +488,8 @@ class WorkerHost:
                     )
                 elif isinstance(reply, Ready):
                     self.queue.evaluator_ready(index)
+                    if reply.fingerprint is not None:
+                        self._fingerprinted(reply.fingerprint)
                 elif isinstance(reply, Broken):
                     raise HostExit(1, f"an evaluator process cannot serve this run: {reply.error}")
                 elif (job := self.queue.job_replied(index)) is not None:
@@ -409,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--master", required=True, help="the master's address, e.g. tcp://10.0.0.1:5555")
     parser.add_argument("--procs", type=int, help="evaluator processes (default: one per core)")
+    parser.add_argument(
+        "--keys", metavar="DIR", help="this worker's key folder (DIR/worker-N of esfast keys DIR): encrypted, authenticated connection"
+    )
     parser.add_argument("--quiet", action="store_true", help="print warnings and errors only")
     parser.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # esfast train: exit with the master
     return parser
@@ -423,12 +538,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_endpoint(args.master, bind=False)
-    except ConfigError as error:
+        keys = load_worker_keys(args.keys) if args.keys is not None else None
+    except (ConfigError, KeysError) as error:
         print(f"esfast-worker: error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="esfast-worker: %(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # terminate like Ctrl-C: say BYE, clean up
-    return WorkerHost(args.master, procs, parent=args.parent).run()
+    return WorkerHost(args.master, procs, parent=args.parent, keys=keys).run()
 
 
 if __name__ == "__main__":

@@ -64,11 +64,14 @@ class EvaluatorPool:
         self.deaths: deque[float] = deque()
         for variable in SINGLE_THREADED:  # read by numpy's BLAS when the evaluator imports it
             os.environ.setdefault(variable, "1")
-        self.processes = [self._spawn() for _ in range(size)]
+        self.processes = [self._spawn(index) for index in range(size)]
 
-    def _spawn(self) -> _Process:
+    def _spawn(self, index: int) -> _Process:
+        """Starts evaluator ``index``; the first one also fingerprints the environment (its :class:`Ready` carries it)."""
         parent_end, child_end = self.context.Pipe()
-        process = self.context.Process(target=evaluator_main, args=(child_end, self.setup, self.theta_path, os.getpid()), daemon=True)
+        process = self.context.Process(
+            target=evaluator_main, args=(child_end, self.setup, self.theta_path, os.getpid(), index == 0), daemon=True
+        )
         process.start()
         child_end.close()
         self.poller.register(parent_end.fileno(), zmq.POLLIN)
@@ -111,7 +114,7 @@ class EvaluatorPool:
             raise EvaluatorsFailing(
                 f"{len(self.deaths)} evaluator processes died within {RESPAWN_WINDOW:.0f} s (last exit code {code}); giving up"
             )
-        self.processes[index] = self._spawn()
+        self.processes[index] = self._spawn(index)
         return code
 
     def _close(self, entry: _Process) -> None:

@@ -20,7 +20,7 @@ from esfast.config import MAX_COUNT, Config, config_from_dict
 from esfast.errors import ConfigError, ProtocolError
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup, reference_digest
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
 MAX_INT_DIGITS = 20  # any int64, and no more
@@ -47,14 +47,22 @@ THETA_REQUEST_INTERVAL = HEARTBEAT_INTERVAL  # a host asks again for a missing Î
 _INT = (int,)
 _NUMBER = (int, float)
 _SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    "HELLO": {"host": ((str,), False), "pid": (_INT, False), "procs": (_INT, False), "table": ((dict,), True)},
+    "HELLO": {
+        "host": ((str,), False),
+        "pid": (_INT, False),
+        "procs": (_INT, False),
+        "table": ((dict,), True),
+        "versions": ((dict,), False),
+        "session": ((str,), True),
+    },
+    "FINGERPRINT": {"fingerprint": ((str,), False)},
     "READY": {"credit": (_INT, False)},
     "RESULT": {"generation": (_INT, False), "results": ((list,), False), "credit": (_INT, False)},
     "HEARTBEAT": {},
     "FAILED": {"generation": (_INT, False), "task": (_INT, False), "error": ((str,), False)},
     "WANT_THETA": {"generation": (_INT, False)},
     "BYE": {},
-    "WELCOME": {"worker": ((str,), False), "run": ((dict,), False)},
+    "WELCOME": {"worker": ((str,), False), "run": ((dict,), False), "versions": ((dict,), False), "session": ((str,), False)},
     "REFUSE": {"reason": ((str,), False)},
     "THETA": {"generation": (_INT, False), "sigma": (_NUMBER, False), "timestep_limit": (_INT, True)},
     "TASKS": {"generation": (_INT, False), "tasks": ((list,), False)},
