@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -568,14 +569,21 @@ class _Guesser(Peer):
             self.send(Message("RESULT", {"generation": generation, "results": results, "credit": 0}))
 
 
-def test_results_for_tasks_never_given_count_for_nothing(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+def _beside_an_honest_run(cluster: Cluster, tmp_path: Path, straight: Path, make_peer: Callable[[], Peer]) -> tuple[Path, Process]:
+    """An honest run with a peer started beside it: the run ends well, with the θ and statistics of
+    the run without the peer (``straight``); returns its run directory and master process."""
     out, master, _, _ = _honest_run(cluster, tmp_path)
-    guesser = _Guesser(cluster.address, "guesser").start()
+    peer = make_peer().start()
     try:
         assert master.wait() == 0, master.output
     finally:
-        guesser.stop()
+        peer.stop()
     _same_as_straight(out, straight)
+    return out, master
+
+
+def test_results_for_tasks_never_given_count_for_nothing(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
+    out, master = _beside_an_honest_run(cluster, tmp_path, straight, lambda: _Guesser(cluster.address, "guesser"))
     assert sum(r["results_unassigned"] for r in records(out)) > 0
     assert "tasks it was never given" in master.output
 
@@ -592,13 +600,7 @@ class _Failer(Peer):
 
 
 def test_a_forged_failed_does_not_end_the_run(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
-    out, master, _, _ = _honest_run(cluster, tmp_path)
-    failer = _Failer(cluster.address, "failer", credit=2).start()
-    try:
-        assert master.wait() == 0, master.output
-    finally:
-        failer.stop()
-    _same_as_straight(out, straight)
+    out, master = _beside_an_honest_run(cluster, tmp_path, straight, lambda: _Failer(cluster.address, "failer", credit=2))
     assert sum(r["tasks_failed"] for r in records(out)) > 0
     assert "failed on worker host failer:9: forged?[2Jforged" in master.output and "it goes to another host" in master.output
     assert "\x1b" not in master.output and max(map(len, master.output.splitlines())) < 1000
@@ -647,25 +649,13 @@ class _Inventor(Peer):
 
 
 def test_numbers_no_task_can_give_are_refused(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
-    out, master, _, _ = _honest_run(cluster, tmp_path)
-    inventor = _Inventor(cluster.address, "inventor", credit=2).start()
-    try:
-        assert master.wait() == 0, master.output
-    finally:
-        inventor.stop()
-    _same_as_straight(out, straight)
+    out, master = _beside_an_honest_run(cluster, tmp_path, straight, lambda: _Inventor(cluster.address, "inventor", credit=2))
     assert sum(r["results_refused"] for r in records(out)) > 0
     assert "beyond what float32 observations can add up to" in master.output or "observations counted" in master.output
 
 
 def test_a_peer_that_never_reads_is_dropped(cluster: Cluster, tmp_path: Path, straight: Path) -> None:
-    out, master, _, _ = _honest_run(cluster, tmp_path)
-    deaf = Peer(cluster.address, "deaf", reads=False, credit=4).start()
-    try:
-        assert master.wait() == 0, master.output
-    finally:
-        deaf.stop()
-    _same_as_straight(out, straight)
+    _out, master = _beside_an_honest_run(cluster, tmp_path, straight, lambda: Peer(cluster.address, "deaf", reads=False, credit=4))
     assert "worker host deaf:9 answered none of the last 3 θ it was sent" in master.output
 
 
