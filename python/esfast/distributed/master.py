@@ -626,13 +626,22 @@ class Master:
         except ProtocolError as error:
             self._drop(str(error), host.identity)
             return
-        earlier = sum(1 for task_id, _ in results if task_id < scheduler.first_id)
-        if earlier:  # late results of an earlier round of this generation: stale (checked before unassigned, as in complete)
-            scheduler.stats.stale_dropped += earlier
-            results = [(task_id, result) for task_id, result in results if task_id >= scheduler.first_id]
-        unassigned = [task_id for task_id, _ in results if not scheduler.was_given(host.key, task_id)]
-        if unassigned:  # an honest host reports only tasks it was given: nothing of this message counts
-            scheduler.stats.unassigned_dropped += len(results)
+        # One pass over the message: late results of an earlier round of this generation are
+        # stale (checked before unassigned, as in complete); one result of a task the host was
+        # never given and nothing of the message counts (an honest host reports only its own tasks).
+        first_id, given, key = scheduler.first_id, scheduler.given, host.key
+        current: list[tuple[int, Result]] = []
+        unassigned: list[int] = []
+        for task_id, result in results:
+            if task_id < first_id:
+                scheduler.stats.stale_dropped += 1
+            elif key in given.get(task_id, ()):
+                current.append((task_id, result))
+            else:
+                unassigned.append(task_id)
+        results = current
+        if unassigned:
+            scheduler.stats.unassigned_dropped += len(results) + len(unassigned)
             self._drop(
                 f"results for {len(unassigned)} tasks it was never given (task {unassigned[0]}, ...)", host.identity, kind="unassigned"
             )
@@ -656,7 +665,7 @@ class Master:
                 if assigned is not None:
                     total, count = self.task_seconds
                     self.task_seconds = (total + now - assigned, count + 1)
-                if self.book.sample():
+                if self.audit and self.book.sample():
                     scheduler.request_check(task_id, frozenset({host.source}))
             elif outcome is Outcome.DUPLICATE:
                 self._opinion(host, task_id, result)
