@@ -143,6 +143,7 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "esfast's compiled kernels. Use esfast.core, which wraps and documents them.";
     py::register_exception_translator(&translate_system_error);
     m.attr("SHARED_LAYOUT_VERSION") = esfast::kSharedLayoutVersion;
+    m.attr("SHARED_HEADER_BYTES") = esfast::kSharedHeaderBytes;
     bind_code_path(m);
     bind_atari_screen(m);
     bind_mlp_forward(m);

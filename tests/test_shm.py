@@ -1,4 +1,4 @@
-"""A worker host's shared memory: the θ slots, and cleaning up the segments of killed esfast processes."""
+"""A worker host's shared memory: the θ slots, its size, and cleaning up the segments of killed esfast processes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esfast.distributed.shm import ThetaSlots, process_alive, remove_stale_segments, segment_owner, shm_directory
-from esfast.tasks import GenerationSpec
+from esfast.config import PolicySettings
+from esfast.distributed.shm import (
+    HostMemory,
+    ThetaSlots,
+    host_memory_bytes,
+    process_alive,
+    remove_stale_segments,
+    segment_owner,
+    shm_directory,
+    table_bytes,
+)
+from esfast.tasks import GenerationSpec, WorkerSetup
 
 
 def _dead_pid() -> int:
@@ -112,3 +122,22 @@ def test_theta_slots_refuse_arrays_of_other_shapes(tmp_path: Path) -> None:
 def test_theta_slots_are_padded_to_64_bytes() -> None:
     assert ThetaSlots.size(3, 1) == 64 + 2 * (64 + 64)
     assert ThetaSlots.size(16, 0) == 64 + 2 * (64 + 64) and ThetaSlots.size(17, 0) == 64 + 2 * (64 + 128)
+
+
+def test_host_memory_takes_the_bytes_host_memory_bytes_says() -> None:
+    setup = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(8,)), 58, 4, 10_000, 3)
+    memory = HostMemory(setup)
+    try:
+        name = memory.table.name
+        assert name is not None
+        table = (shm_directory() / name.lstrip("/")).stat().st_size
+        slots = memory.slots.path.stat().st_size
+        assert table == table_bytes(10_000) == 4096 + 4 * 10_000  # one header page, then float32 samples
+        assert table + slots == host_memory_bytes(10_000, 58, 4)
+    finally:
+        memory.release()
+
+
+def test_table_bytes_refuses_an_empty_table() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        table_bytes(0)

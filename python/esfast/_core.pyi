@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+SHARED_HEADER_BYTES: int
 SHARED_LAYOUT_VERSION: int
 
 def code_path() -> str: ...

@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 _ATTACH_POLL_SECONDS = 0.02
+SHARED_HEADER_BYTES: int = _core.SHARED_HEADER_BYTES  # a shared table's segment: this header page, then the samples
 
 
 def code_path() -> str:

@@ -7,7 +7,8 @@ SIGKILL cannot remove its segments; the next master or worker host started on th
 
 :class:`ThetaSlots` is the θ file: the host writes each generation's θ and settings into it once,
 and its evaluator processes map it read-only. :class:`HostMemory` is what a host holds for a run:
-the table and the θ slots.
+the table and the θ slots. :func:`table_bytes` and :func:`host_memory_bytes` say how much of
+/dev/shm they take, so a cluster's memory-backed /dev/shm can be sized for a run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ from numpy.typing import NDArray
 from esfast import core
 from esfast.tasks import GenerationSpec, WorkerSetup
 
-__all__ = ["HostMemory", "ThetaSlots", "hostname", "process_alive", "remove_stale_segments", "segment_owner", "shm_directory"]
+__all__ = [
+    "HostMemory",
+    "ThetaSlots",
+    "host_memory_bytes",
+    "hostname",
+    "process_alive",
+    "remove_stale_segments",
+    "segment_owner",
+    "shm_directory",
+    "table_bytes",
+]
 
 
 def shm_directory() -> Path:
@@ -204,6 +215,34 @@ class ThetaSlots:
         """Unmaps and deletes the file."""
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+def table_bytes(table_size: int) -> int:
+    """Bytes of a shared noise table's segment: its header page and ``table_size`` float32 samples.
+
+    A master holds one such segment in /dev/shm for its run (``run.noise_table_size`` samples).
+
+    Raises:
+        ValueError: ``table_size`` < 1.
+    """
+    if table_size < 1:
+        raise ValueError(f"table_size must be at least 1, got {table_size}")
+    return core.SHARED_HEADER_BYTES + 4 * table_size
+
+
+def host_memory_bytes(table_size: int, num_params: int, obs_dim: int) -> int:
+    """Bytes a worker host puts in /dev/shm for a run (:class:`HostMemory`): the noise table it
+    generates and its θ slots.
+
+    Args:
+        table_size: the run's ``run.noise_table_size``.
+        num_params: the policy's parameters.
+        obs_dim: the length of its observation statistics.
+
+    Raises:
+        ValueError: ``table_size`` < 1.
+    """
+    return table_bytes(table_size) + ThetaSlots.size(num_params, obs_dim)
 
 
 class HostMemory:
