@@ -23,8 +23,10 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -139,7 +141,7 @@ class WorkerHost:
             logger.info("interrupted; the master keeps running and re-issues this host's tasks")
             return 130
         finally:
-            self.close()
+            uninterrupted(self.close)
 
     def close(self) -> None:
         """Releases the θ slots and the noise table, stops the evaluators, closes the socket.
@@ -512,6 +514,23 @@ class WorkerHost:
                 failure = {"generation": generation, "task": chunk[0][0], "error": f"unsendable result: {error}"}
                 frames = encode(Message("FAILED", failure))
             self._deliver(frames)
+
+
+def uninterrupted(step: Callable[[], None]) -> None:
+    """Runs ``step`` with Ctrl-C and SIGTERM ignored (on the main thread; elsewhere signals are
+    not this thread's business), so a second signal, or one that arrives as the host stops of
+    itself, cannot cut short the clean-up that frees its shared memory: the process is ending
+    anyway. The previous handlers are back when ``step`` returns or raises."""
+    if threading.current_thread() is not threading.main_thread():
+        step()
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(signum, signal.SIG_IGN) for signum in signals]
+    try:
+        step()
+    finally:
+        for signum, handler in zip(signals, previous):
+            signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
