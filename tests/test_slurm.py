@@ -62,17 +62,27 @@ if [ -e "$HOLD" ]; then
   while :; do sleep 0.05; done
 fi
 """,
+    # Records its arguments; holds (until SIGTERM) when asked to.
     "worker": """#!/bin/bash
 echo "worker node $SLURM_NODEID: $*" >> "$CALLS"
+if [ -e "$HOLD_WORKERS" ]; then
+  trap 'echo "worker node $SLURM_NODEID SIGTERM" >> "$CALLS"; exit 130' TERM
+  while :; do sleep 0.05; done
+fi
 """,
-    # srun: skips its options and runs the command once per node, as that node's task.
+    # srun: skips its options and runs the command once per node, as that node's task; passes
+    # SIGTERM on to the tasks.
     "srun": """#!/bin/bash
 echo "srun $*" >> "$CALLS"
 while [ "${1#--}" != "$1" ]; do shift; done
 for node in $(seq 0 $((SLURM_JOB_NUM_NODES - 1))); do
   SLURM_NODEID=$node SLURM_CPUS_ON_NODE=3 "$@" &
 done
-wait
+trap 'kill -TERM $(jobs -p)' TERM
+while [ -n "$(jobs -pr)" ]; do wait; done
+""",
+    "scancel": """#!/bin/bash
+echo "scancel $*" >> "$CALLS"
 """,
     "scontrol": """#!/bin/bash
 echo "scontrol $*" >> "$CALLS"
@@ -113,6 +123,7 @@ def _run_script(script: Path, stand_ins: Path, tmp_path: Path) -> subprocess.Pop
         "PATH": f"{stand_ins}{os.pathsep}{os.environ['PATH']}",
         "CALLS": str(tmp_path / "calls"),
         "HOLD": str(tmp_path / "hold"),
+        "HOLD_WORKERS": str(tmp_path / "hold-workers"),
         "SLURM_JOB_ID": str(JOB_ID),
         "SLURMD_NODENAME": "node1",
         "SLURM_JOB_NUM_NODES": "2",
@@ -179,6 +190,21 @@ def test_usr1_stops_the_master_and_requeues_the_job(tmp_path: Path, stand_ins: P
     assert "the master exited with status 130" in output and f"requeueing job {JOB_ID}" in output
 
 
+def test_workers_left_running_by_a_master_that_died_are_ended(tmp_path: Path, stand_ins: Path) -> None:
+    """A master that ends without a STOP (here: at once, status 1) leaves the workers waiting for it: the
+    shell ends their step after the grace period and exits with the master's status."""
+    (tmp_path / "hold-workers").touch()
+    (stand_ins / "master").write_text('#!/bin/bash\necho "master $*" >> "$CALLS"\nexit 1\n')
+    script = _run_script(write_script(_job(tmp_path, stand_ins, workers_grace=1)), stand_ins, tmp_path)
+    output, _ = script.communicate(timeout=60)
+    assert script.returncode == 1, output
+    assert "the master exited with status 1" in output and "the workers are still running 1 s after the master; stopping them" in output
+    calls = _calls(tmp_path)
+    assert f"scancel --signal=TERM {JOB_ID}.0" in calls, calls  # SIGTERM to each worker, on a real cluster
+    assert "worker node 0 SIGTERM" in calls and "worker node 1 SIGTERM" in calls, calls  # here: the stand-in srun passes on srun's
+    assert not any("requeue" in call for call in calls)
+
+
 def test_the_sbatch_lines_carry_the_request(tmp_path: Path, stand_ins: Path) -> None:
     text = render_script(
         _job(tmp_path, stand_ins, nodes=3, cpus_per_node=8, time="2:00:00", partition="cpu", sbatch_args=("--mem=8G",), signal_before=300)
@@ -203,7 +229,16 @@ def test_the_sbatch_lines_carry_the_request(tmp_path: Path, stand_ins: Path) -> 
 
 @pytest.mark.parametrize(
     ("limit", "seconds"),
-    [("30", 1800), ("5:30", 330), ("1:02:03", 3723), ("2-3", 183600), ("1-0:30", 88200), ("1-1:01:01", 90061), ("UNLIMITED", None)],
+    [
+        ("30", 1800),
+        ("5:30", 330),
+        ("1:02:03", 3723),
+        ("2-3", 183600),
+        ("1-0:30", 88200),
+        ("1-1:01:01", 90061),
+        ("UNLIMITED", None),
+        ("0", None),
+    ],
 )
 def test_time_limits_in_slurms_formats(limit: str, seconds: int | None) -> None:
     assert time_limit_seconds(limit) == seconds
@@ -451,6 +486,18 @@ def test_a_cartpole_run_submitted_with_esfast_slurm_completes(slurm: SlurmCluste
     assert "the master stopped this worker: the run is over" in log, log
     assert [r["generation"] for r in records(out)] == [1, 2, 3]
     assert all(r["hosts"] == 1 and r["procs"] == slurm.cpus for r in records(out))  # the whole node (--exclusive)
+
+    # The script submitted again continues the run: here one whose budget is spent, so the master
+    # ends before its worker has connected, and the script stops the worker (SIGTERM to its step).
+    again = slurm.run("sbatch", "--parsable", str(out / "esfast.sbatch"))
+    assert again.returncode == 0, again.stderr
+    second = again.stdout.strip()
+    fields = slurm.wait_for(second, lambda job: job.get("JobState") == "COMPLETED", "COMPLETED", out, timeout=120)
+    log = _job_log(out, second)
+    assert "the run has already spent its budget (generation 3" in log and "the master exited with status 0" in log, log
+    if "the master stopped this worker: the run is over" not in log:  # the worker had not connected in time
+        assert "stopping them" in log and "esfast-worker: interrupted" in log and "Killed" not in log, log
+    assert [r["generation"] for r in records(out)] == [1, 2, 3]
 
 
 def test_a_signalled_run_requeues_and_ends_with_the_theta_of_an_undisturbed_run(slurm: SlurmCluster, tmp_path: Path) -> None:

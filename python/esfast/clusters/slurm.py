@@ -20,8 +20,8 @@ The job is a script written into the run directory (``DIR/esfast.sbatch``) and s
   JOBID`` does the same at once.
 - SIGTERM from Slurm (time limit, ``scancel``, preemption) reaches every process of the job: the
   master checkpoints and stops by itself and the shell waits for it. When the master has ended,
-  the workers end on its ``STOP``; the shell ends the ``srun`` step after ``WORKERS_GRACE`` seconds
-  if they have not (a master that died without sending one), and exits with the master's status.
+  the workers end on its ``STOP``; workers still running ``WORKERS_GRACE`` seconds later (a master
+  that sent none) get SIGTERM, and the shell exits with the master's status.
 
 The run directory must be on storage every node sees: a requeued job may start on other nodes.
 """
@@ -50,6 +50,7 @@ __all__ = [
     "SIGNAL_BEFORE",
     "SlurmJob",
     "add_arguments",
+    "check_job",
     "command",
     "job_from_args",
     "render_script",
@@ -63,7 +64,7 @@ PORT_BASE = 10000  # the master's port is PORT_BASE + job id mod PORT_SPAN: belo
 PORT_SPAN = 20000
 SIGNAL_BEFORE = 120  # seconds before the time limit at which the batch shell gets USR1 (checkpoint, requeue)
 SIGNAL_SLACK = 60  # Slurm may send that signal up to this much earlier than asked (sbatch(1), --signal)
-WORKERS_GRACE = 30  # seconds the workers get to end after the master has ended, before the step is ended
+WORKERS_GRACE = 10  # seconds the workers get to end after the master (its STOP takes well under one), then after a SIGTERM
 SBATCH_TIMEOUT = 120.0  # seconds sbatch may take to answer
 _TIME = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
 
@@ -88,6 +89,7 @@ class SlurmJob:
         signal_before: seconds before the time limit at which the master checkpoints and the job
             requeues itself.
         master, worker: the ``esfast-master`` and ``esfast-worker`` commands as the nodes run them.
+        workers_grace: seconds the workers get to end after the master, before their step is ended.
     """
 
     out: Path
@@ -102,6 +104,7 @@ class SlurmJob:
     signal_before: int = SIGNAL_BEFORE
     master: str = "esfast-master"
     worker: str = "esfast-worker"
+    workers_grace: int = WORKERS_GRACE
 
     @property
     def script(self) -> Path:
@@ -118,7 +121,7 @@ def time_limit_seconds(limit: str) -> int | None:
     ``hours:minutes:seconds``, ``days-hours``, ``days-hours:minutes``, ``days-hours:minutes:seconds``.
 
     Returns:
-        The seconds, or None for ``UNLIMITED`` or ``INFINITE``.
+        The seconds, or None for no limit (``UNLIMITED``, ``INFINITE``, or 0, as sbatch(1) reads it).
 
     Raises:
         SlurmError: another format.
@@ -138,7 +141,7 @@ def time_limit_seconds(limit: str) -> int | None:
         return (int(first) * 60 + int(second)) * 60 + int(third)
     if second is not None:  # minutes:seconds
         return int(first) * 60 + int(second)
-    return int(first) * 60  # minutes
+    return int(first) * 60 or None  # minutes; 0: no limit
 
 
 def check_job(job: SlurmJob) -> None:
@@ -270,15 +273,25 @@ wait "$master"
 status=$?
 echo "esfast: the master exited with status $status"
 
-# The master's STOP ends the workers; a master that died without sending it leaves them waiting.
+# The master's STOP ends the workers. A master that sent none (it died, or it ended before they had
+# connected) leaves them waiting for it: SIGTERM to their step (the script's only one, step 0), on
+# which each says BYE and frees its shared memory; then srun ends the step (SIGKILL).
 waited=0
 while kill -0 "$workers" 2>/dev/null && [ "$waited" -lt "$workers_grace" ]; do
   sleep 1
   waited=$((waited + 1))
 done
 if kill -0 "$workers" 2>/dev/null; then
-  echo "esfast: the workers are still running $workers_grace s after the master; ending them"
-  kill -TERM "$workers"  # srun passes it on to every worker
+  echo "esfast: the workers are still running $workers_grace s after the master; stopping them"
+  scancel --signal=TERM "$SLURM_JOB_ID.0"
+  waited=0
+  while kill -0 "$workers" 2>/dev/null && [ "$waited" -lt "$workers_grace" ]; do
+    sleep 1
+    waited=$((waited + 1))
+  done
+  if kill -0 "$workers" 2>/dev/null; then
+    kill -TERM "$workers"
+  fi
 fi
 wait "$workers"
 
@@ -315,7 +328,7 @@ def render_script(job: SlurmJob) -> str:
         f"{''.join(' ' + quote(argument) for argument in job.new_run[1:])})",
         f"port_base={PORT_BASE}",
         f"port_span={PORT_SPAN}",
-        f"workers_grace={WORKERS_GRACE}",
+        f"workers_grace={job.workers_grace}",
     ]
     return "\n".join(header) + "\n\n" + "\n".join(settings) + "\n" + _BODY
 
