@@ -278,6 +278,7 @@ def test_without_sbatch_the_command_says_so_in_one_line(tmp_path: Path) -> None:
         (["--nodes", "1", "--time", "2"], "--time 2 leaves no room for the checkpoint signal 120 s before the limit"),
         (["--nodes", "1", "--time", "2h"], "--time '2h' is not a Slurm time limit"),
         (["--nodes", "1", "--sbatch-arg", "mem=8G"], "--sbatch-arg 'mem=8G' is not an sbatch option"),
+        (["--nodes", "1", "--partition", "cpu gpu"], "--partition 'cpu gpu' is not a partition name"),
         (["--nodes", "1", "--set", "noise_stdev=-1"], "noise_stdev"),
         (["--nodes", "3", "--keys", "KEYS"], "has no worker-3 folder (the job has 3 nodes): make keys for every node with: esfast keys"),
     ],

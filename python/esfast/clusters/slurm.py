@@ -149,7 +149,7 @@ def check_job(job: SlurmJob) -> None:
 
     Raises:
         SlurmError: a count below 1, a time limit too short for the checkpoint signal, a run
-            directory sbatch cannot name, a malformed sbatch option.
+            directory sbatch cannot name, a malformed partition name or sbatch option.
         KeysError: a keys folder without the master's keys or without worker keys for every node.
     """
     if job.nodes < 1:
@@ -169,6 +169,8 @@ def check_job(job: SlurmJob) -> None:
         raise SlurmError(
             f"the run directory {str(job.out)!r} holds a space, % or \\, which #SBATCH --output cannot name: choose another --out"
         )
+    if job.partition is not None and (not job.partition or re.search(r"\s", job.partition)):
+        raise SlurmError(f"--partition {job.partition!r} is not a partition name (a word, or several joined by commas)")
     for argument in job.sbatch_args:
         if not argument.startswith("-") or "\n" in argument:
             raise SlurmError(f"--sbatch-arg {argument!r} is not an sbatch option (write it as --sbatch-arg=--mem=8G)")
