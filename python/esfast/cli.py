@@ -1,4 +1,4 @@
-"""The ``esfast`` command (``esfast train``, ``play``, ``plot``, ``configs``, ``keys``) and ``esfast-master``.
+"""The ``esfast`` command (``esfast train``, ``play``, ``plot``, ``configs``, ``keys``, ``slurm``) and ``esfast-master``.
 
 ``esfast train`` is a master on a loopback port plus one worker host on this machine;
 ``esfast-master`` is the same master on an address worker hosts of other machines connect to
@@ -24,6 +24,7 @@ import numpy as np
 
 from esfast import __version__
 from esfast.api import load_policy
+from esfast.clusters import slurm
 from esfast.config import DEFAULT_CONFIG, Config, apply_overrides, load_config, resolve_config, shipped_configs, validate
 from esfast.distributed.audit import AUDIT_ACTIONS
 from esfast.distributed.keys import MASTER_DIR, MasterKeys, load_master_keys, make_keys, worker_dirs
@@ -397,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--out", default=DEFAULT_OUT, metavar="FILE", help=f"the image to write (default: {DEFAULT_OUT} here)")
     plot.set_defaults(handler=cmd_plot)
+
+    slurm_job = commands.add_parser(
+        "slurm",
+        help="run on a Slurm cluster: one batch job, the master on its first node, a worker on every node",
+        description="Write DIR/esfast.sbatch and submit it with sbatch (docs/clusters.md, Slurm): esfast-master on the job's "
+        "first node, one esfast-worker per node; before the time limit the master checkpoints and the job requeues itself.",
+    )
+    slurm.add_arguments(slurm_job)
     return parser
 
 

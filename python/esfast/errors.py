@@ -19,6 +19,7 @@ __all__ = [
     "ProtocolError",
     "RunExistsError",
     "RunLockedError",
+    "SlurmError",
     "TrainingDiverged",
     "UserError",
     "WorkerError",
@@ -59,6 +60,10 @@ class RunLockedError(UserError):
 
 class RunExistsError(UserError):
     """A new run was asked for in a directory that holds one (resume it, or choose another)."""
+
+
+class SlurmError(UserError):
+    """Slurm is missing or refused a job, or a job's settings do not fit together; one line."""
 
 
 class ProtocolError(ValueError):
