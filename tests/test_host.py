@@ -13,7 +13,7 @@ import pytest
 import zmq
 from cluster import SLOW_REACH, Cluster, records
 
-from esfast.distributed.host import WorkerHost, uninterrupted
+from esfast.distributed.host import WorkerHost
 from esfast.distributed.keys import make_keys
 from esfast.distributed.protocol import PROTOCOL_VERSION
 from esfast.errors import HostExit
@@ -151,23 +151,3 @@ def test_a_host_that_missed_theta_asks_for_it_and_the_run_goes_on(cluster: Clust
     assert [r["generation"] for r in records(out)] == [1, 2, 3]
     assert "tasks of generation 1 arrived without its θ; asking the master for it" in worker.output
     assert "lacks θ of generation 1; sending it again" in master.output
-
-
-def test_a_signal_during_the_clean_up_does_not_cut_it_short() -> None:
-    """A second Ctrl-C or SIGTERM while the host closes (or one arriving as it stops of itself) is
-    ignored until the clean-up is done; the handlers are back afterwards."""
-    before = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    steps: list[str] = []
-
-    def close() -> None:
-        signal.raise_signal(signal.SIGTERM)
-        signal.raise_signal(signal.SIGINT)
-        steps.append("closed")  # reached: neither signal raised KeyboardInterrupt
-
-    try:
-        uninterrupted(close)
-        assert steps == ["closed"]
-        assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGTERM, before)

@@ -15,15 +15,12 @@ they too are the same whoever ran the episodes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ from esfast.envs import make_env
 from esfast.errors import CheckpointError, PolicyError, RunExistsError, TrainingDiverged
 from esfast.es import OpenES
 from esfast.evaluators import Evaluator
+from esfast.interrupts import deferred_sigint, uninterrupted
 from esfast.policies import ObStat, make_policy
 from esfast.run_directory import RunDirectory
 from esfast.seeding import Purpose, derive_rng, derive_seed
@@ -63,28 +61,6 @@ LOG_FIELDS = (
     "eval_return_mean",
     "steps_per_second",
 )
-
-
-@contextlib.contextmanager
-def deferred_sigint() -> Iterator[None]:
-    """Holds back Ctrl-C (and SIGTERM) until the block ends, so an update is never left half done.
-
-    Signal handlers can be set on the main thread only; elsewhere (a trainer run from a thread)
-    the block runs as it is, and signals are the main thread's business.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signals]
-    try:
-        yield
-    finally:
-        for signum, handler in zip(signals, previous):
-            signal.signal(signum, handler)
-        if received:
-            raise KeyboardInterrupt
 
 
 def next_round_pairs(pairs: int, steps: int, timesteps_per_batch: int) -> int:
@@ -188,7 +164,7 @@ class Trainer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        uninterrupted(self.close)  # the run is ending: a signal now must not leave workers or the lock behind
 
     def _reference_batch(self, env: gym.Env, resume: bool) -> np.ndarray:
         """The VBN reference batch: the checkpoint's when resuming, else collected with random actions."""

@@ -23,10 +23,8 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -56,6 +54,7 @@ from esfast.distributed.protocol import (
 from esfast.distributed.shm import HostMemory, hostname, remove_stale_segments
 from esfast.distributed.versions import check_versions, differences, software_versions
 from esfast.errors import ConfigError, EvaluatorsFailing, HostExit, KeysError, ProtocolError
+from esfast.interrupts import uninterrupted
 from esfast.tasks import Result, Task, WorkerSetup
 
 __all__ = ["WorkerHost", "main"]
@@ -514,23 +513,6 @@ class WorkerHost:
                 failure = {"generation": generation, "task": chunk[0][0], "error": f"unsendable result: {error}"}
                 frames = encode(Message("FAILED", failure))
             self._deliver(frames)
-
-
-def uninterrupted(step: Callable[[], None]) -> None:
-    """Runs ``step`` with Ctrl-C and SIGTERM ignored (on the main thread; elsewhere signals are
-    not this thread's business), so a second signal, or one that arrives as the host stops of
-    itself, cannot cut short the clean-up that frees its shared memory: the process is ending
-    anyway. The previous handlers are back when ``step`` returns or raises."""
-    if threading.current_thread() is not threading.main_thread():
-        step()
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(signum, signal.SIG_IGN) for signum in signals]
-    try:
-        step()
-    finally:
-        for signum, handler in zip(signals, previous):
-            signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
