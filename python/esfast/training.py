@@ -30,6 +30,7 @@ import numpy as np
 from esfast import core
 from esfast.checkpoint import load_checkpoint, save_checkpoint
 from esfast.config import MAX_PAIRS_PER_GENERATION, Config, load_config
+from esfast.cores import available_cores
 from esfast.distributed.master import local_cluster
 from esfast.distributed.shm import hostname, remove_stale_segments
 from esfast.envs import make_env
@@ -88,7 +89,8 @@ def next_round_pairs(pairs: int, steps: int, timesteps_per_batch: int) -> int:
 
 
 def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Evaluator processes when the config names none: the cores this process may use (:mod:`esfast.cores`)."""
+    return available_cores()
 
 
 class Trainer:

@@ -29,6 +29,7 @@ from collections import deque
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from esfast.cores import available_cores
 from esfast.distributed.evaluator import Broken, Done, Failed, Ready
 from esfast.distributed.host_queue import HostQueue, batches
 from esfast.distributed.keys import WorkerKeys, load_worker_keys
@@ -521,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a master's episodes on this machine: one worker host with N evaluator processes.",
     )
     parser.add_argument("--master", required=True, help="the master's address, e.g. tcp://10.0.0.1:5555")
-    parser.add_argument("--procs", type=int, help="evaluator processes (default: one per core)")
+    parser.add_argument("--procs", type=int, help="evaluator processes (default: the cores it may use, within a container's CPU limit)")
     parser.add_argument(
         "--keys", metavar="DIR", help="this worker's key folder (DIR/worker-N of esfast keys DIR): encrypted, authenticated connection"
     )
@@ -533,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``esfast-worker``."""
     args = build_parser().parse_args(argv)
-    procs = args.procs if args.procs is not None else len(os.sched_getaffinity(0))
+    procs = args.procs if args.procs is not None else available_cores()
     if procs < 1:
         print(f"esfast-worker: error: --procs must be at least 1, got {procs}", file=sys.stderr)
         return 2
