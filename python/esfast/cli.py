@@ -12,7 +12,6 @@ exits with status 130.
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import dataclasses
 import ipaddress
@@ -210,7 +209,7 @@ def cmd_ray(args: argparse.Namespace) -> int:
         args.command_name = f"esfast ray --address {args.address}"
 
         def start_hosts(master: Master) -> None:  # once the master listens, at its bound address
-            cluster.watch(master.endpoint, keys_dir, on_lost=_thread.interrupt_main)
+            cluster.watch(master.endpoint, keys_dir)
 
         return cmd_train(args, on_master=start_hosts)
 

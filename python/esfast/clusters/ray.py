@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -77,7 +77,6 @@ RESTART_DELAY_MAX = 60.0  # the delay doubles with each such exit in a row on on
 STOP_GRACE = 5.0  # at the run's end, a worker host's time to exit on the master's STOP before SIGTERM
 STOP_SECONDS = 15.0  # a worker host's time to say BYE and clean up after SIGTERM, before SIGKILL
 PENDING_LOG_SECONDS = 30.0  # an actor not placed after this long is logged (its node's CPUs are taken)
-CLUSTER_LOST_SECONDS = 60.0  # the node table unreadable this long: the cluster is gone
 REACH_TIMEOUT = 5.0  # seconds to open a TCP connection to the cluster's address before ray.init
 TAIL_LINES = 3  # lines of a worker host's output kept for the driver's line about its exit
 KEY_FILES = (f"{WORKER_NAME}.key_secret", f"{WORKER_NAME}.key", f"{MASTER_NAME}.key")
@@ -361,25 +360,21 @@ class NodeWatcher:
         ray: the ``ray`` module, connected.
         master: the master's endpoint, reachable from every node.
         keys: the keys directory (``DIR`` of ``esfast keys DIR``), or None for a run without keys.
-        on_lost: called once when the node table could not be read for CLUSTER_LOST_SECONDS.
         interval: seconds between looks at the nodes.
     """
 
-    def __init__(
-        self, ray: Any, master: str, keys: Path | None = None, on_lost: Callable[[], None] | None = None, interval: float = POLL_INTERVAL
-    ) -> None:
+    def __init__(self, ray: Any, master: str, keys: Path | None = None, interval: float = POLL_INTERVAL) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.ray = ray
         self.master = master
         self.keys = keys
-        self.on_lost = on_lost
         self.interval = interval
         self.pool = KeyPool(keys) if keys is not None else None
         self.placements: dict[str, _Placement] = {}
         self.retry_at: dict[str, float] = {}  # node id -> when its host may start again
         self.failures: dict[str, int] = {}  # node id -> exits with an error in a row
-        self.unreachable_since: float | None = None
+        self.unreachable = False  # the last look at the node table failed
         self.keyless: set[str] = set()  # nodes already told that no key folder is free
         self.actor_class = ray.remote(NodeWorkerHost)
         self.affinity = NodeAffinitySchedulingStrategy
@@ -404,9 +399,11 @@ class NodeWatcher:
         try:
             table = self.ray.nodes()
         except Exception as error:  # the GCS is gone or unreachable: Ray raises several kinds
-            self._unreachable(now, error)
+            if not self.unreachable:
+                logger.warning("cannot read the Ray cluster's nodes (%s); trying again", " ".join(str(error).split())[:300])
+            self.unreachable = True
             return
-        self.unreachable_since = None
+        self.unreachable = False
         nodes = {node.node_id: node for node in alive_nodes(table)}
         for node_id in [known for known in self.placements if known not in nodes]:
             placement = self.placements[node_id]
@@ -417,15 +414,6 @@ class NodeWatcher:
         for node_id, node in nodes.items():
             if node_id not in self.placements and self.retry_at.get(node_id, 0.0) <= now:
                 self._place(node, now)
-
-    def _unreachable(self, now: float, error: Exception) -> None:
-        if self.unreachable_since is None:
-            self.unreachable_since = now
-            logger.warning("cannot read the Ray cluster's nodes (%s); trying again", " ".join(str(error).split())[:300])
-        elif now - self.unreachable_since >= CLUSTER_LOST_SECONDS and self.on_lost is not None:
-            logger.error("the Ray cluster has been unreachable for %.0f s: stopping the run", now - self.unreachable_since)
-            on_lost, self.on_lost = self.on_lost, None
-            on_lost()
 
     def _place(self, node: NodeInfo, now: float) -> None:
         keys = None
@@ -567,9 +555,9 @@ class RayCluster:
                 return str(entry["NodeManagerAddress"])
         return str(self.ray.util.get_node_ip_address())
 
-    def watch(self, master: str, keys: Path | None, on_lost: Callable[[], None] | None = None) -> NodeWatcher:
+    def watch(self, master: str, keys: Path | None) -> NodeWatcher:
         """Starts keeping a worker host on every node, connected to ``master``."""
-        self.watcher = NodeWatcher(self.ray, master, keys, on_lost)
+        self.watcher = NodeWatcher(self.ray, master, keys)
         self.watcher.start()
         return self.watcher
 
