@@ -292,6 +292,7 @@ def test_nodes_that_leave_and_join_mid_run_keep_the_local_theta(tmp_path: Path, 
     run = driver(tmp_path, ray_cluster, *SLOW_REACH, "--generations", GENERATIONS, "--keys", str(keys), "--out", str(out))
     try:
         master = endpoint(run)
+        run.wait_for("(2 hosts connected)", timeout=120)
         run.wait_for("gen     2", timeout=120)
         ray_cluster.remove_node(first)
         run.wait_for("left the cluster", timeout=60)
@@ -302,7 +303,7 @@ def test_nodes_that_leave_and_join_mid_run_keep_the_local_theta(tmp_path: Path, 
     log = records(out)
     assert [r["generation"] for r in log] == list(range(1, int(GENERATIONS) + 1))
     np.testing.assert_array_equal(final_theta(out), final_theta(straight))
-    assert log[0]["hosts"] == 2 and log[-1]["hosts"] == 2 and log[-1]["hosts_total"] >= 3, [(r["hosts"], r["hosts_total"]) for r in log]
+    assert log[-1]["hosts"] == 2 and log[-1]["hosts_total"] >= 3, [(r["hosts"], r["hosts_total"]) for r in log]
 
     def key_of(node: Any) -> str:
         found = re.findall(
