@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cluster import SLOW_REACH, TESTS, Process, final_theta, free_port, records
+from cluster import CARTPOLE, SLOW_REACH, TESTS, Process, final_theta, free_port, records
 
 from esfast.clusters.ray import (
     HostExited,
@@ -339,3 +339,25 @@ def test_a_lost_driver_ends_its_hosts_and_the_run_resumes(tmp_path: Path, ray_cl
     generations = [r["generation"] for r in records(out)]
     assert generations[-1] == int(GENERATIONS) and sorted(set(generations)) == list(range(1, int(GENERATIONS) + 1))
     np.testing.assert_array_equal(final_theta(out), final_theta(straight))
+
+
+def test_a_host_refused_for_its_key_starts_again_and_joins_once_the_key_is_listed(
+    tmp_path: Path, ray_cluster: Any, nodes: list[Any]
+) -> None:
+    keys = tmp_path / "keys"
+    make_keys(keys, 2)
+    listed = keys / "master" / "authorized" / "worker-1.key"
+    listed.unlink()  # the pool lends worker-1 first, which the master does not list (yet)
+    add_node(ray_cluster, nodes)
+    out = tmp_path / "run"
+    run = driver(tmp_path, ray_cluster, *CARTPOLE, "--generations", "2", "--keys", str(keys), "--out", str(out))
+    try:
+        run.wait_for("its worker host exited with status 2: ", timeout=120)
+        assert "does not accept this worker's key" in run.output
+        run.wait_for("a new worker host starts in 5 s")
+        shutil.copyfile(keys / "worker-1" / "worker.key", listed)  # the master reads its authorized folder again
+        assert run.wait(timeout=180) == 0, run.output
+    finally:
+        run.stop()
+    assert "(key worker-1) joined" in run.output
+    assert [r["generation"] for r in records(out)] == [1, 2]
