@@ -93,6 +93,13 @@ def test_a_bad_address_is_one_line(address: str | None, says: str) -> None:
     assert says in one_line_error(result)
 
 
+def test_a_bad_port_or_keys_folder_is_one_line_before_ray_is_reached(tmp_path: Path) -> None:
+    assert "--port must be 0 to 65535, got 70000" in one_line_error(esfast("ray", "--address", "auto", "--port", "70000"))
+    make_keys(tmp_path, 1)
+    result = esfast("ray", "--address", "auto", "--keys", str(tmp_path / "master"))
+    assert "esfast ray takes the whole folder esfast keys made" in one_line_error(result)
+
+
 def test_check_address_takes_auto_and_host_port() -> None:
     assert check_address("auto") == "auto"
     assert check_address("10.0.0.1:6379") == "10.0.0.1:6379"

@@ -2,12 +2,12 @@
 
 ``esfast train`` is a master on a loopback port plus one worker host on this machine;
 ``esfast-master`` is the same master on an address worker hosts of other machines connect to
-(``esfast-worker``, in :mod:`esfast.distributed.host`); ``esfast ray`` is that master with one worker
-host on every node of a Ray cluster (:mod:`esfast.clusters.ray`, imported only then). Errors a user can fix (bad config, unknown
-environment, mismatched checkpoint, an address in use) end the command with one line on stderr
-and exit status 2; Ctrl-C (or SIGTERM) during training keeps the checkpoint of the last completed
-generation (every generation is checkpointed as it ends), tells the worker hosts to stop and
-exits with status 130.
+(``esfast-worker``, in :mod:`esfast.distributed.host`); ``esfast ray`` is that master with one
+worker host on every node of a Ray cluster (:mod:`esfast.clusters.ray`, imported only then).
+Errors a user can fix (bad config, unknown environment, mismatched checkpoint, an address in use)
+end the command with one line on stderr and exit status 2; Ctrl-C (or SIGTERM) during training
+keeps the checkpoint of the last completed generation (every generation is checkpointed as it
+ends), tells the worker hosts to stop and exits with status 130.
 """
 
 from __future__ import annotations
