@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,8 @@ import numpy as np
 import pytest
 from cluster import CARTPOLE, SLOW_REACH, TESTS, Process, final_theta, free_port, records
 
-from esfast.clusters.ray import (
-    HostExited,
-    KeyFiles,
-    KeyPool,
-    NodeInfo,
-    NodeWorkerHost,
-    alive_nodes,
-    check_address,
-    check_keys_directory,
-    master_endpoint,
-)
-from esfast.distributed.keys import load_worker_keys, make_keys
+from esfast.clusters.ray import KeyPool, NodeInfo, alive_nodes, check_address, check_keys_directory, master_endpoint
+from esfast.distributed.keys import make_keys
 from esfast.errors import KeysError, RayClusterError
 
 ESFAST = "import sys; from esfast.cli import main; sys.exit(main())"
@@ -155,39 +144,6 @@ def test_keys_take_the_whole_folder_esfast_keys_made(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "keys" / "worker-1")
     with pytest.raises(KeysError, match="no worker-K folders"):
         check_keys_directory(tmp_path / "keys")
-
-
-def test_key_files_arrive_private_and_loadable(tmp_path: Path) -> None:
-    make_keys(tmp_path, 1)
-    files = KeyFiles.read(tmp_path / "worker-1")
-    folder = files.write()
-    try:
-        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-        assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in folder.iterdir())
-        assert load_worker_keys(folder).public == load_worker_keys(tmp_path / "worker-1").public
-    finally:
-        shutil.rmtree(folder)
-
-
-def test_the_actor_class_runs_and_stops_a_worker_host(tmp_path: Path) -> None:
-    """NodeWorkerHost outside Ray: a worker host waiting for a master that is not there, stopped by SIGTERM."""
-    make_keys(tmp_path, 1)
-    host = NodeWorkerHost(f"tcp://127.0.0.1:{free_port()}", 1, KeyFiles.read(tmp_path / "worker-1"))
-    started = host.start()
-    try:
-        assert host.start() == started  # once
-        assert host.poll(0.5) is None
-        folder = host.key_folder
-        assert folder is not None and folder.is_dir()
-        time.sleep(2.0)  # past its imports, into its loop
-        exited = host.stop(0.5)  # no master told it to stop: SIGTERM after half a second
-        assert exited is not None and exited.status == 130, exited
-        assert any("interrupted" in line for line in exited.tail), exited
-        assert not folder.exists()  # the key folder goes with the host
-        assert host.poll(0.1) == HostExited(130, exited.tail)
-    finally:
-        if host.process is not None and host.process.poll() is None:
-            host.process.kill()
 
 
 # On a real Ray cluster ----------------------------------------------------------------------

@@ -4,9 +4,10 @@ Ray only places and supervises processes here; tasks, results and θ travel over
 ZeroMQ transport (docs/protocol.md). The driver (``esfast ray CONFIG --address ADDRESS``) connects
 to the cluster (:func:`connect`), runs the master as ``esfast-master`` does, bound to its own
 node's address, and a :class:`NodeWatcher` thread keeps one :class:`NodeWorkerHost` actor on
-every alive node that has at least one CPU. The actor holds all of its node's CPUs
-(``num_cpus``), is pinned to the node (``NodeAffinitySchedulingStrategy``, not soft) and runs
-``esfast-worker --procs <the node's whole CPUs>`` as its child. Every POLL_INTERVAL seconds the
+every alive node that has at least one CPU (:mod:`esfast.clusters.ray_node`, the code that runs
+there). The actor holds all of its node's CPUs (``num_cpus``), is pinned to the node
+(``NodeAffinitySchedulingStrategy``, not soft) and runs ``esfast-worker --procs <the node's whole
+CPUs>`` as its child. Every POLL_INTERVAL seconds the
 watcher reads Ray's node table and its actors' news:
 
 - a node that joins gets a worker host;
@@ -18,7 +19,7 @@ watcher reads Ray's node table and its actors' news:
 
 Keys (``--keys DIR`` of ``esfast keys DIR``): the master takes ``DIR/master``; each worker host
 takes one ``DIR/worker-K`` folder from a :class:`KeyPool`, the lowest-numbered one that no
-other node's host holds, given back when its node leaves (the folder is read again at every
+other node's host holds, given back when its node leaves (the directory is listed again at every
 placement, so folders added while the run goes on are used). The folder's three files go to the
 node with the actor's arguments and are written to a private temporary folder there, removed
 when the host stops. The master accepts two hosts with one key, but counts them as one machine
@@ -35,31 +36,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from esfast.distributed.keys import MASTER_DIR, MASTER_NAME, WORKER_NAME, load_worker_keys, worker_dirs
+from esfast.clusters.ray_node import STOP_SECONDS, HostExited, HostStarted, KeyFiles, NodeWorkerHost
+from esfast.distributed.keys import MASTER_DIR, MASTER_NAME, WORKER_NAME, worker_dirs
 from esfast.errors import KeysError, RayClusterError
 
 __all__ = [
-    "HostExited",
-    "HostStarted",
-    "KeyFiles",
     "KeyPool",
     "NodeInfo",
     "NodeWatcher",
-    "NodeWorkerHost",
     "RayCluster",
     "alive_nodes",
     "check_address",
@@ -75,11 +67,8 @@ POLL_INTERVAL = 1.0  # seconds between looks at the node table and the actors
 RESTART_DELAY = 5.0  # seconds before a worker host that exited with an error starts again
 RESTART_DELAY_MAX = 60.0  # the delay doubles with each such exit in a row on one node, up to this
 STOP_GRACE = 5.0  # at the run's end, a worker host's time to exit on the master's STOP before SIGTERM
-STOP_SECONDS = 15.0  # a worker host's time to say BYE and clean up after SIGTERM, before SIGKILL
 PENDING_LOG_SECONDS = 30.0  # an actor not placed after this long is logged (its node's CPUs are taken)
 REACH_TIMEOUT = 5.0  # seconds to open a TCP connection to the cluster's address before ray.init
-TAIL_LINES = 3  # lines of a worker host's output kept for the driver's line about its exit
-KEY_FILES = (f"{WORKER_NAME}.key_secret", f"{WORKER_NAME}.key", f"{MASTER_NAME}.key")
 
 
 # What the driver decides, without Ray ------------------------------------------------------
@@ -192,148 +181,6 @@ def check_keys_directory(directory: Path) -> Path:
 def master_endpoint(host: str, port: int) -> str:
     """The master's ``tcp://`` endpoint at ``host`` (an IPv6 address in brackets)."""
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-
-
-# What travels to a node, and the actor that runs there -------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyFiles:
-    """A ``worker-K`` folder's files, sent to the node whose worker host uses them."""
-
-    name: str  # worker-K
-    files: dict[str, bytes]
-
-    @classmethod
-    def read(cls, folder: Path) -> KeyFiles:
-        """Reads (and checks) one worker folder.
-
-        Raises:
-            KeysError: a missing, damaged or readable-by-others file (one line).
-        """
-        load_worker_keys(folder)
-        return cls(folder.name, {name: (folder / name).read_bytes() for name in KEY_FILES})
-
-    def write(self) -> Path:
-        """Writes the files into a new private temporary folder and returns it."""
-        folder = Path(tempfile.mkdtemp(prefix=f"esfast-{self.name}-"))  # mode 0700
-        for name, content in self.files.items():
-            descriptor = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(content)
-        return folder
-
-
-@dataclass(frozen=True)
-class HostStarted:
-    """A node's worker host has started."""
-
-    hostname: str
-    pid: int
-
-
-@dataclass(frozen=True)
-class HostExited:
-    """A node's worker host has exited."""
-
-    status: int
-    tail: tuple[str, ...]  # its last lines of output
-
-
-class NodeWorkerHost:
-    """One ``esfast-worker`` on the node this object lives on: a Ray actor's class
-    (:class:`NodeWatcher` makes it one with ``ray.remote``), its methods returning at once or
-    after ``timeout`` seconds at most.
-
-    The host's output goes to the actor's (Ray shows it on the driver's console, prefixed with
-    the actor); its last lines come back with :meth:`poll`.
-
-    Args:
-        master: the master's endpoint.
-        procs: evaluator processes.
-        keys: the host's ``worker-K`` files, or None for a run without keys.
-    """
-
-    def __init__(self, master: str, procs: int, keys: KeyFiles | None) -> None:
-        self.master = master
-        self.procs = procs
-        self.keys = keys
-        self.key_folder: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self.reader: threading.Thread | None = None
-
-    def start(self) -> HostStarted:
-        """Starts the worker host (once; later calls report the one started)."""
-        if self.process is None:
-            command = [sys.executable, "-m", "esfast.distributed.host", "--master", self.master, "--procs", str(self.procs)]
-            command += ["--parent", str(os.getpid())]  # it exits when this actor's process is gone
-            if self.keys is not None:
-                self.key_folder = self.keys.write()
-                command += ["--keys", str(self.key_folder)]
-            # Its own session: a signal to this actor's process group is not one to the host,
-            # which stops on SIGTERM from stop() or on losing its parent.
-            self.process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-            assert self.process.stdout is not None
-            self.reader = threading.Thread(target=self._forward, args=(self.process.stdout,), daemon=True)
-            self.reader.start()
-        return HostStarted(socket.gethostname(), self.process.pid)
-
-    def _forward(self, stream: IO[bytes]) -> None:
-        """Copies the host's output to this process's, keeping the last lines."""
-        for raw in stream:
-            line = raw.decode(errors="replace").rstrip()
-            self.tail.append(line)
-            with contextlib.suppress(OSError, ValueError):
-                sys.stdout.write(line + "\n")
-                sys.stdout.flush()
-
-    def poll(self, timeout: float) -> HostExited | None:
-        """Waits up to ``timeout`` seconds for the host to exit: how it exited, or None while it runs."""
-        if self.process is None:
-            return None
-        try:
-            status = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._cleanup()
-        return HostExited(status, tuple(self.tail))
-
-    def stop(self, grace: float) -> HostExited | None:
-        """Stops the host and removes its key folder; None if it never started.
-
-        Args:
-            grace: seconds the host has to exit by itself first (the master has told it to stop,
-                and it is closing); then SIGTERM (it says BYE and cleans up), and SIGKILL after
-                STOP_SECONDS more.
-        """
-        if self.process is None:
-            return None
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=grace)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._cleanup()
-        return HostExited(self.process.returncode, tuple(self.tail))
-
-    def _cleanup(self) -> None:
-        if self.reader is not None:
-            self.reader.join(timeout=1.0)  # the output's end, which follows the host's
-        if self.process is not None and self.process.stdout is not None and (self.reader is None or not self.reader.is_alive()):
-            self.process.stdout.close()
-        if self.key_folder is not None:
-            for name in KEY_FILES:
-                (self.key_folder / name).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.key_folder.rmdir()
-            self.key_folder = None
 
 
 # The driver's side ---------------------------------------------------------------------------
