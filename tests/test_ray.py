@@ -250,6 +250,7 @@ def test_a_cluster_without_a_node_with_cpus_is_one_line(ray_cluster: Any) -> Non
 def test_nodes_that_leave_and_join_mid_run_keep_the_local_theta(tmp_path: Path, ray_cluster: Any, nodes: list[Any], straight: Path) -> None:
     keys = tmp_path / "keys"
     make_keys(keys, 2)  # two nodes at a time: the node that joins takes the key the lost one gave back
+    key_copies = set(Path(tempfile.gettempdir()).glob("esfast-worker-*"))
     first, second = add_node(ray_cluster, nodes), add_node(ray_cluster, nodes)
     out = tmp_path / "run"
     run = driver(tmp_path, ray_cluster, *SLOW_REACH, "--generations", GENERATIONS, "--keys", str(keys), "--out", str(out))
@@ -279,6 +280,8 @@ def test_nodes_that_leave_and_join_mid_run_keep_the_local_theta(tmp_path: Path, 
     assert key_of(third) == key_of(first)
     assert f"Ray node 127.0.0.1 ({first.node_id[:8]}) left the cluster" in run.output
     wait_until_no_hosts(master)  # every host ended with the run
+    # The nodes' copies of the keys went as their hosts had read them, that of the removed node too.
+    assert set(Path(tempfile.gettempdir()).glob("esfast-worker-*")) <= key_copies
 
 
 def test_a_lost_driver_ends_its_hosts_and_the_run_resumes(tmp_path: Path, ray_cluster: Any, nodes: list[Any], straight: Path) -> None:

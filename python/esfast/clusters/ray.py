@@ -22,7 +22,7 @@ takes one ``DIR/worker-K`` folder from a :class:`KeyPool`, the lowest-numbered o
 other node's host holds, given back when its node leaves (the directory is listed again at every
 placement, so folders added while the run goes on are used). The folder's three files go to the
 node with the actor's arguments and are written to a private temporary folder there, removed
-when the host stops. The master accepts two hosts with one key, but counts them as one machine
+once the host has read them. The master accepts two hosts with one key, but counts them as one machine
 (audits, failures) and evicts them together, so the pool never lends one folder twice.
 
 A worker host ends with its actor (``esfast-worker --parent``: it exits when its parent is

@@ -6,7 +6,8 @@ node; the actor runs ``esfast-worker --procs N --parent <its own pid>`` as its c
 of its own, so the host stops on SIGTERM from :meth:`NodeWorkerHost.stop` or when the actor's
 process is gone (a node's loss, ``ray.kill``, the driver's end). A run with keys sends the node
 its ``worker-K`` folder's files (:class:`KeyFiles`), written to a private temporary folder that
-goes when the host stops. Nothing here imports Ray.
+goes as soon as the host has read them (at its first line of output), or when it stops. Nothing
+here imports Ray.
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ class NodeWorkerHost:
         return HostStarted(socket.gethostname(), self.process.pid)
 
     def _forward(self, stream: IO[bytes]) -> None:
-        """Copies the host's output to this process's, keeping the last lines."""
+        """Copies the host's output to this process's, keeping the last lines; removes the key
+        folder at the first line, which the host writes only after it has read its keys."""
         for raw in stream:
+            self._remove_keys()
             line = raw.decode(errors="replace").rstrip()
             self.tail.append(line)
             with contextlib.suppress(OSError, ValueError):
@@ -164,9 +167,13 @@ class NodeWorkerHost:
             self.reader.join(timeout=1.0)  # the output's end, which follows the host's
         if self.process is not None and self.process.stdout is not None and (self.reader is None or not self.reader.is_alive()):
             self.process.stdout.close()
-        if self.key_folder is not None:
+        self._remove_keys()
+
+    def _remove_keys(self) -> None:
+        """Removes the key folder (once; from the reader's thread or the actor's)."""
+        folder, self.key_folder = self.key_folder, None
+        if folder is not None:
             for name in KEY_FILES:
-                (self.key_folder / name).unlink(missing_ok=True)
+                (folder / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
-                self.key_folder.rmdir()
-            self.key_folder = None
+                folder.rmdir()
