@@ -1,12 +1,13 @@
-"""The ``esfast`` command (``esfast train``, ``play``, ``plot``, ``configs``, ``keys``, ``slurm``) and ``esfast-master``.
+"""The ``esfast`` command (``esfast train``, ``slurm``, ``ray``, ``play``, ``plot``, ``configs``, ``keys``) and ``esfast-master``.
 
 ``esfast train`` is a master on a loopback port plus one worker host on this machine;
 ``esfast-master`` is the same master on an address worker hosts of other machines connect to
-(``esfast-worker``, in :mod:`esfast.distributed.host`). Errors a user can fix (bad config, unknown
-environment, mismatched checkpoint, an address in use) end the command with one line on stderr
-and exit status 2; Ctrl-C (or SIGTERM) during training keeps the checkpoint of the last completed
-generation (every generation is checkpointed as it ends), tells the worker hosts to stop and
-exits with status 130.
+(``esfast-worker``, in :mod:`esfast.distributed.host`); ``esfast ray`` is that master with one
+worker host on every node of a Ray cluster (:mod:`esfast.clusters.ray`, imported only then).
+Errors a user can fix (bad config, unknown environment, mismatched checkpoint, an address in use)
+end the command with one line on stderr and exit status 2; Ctrl-C (or SIGTERM) during training
+keeps the checkpoint of the last completed generation (every generation is checkpointed as it
+ends), tells the worker hosts to stop and exits with status 130.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,9 +103,10 @@ def _master(bind: str, setup: WorkerSetup, keys: MasterKeys | None, args: argpar
     return Master(bind, setup, keys=keys, allow_mixed_versions=args.allow_mixed_versions, audit=args.audit, audit_action=args.audit_action)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """``esfast train`` and ``esfast-master`` (which has ``args.bind``)."""
-    command = "esfast-master" if args.bind else "esfast train"
+def cmd_train(args: argparse.Namespace, on_master: Callable[[Master], None] | None = None) -> int:
+    """``esfast train`` and ``esfast-master`` (which has ``args.bind``); ``on_master`` is called
+    with the master once it listens (``esfast ray`` starts its worker hosts there)."""
+    command = getattr(args, "command_name", None) or ("esfast-master" if args.bind else "esfast train")
     keys = None
     if args.bind:
         check_endpoint(args.bind, bind=True)
@@ -151,6 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 trainer.evaluator.endpoint.replace("0.0.0.0", "HOST"),
                 " --keys DIR/worker-N" if keys is not None else "",
             )
+        if on_master is not None and isinstance(trainer.evaluator, Master):
+            on_master(trainer.evaluator)
         if config.run.generations is None and config.run.timesteps is None:
             logger.info("no budget set (--generations, --timesteps): training until Ctrl-C")
         elif trainer.done():
@@ -180,6 +185,34 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 130
         logger.info("done: %d generations, %s timesteps; checkpoint %s", trainer.generation, f"{trainer.timesteps_total:,}", latest)
     return 0
+
+
+def cmd_ray(args: argparse.Namespace) -> int:
+    """``esfast ray``: the master here, one worker host per alive node of a Ray cluster (esfast.clusters.ray)."""
+    from esfast.clusters.ray import check_keys_directory, connect, master_endpoint
+
+    keys_dir = Path(args.keys) if args.keys is not None else None
+    if keys_dir is not None:
+        args.keys = check_keys_directory(keys_dir)  # the master's folder; the workers' come from the pool
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0 to 65535, got {args.port}")
+    with connect(args.address) as cluster:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # ray.init set its own: terminate like Ctrl-C
+        nodes = cluster.nodes()
+        logger.info(
+            "esfast ray: connected to the Ray cluster at %s: %d node%s with CPUs (%g CPUs)",
+            args.address,
+            len(nodes),
+            "" if len(nodes) == 1 else "s",
+            sum(node.cpus for node in nodes),
+        )
+        args.bind = master_endpoint(args.host or cluster.driver_address(), args.port)
+        args.command_name = f"esfast ray --address {args.address}"
+
+        def start_hosts(master: Master) -> None:  # once the master listens, at its bound address
+            cluster.watch(master.endpoint, keys_dir)
+
+        return cmd_train(args, on_master=start_hosts)
 
 
 def _check_display() -> None:
@@ -247,6 +280,29 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = plot_runs([Path(run) for run in args.runs], x=args.x, y=args.y, out=Path(args.out))
     print(f"plot written to {out}")
     return 0
+
+
+def _add_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    """The master's options for whom it trusts with what (``esfast-master``, ``esfast ray``)."""
+    parser.add_argument(
+        "--audit",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="have this fraction of finished tasks repeated by another worker host and compared bit for bit, e.g. 0.02 (default: 0)",
+    )
+    parser.add_argument(
+        "--audit-action",
+        choices=AUDIT_ACTIONS,
+        default="log",
+        help="on a mismatch: log it (default), or evict the host a third host contradicts and run its results again",
+    )
+    parser.add_argument(
+        "--allow-mixed-versions",
+        action="store_true",
+        help="admit, with a warning, worker hosts whose esfast, numpy, gymnasium, mujoco or ale-py versions or whose "
+        "environment's fingerprint differ from this machine's (by default they are refused)",
+    )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -383,6 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--workers", type=int, default=1, help="worker key pairs the folder should hold (default: 1)")
     keys.set_defaults(handler=cmd_keys)
 
+    ray = commands.add_parser(
+        "ray",
+        help="train on a Ray cluster: the master here, one worker host per node",
+        description="Train on a Ray cluster (needs esfast[ray]): the master runs in this driver, and every alive Ray node with a "
+        "CPU runs one esfast-worker holding all of its CPUs, placed again as nodes join and leave (docs/clusters.md).",
+    )
+    _add_run_arguments(ray)
+    ray.add_argument("--address", required=True, help="the Ray cluster: HOST:PORT of its head (ray start --head prints it), or auto")
+    ray.add_argument("--keys", metavar="DIR", help="the keys folder of esfast keys DIR: DIR/master for the master, a DIR/worker-K per node")
+    ray.add_argument("--port", type=int, default=5555, help="the master's port, which every node must reach (default: 5555; 0: any)")
+    ray.add_argument("--host", metavar="IP", help="the address the nodes reach the master at (default: this driver's node address in Ray)")
+    _add_trust_arguments(ray)
+    ray.set_defaults(handler=cmd_ray, workers=None)
+
     plot = commands.add_parser(
         "plot",
         help="draw learning curves of run directories",
@@ -423,25 +493,7 @@ def build_master_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the master's key folder (DIR/master of esfast keys DIR): accept only listed workers, over encrypted connections",
     )
-    parser.add_argument(
-        "--audit",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="have this fraction of finished tasks repeated by another worker host and compared bit for bit, e.g. 0.02 (default: 0)",
-    )
-    parser.add_argument(
-        "--audit-action",
-        choices=AUDIT_ACTIONS,
-        default="log",
-        help="on a mismatch: log it (default), or evict the host a third host contradicts and run its results again",
-    )
-    parser.add_argument(
-        "--allow-mixed-versions",
-        action="store_true",
-        help="admit, with a warning, worker hosts whose esfast, numpy, gymnasium, mujoco or ale-py versions or whose "
-        "environment's fingerprint differ from this machine's (by default they are refused)",
-    )
+    _add_trust_arguments(parser)
     parser.set_defaults(workers=None)
     return parser
 

@@ -17,6 +17,7 @@ __all__ = [
     "KeysError",
     "PolicyError",
     "ProtocolError",
+    "RayClusterError",
     "RunExistsError",
     "RunLockedError",
     "SlurmError",
@@ -52,6 +53,10 @@ class AtariEnvError(EnvError):
 
 class KeysError(UserError):
     """CURVE keys that cannot be used (missing, damaged, or not private); one line naming the file."""
+
+
+class RayClusterError(UserError):
+    """``esfast ray`` cannot use the Ray cluster (Ray missing, a bad address, no node with a CPU); one line."""
 
 
 class RunLockedError(UserError):
