@@ -464,6 +464,7 @@ def _address(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python tests/delay_relay.py``: relays until SIGTERM or Ctrl-C; returns the exit status."""
     parser = argparse.ArgumentParser(description="A TCP relay that delays every chunk (tests/delay_relay.py).")
     parser.add_argument("--listen", type=_address, required=True, help="HOST:PORT to listen on (port 0: any)")
     parser.add_argument("--target", type=_address, required=True, help="HOST:PORT to relay to")

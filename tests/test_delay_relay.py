@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import random
+import re
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
+from cluster import TESTS, Process
 from delay_relay import GREETING_BYTES, DelayRelay, MessageStart, ZmtpScanner, frame_bytes
 from zmq.utils.monitor import recv_monitor_message
 
@@ -209,3 +214,26 @@ def test_a_client_accepted_before_the_target_listens_waits_for_it() -> None:
             server.close()
         client.close()
         assert relay.connections == 1
+
+
+def test_the_relay_runs_as_a_program_until_sigterm(target: socket.socket, tmp_path: Path) -> None:
+    host, port = target.getsockname()
+    command = [sys.executable, str(TESTS / "delay_relay.py"), "--listen", "127.0.0.1:0", "--target", f"{host}:{port}", "--delay-ms", "20"]
+    program = Process(command, tmp_path / "relay.log")
+    try:
+        program.wait_for("listening on 127.0.0.1:")
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", program.output)
+        assert found is not None
+        client = socket.create_connection(("127.0.0.1", int(found.group(1))))
+        client.settimeout(10)
+        server, _ = target.accept()
+        server.settimeout(10)
+        sent = time.monotonic()
+        client.sendall(b"through")
+        assert _receive(server, 7) == b"through" and time.monotonic() - sent >= 0.020
+        client.close()
+        server.close()
+        program.signal(signal.SIGTERM)
+        assert program.wait(10) == 0, program.output
+    finally:
+        program.stop()
