@@ -324,9 +324,14 @@ class DelayRelay:
             outer = socket.create_connection(self.target, timeout=2.0)
         except OSError:
             return False
-        for sock in (inner, outer):
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for sock in (inner, outer):
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # the client reset its connection meanwhile
+            inner.close()
+            outer.close()
+            return True
         link = _Link(self.connections, inner, outer)
         self.connections += 1
         self.links.append(link)
