@@ -110,9 +110,11 @@ def test_a_host_cut_off_longer_than_the_liveness_is_replaced_and_rejoins(cluster
     straight = _straight(cluster, tmp_path, SLOW_REACH, generations, 4)
     out = tmp_path / "run"
     master = cluster.master(*SLOW_REACH, "--generations", str(generations), out=out)
+    master.wait_for("master listening at")  # a host that asks before gives up on its first HELLO, which may join once more
     cut, other = network.host(procs=2), network.host(procs=2)
     assert cut.process is not None
     master.wait_for("gen     2")
+    joins = master.output.count(f"worker host {cut.name} joined")
     cut.cut()
     try:
         master.wait_for(f"worker host {cut.name} was silent for", timeout=10 * LIVENESS * HEARTBEAT_INTERVAL)
@@ -120,7 +122,7 @@ def test_a_host_cut_off_longer_than_the_liveness_is_replaced_and_rejoins(cluster
     finally:
         cut.restore()
     cut.process.wait_for("reconnected to the master", timeout=60)  # its evaluators and table kept
-    _wait_for_count(master, f"worker host {cut.name} joined", 2)
+    _wait_for_count(master, f"worker host {cut.name} joined", joins + 1)
     assert master.wait() == 0, master.output
     _hosts_end_well([cut, other])
     log = records(out)
@@ -138,17 +140,20 @@ def test_a_reset_in_the_middle_of_a_theta_costs_at_most_a_reconnect(
 ) -> None:
     out = tmp_path / "run"
     master = cluster.master(*LARGE_THETA_RUN, "--generations", "8", out=out)
+    master.wait_for("master listening at")
     victim, other = network.host(), network.host()
     assert victim.process is not None and victim.relay is not None
     master.wait_for("gen     1")
     done = victim.relay.reset_mid_message("THETA")
     assert done.wait(60), "no THETA went to the host after generation 1"
+    master_before, host_before = len(master.output), len(victim.process.output)  # rejoining takes the liveness: none yet
     [reset] = victim.relay.resets
     assert reset.size > 200_000 and 0 < reset.forwarded < reset.size, reset
     assert master.wait() == 0, master.output
     _hosts_end_well([victim, other])
-    assert victim.process.output.count("reconnecting") <= 1, victim.process.output
-    assert master.output.count(f"worker host {victim.name} joined") <= 2, master.output
+    # Since the reset (a HELLO the host gave up on at its start may have joined once more before):
+    assert victim.process.output[host_before:].count("reconnecting") <= 1, victim.process.output
+    assert master.output[master_before:].count(f"worker host {victim.name} joined") <= 1, master.output
     np.testing.assert_array_equal(final_theta(out), final_theta(large_straight))
 
 
@@ -157,6 +162,7 @@ def test_a_stall_shorter_than_the_liveness_loses_no_host(
 ) -> None:
     out = tmp_path / "run"
     master = cluster.master(*LARGE_THETA_RUN, "--generations", "8", out=out)
+    master.wait_for("master listening at")
     stalled, other = network.host(), network.host()
     assert stalled.relay is not None and stalled.process is not None
     master.wait_for("gen     2")
