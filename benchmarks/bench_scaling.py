@@ -21,10 +21,22 @@ cost are in the ideal, and only the distribution overhead counts against efficie
 Efficiency = ideal / measured. Also printed: speed-up over the measured 1-worker generation, and
 ``Master.generation_stats()`` of every timed generation. Target: >= 90% at 32 workers.
 
-Every process the benchmark starts is stopped when it ends, also on failure or Ctrl-C.
+With ``--hosts H`` (root only: network namespaces) the workers of each count W are spread over
+min(H, W) worker hosts instead (``esfast-worker --procs W/H`` each, the remainder one more on the
+first hosts), each in its own network namespace with its own /dev/shm, joined to the master by a
+veth link shaped with ``tbf`` to ``--bandwidth`` each way (default 100mbit) and a TCP relay that
+delays every chunk by ``--delay-ms`` ± ``--jitter-ms`` each way (default 20 ± 5 ms). This is the
+harness of the namespace-host tests, ``tests/netns_hosts.py`` (imported from ``tests/``, not
+copied; docs/clusters.md, "Several hosts on one machine"); its relays run as processes of their own
+so that they do not share this process's interpreter lock with the master. Hosts are started
+afresh for each worker count. Target: >= 90% at 32 workers over 4 hosts with 20 ms delay.
+
+Every process the benchmark starts is stopped when it ends, also on failure or Ctrl-C (and every
+namespace, link and relay with it).
 
 Usage: python benchmarks/bench_scaling.py [--workers 1 2 4 ...] [--pairs P] [--generations G]
        [--step-ms MS] [--steps N] [--quick]
+       [--hosts H [--delay-ms MS] [--jitter-ms MS] [--bandwidth RATE]]
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +56,7 @@ import machine
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent / "tests"  # the namespace-host harness (--hosts)
 TARGET_EFFICIENCY = 0.90
 TABLE_SIZE = 1_000_000
 TABLE_SEED = 7
@@ -87,6 +101,12 @@ def remove_segments(pids: list[int]) -> None:
             path.unlink(missing_ok=True)
 
 
+def spread(workers: int, hosts: int) -> list[int]:
+    """Evaluator processes per host: ``workers`` over at most ``hosts`` hosts, as evenly as possible."""
+    count = min(workers, hosts)
+    return [workers // count + (1 if i < workers % count else 0) for i in range(count)]
+
+
 def run(args: argparse.Namespace) -> None:
     configure_sleep_env(args.step_ms, args.steps)
     # Imported after configure_sleep_env: the module reads its parameters when imported.
@@ -104,8 +124,14 @@ def run(args: argparse.Namespace) -> None:
 
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {platform.machine()}, {cores} core(s) available ({os.cpu_count()} in total), python {platform.python_version()}")
+    layout = (
+        f"over at most {args.hosts} namespace hosts (esfast-worker --procs W/{args.hosts} each), links: tbf {args.bandwidth} each way, "
+        f"relay delay {args.delay_ms:g} ms ± {args.jitter_ms:g} ms each way"
+        if args.hosts
+        else "each: esfast-worker --procs 1"
+    )
     print(
-        f"settings: workers {' '.join(map(str, args.workers))} (each: esfast-worker --procs 1), {args.pairs} pairs per generation "
+        f"settings: workers {' '.join(map(str, args.workers))} ({layout}), {args.pairs} pairs per generation "
         f"({2 * args.pairs} episodes), episodes of {args.steps} steps x {args.step_ms:g} ms sleep, "
         f"{args.generations} timed generations per worker count (median reported)"
     )
@@ -149,6 +175,21 @@ def run(args: argparse.Namespace) -> None:
 
     master = Master("tcp://127.0.0.1:0", setup)
     workers: list[subprocess.Popen[bytes]] = []
+    network = None
+    if args.hosts:
+        sys.path.insert(0, str(TESTS))
+        from netns_hosts import HostNetwork, NamespacesUnavailable
+
+        logs = Path(tempfile.mkdtemp(prefix="bench-scaling-hosts-"))
+        print(f"namespace hosts' and relays' output: {logs}")
+        port = int(master.endpoint.rsplit(":", 1)[1])
+        try:
+            network = HostNetwork(
+                logs, port, bandwidth=args.bandwidth, delay=args.delay_ms / 1000, jitter=args.jitter_ms / 1000, relay_processes=True
+            )
+        except NamespacesUnavailable as error:
+            master.close()
+            raise SystemExit(f"bench_scaling.py: error: {error}") from None
     rows: list[dict[str, Any]] = []
     generation = 0
 
@@ -165,22 +206,30 @@ def run(args: argparse.Namespace) -> None:
 
     try:
         for count in args.workers:
-            while len(workers) < count:
-                workers.append(start_local_worker(master.endpoint, 1))
+            if network is not None:  # hosts of fixed sizes: new ones for each count
+                network.close()
+                procs = spread(count, args.hosts)
+                processes = [host.process.popen for host in (network.host(n, ("--quiet",)) for n in procs) if host.process]
+                expected = len(procs)
+            else:
+                while len(workers) < count:
+                    workers.append(start_local_worker(master.endpoint, 1))
+                processes, expected = workers, count
             joined_at = time.perf_counter()
             deadline = joined_at + args.join_timeout
             complete = 0
             warmups = 0
-            while complete < 2:  # a generation with every worker, then one more
+            while complete < 2:  # a generation with every host, then one more
                 _, stats = evaluate(population(generation, 2 * count))
                 warmups += 1
-                complete = complete + 1 if stats["hosts"] >= count else 0
+                complete = complete + 1 if stats["hosts"] >= expected and stats["procs"] >= count else 0
                 if time.perf_counter() > deadline:
-                    raise RuntimeError(f"only {stats['hosts']} of {count} workers took part within {args.join_timeout:.0f} s")
-                dead = [w.pid for w in workers if w.poll() is not None]
+                    raise RuntimeError(f"only {stats['hosts']} of {expected} worker hosts took part within {args.join_timeout:.0f} s")
+                dead = [w.pid for w in processes if w.poll() is not None]
                 if dead:
                     raise RuntimeError(f"worker host(s) {dead} exited")
-            print(f"\n{count} worker(s): {warmups} warm-up generation(s) in {time.perf_counter() - joined_at:.1f} s")
+            where = f" over {expected} namespace host(s) ({'+'.join(map(str, procs))})" if network is not None else ""
+            print(f"\n{count} worker(s){where}: {warmups} warm-up generation(s) in {time.perf_counter() - joined_at:.1f} s")
             walls = []
             for _ in range(args.generations):
                 wall, stats = evaluate(population(generation, args.pairs))
@@ -192,6 +241,8 @@ def run(args: argparse.Namespace) -> None:
             rows.append({"workers": count, "median": statistics.median(walls), "walls": walls})
     finally:
         master.close()
+        if network is not None:
+            network.close()
         killed = stop_workers(workers)
         remove_segments(killed)
         if killed:
@@ -228,7 +279,19 @@ def main() -> None:
     parser.add_argument("--calibration-pairs", type=int, default=20, help="pairs run in this process to measure a pair's cost (default 20)")
     parser.add_argument("--join-timeout", type=float, default=180.0, help="seconds for new workers to join (default 180)")
     parser.add_argument("--quick", action="store_true", help="workers 1 2 4 8, 64 pairs, 2 generations")
+    parser.add_argument("--hosts", type=int, help="spread the workers over this many namespace hosts (root only; see above)")
+    parser.add_argument("--delay-ms", type=float, help="with --hosts: relay delay each way (default 20)")
+    parser.add_argument("--jitter-ms", type=float, help="with --hosts: relay jitter, ± (default 5)")
+    parser.add_argument("--bandwidth", help="with --hosts: each link's rate each way, in tc's units (default 100mbit)")
     args = parser.parse_args()
+    network_options = {"delay_ms": 20.0, "jitter_ms": 5.0, "bandwidth": "100mbit"}
+    if args.hosts is None and any(getattr(args, name) is not None for name in network_options):
+        parser.error("--delay-ms, --jitter-ms and --bandwidth go with --hosts")
+    if args.hosts is not None and args.hosts < 1:
+        parser.error("--hosts must be at least 1")
+    for name, default in network_options.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     print(machine.describe(), flush=True)
     if args.quick:
         args.workers, args.pairs, args.generations = [1, 2, 4, 8], 64, 2
