@@ -648,10 +648,11 @@ class Master:
             return
         if results and generation == host.theta_generation:
             host.theta_unread = 0  # it read that θ: it reports on tasks of this round it was given
+        tasks, limit, holders = scheduler.tasks, self.limit, scheduler.holders
         for task_id, result in results:
             if host.identity not in self.hosts:
                 return  # evicted by an earlier result of this message
-            problem = violation(scheduler.tasks[task_id], result, self.limit)
+            problem = violation(tasks[task_id], result, limit)
             if problem is not None:
                 self.stats.results_refused += 1
                 if task_id in scheduler.results:
@@ -659,8 +660,8 @@ class Master:
                 else:
                     self._task_failed(host, task_id, f"it reported {problem}")
                 continue
-            assigned = scheduler.holders.get(task_id, {}).get(host.key)
-            outcome = scheduler.complete(host.key, generation, task_id, result)
+            assigned = task_holders.get(key) if (task_holders := holders.get(task_id)) is not None else None
+            outcome = scheduler.record(key, task_id, result)  # checked above: this round's, given to this host
             if outcome is Outcome.ACCEPTED:
                 if assigned is not None:
                     total, count = self.task_seconds

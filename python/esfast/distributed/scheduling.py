@@ -107,13 +107,14 @@ class GenerationScheduler(Generic[Task, Result]):
                 given only to a host of a source it does not exclude.
         """
         self.sources[host] = host if source is None else source
-        given = self._checks(host, credit, now, copy_after)
+        given = self._checks(host, credit, now, copy_after) if self.checks else []
         skipped: list[int] = []  # failed on this host: left for the others, in their place
+        failed = self.failed
         while self.pending and len(given) < credit:
             task_id = self.pending.popleft()
             if task_id in self.results:
                 continue
-            if host in self.failed.get(task_id, ()):
+            if failed and host in failed.get(task_id, ()):
                 skipped.append(task_id)
                 continue
             self._give(task_id, host, now)
@@ -190,9 +191,19 @@ class GenerationScheduler(Generic[Task, Result]):
         return discarded
 
     def _give(self, task_id: int, host: str, now: float) -> None:
-        self.holders.setdefault(task_id, {})[host] = now
-        self.given.setdefault(task_id, set()).add(host)
-        self.exposed.setdefault(task_id, set()).add(host)
+        # Most tasks are given once, to one host: new containers then, without setdefault's spare ones.
+        if (holders := self.holders.get(task_id)) is None:
+            self.holders[task_id] = {host: now}
+        else:
+            holders[host] = now
+        if (given := self.given.get(task_id)) is None:
+            self.given[task_id] = {host}
+        else:
+            given.add(host)
+        if (exposed := self.exposed.get(task_id)) is None:
+            self.exposed[task_id] = {host}
+        else:
+            exposed.add(host)
 
     def _copies(self, host: str, count: int, now: float, copy_after: float) -> list[tuple[int, Task]]:
         """Copies of outstanding tasks that ``host`` does not hold, longest outstanding first."""
@@ -231,14 +242,26 @@ class GenerationScheduler(Generic[Task, Result]):
         if not self.was_given(host, task_id):
             self.stats.unassigned_dropped += 1
             return Outcome.UNASSIGNED
-        self.holders.get(task_id, {}).pop(host, None)
-        self.check_holders.get(task_id, {}).pop(host, None)
+        return self.record(host, task_id, result)
+
+    def record(self, host: str, task_id: int, result: Result) -> Outcome:
+        """:meth:`complete` for a result the caller has checked: of this generation and round, of
+        a task ``host`` was given (ACCEPTED or DUPLICATE). The master checks a whole message at
+        once, so its results skip the per-result checks here."""
+        holders = self.holders.get(task_id)
         if task_id in self.results:
+            if holders is not None:
+                holders.pop(host, None)
+            if (checkers := self.check_holders.get(task_id)) is not None:
+                checkers.pop(host, None)
             self.stats.duplicates_dropped += 1
             return Outcome.DUPLICATE
+        if (checkers := self.check_holders.get(task_id)) is not None:
+            checkers.pop(host, None)
         self.results[task_id] = result
         self.producers[task_id] = host
-        self.holders.pop(task_id, None)  # holders keeps outstanding tasks only
+        if holders is not None:
+            del self.holders[task_id]  # holders keeps outstanding tasks only
         return Outcome.ACCEPTED
 
     def fail(self, host: str, task_id: int, peer: str) -> bool:
