@@ -7,6 +7,7 @@ state, spool, logs), and stopped by pid when the tests end, also when they fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -117,7 +118,10 @@ def _job(tmp_path: Path, stand_ins: Path, **settings: object) -> SlurmJob:
     return SlurmJob(**fields)  # type: ignore[arg-type]
 
 
-def _run_script(script: Path, stand_ins: Path, tmp_path: Path) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def _run_script(script: Path, stand_ins: Path, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """The batch script in a session of its own; at the end its whole process group is killed
+    (held stand-ins of the master, srun and the workers too), also when the test fails."""
     env = {
         **os.environ,
         "PATH": f"{stand_ins}{os.pathsep}{os.environ['PATH']}",
@@ -129,7 +133,15 @@ def _run_script(script: Path, stand_ins: Path, tmp_path: Path) -> subprocess.Pop
         "SLURM_JOB_NUM_NODES": "2",
         "SLURM_JOB_NODELIST": "node[1-2]",
     }
-    return subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        ["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
 
 
 def _calls(tmp_path: Path) -> list[str]:
@@ -139,55 +151,50 @@ def _calls(tmp_path: Path) -> list[str]:
 
 def test_the_script_starts_a_new_run_with_keys_on_the_port_of_its_job_id(tmp_path: Path, stand_ins: Path) -> None:
     job = _job(tmp_path, stand_ins, keys=tmp_path / "keys")
-    script = _run_script(write_script(job), stand_ins, tmp_path)
-    output, _ = script.communicate(timeout=60)
-    assert script.returncode == 0, output
-    port = PORT_BASE + JOB_ID % PORT_SPAN
-    out, keys = tmp_path / "run", tmp_path / "keys"
-    calls = _calls(tmp_path)
-    master = f"master cartpole --out {out} --generations 6 --set hidden_dims=[16] --bind tcp://127.0.0.1:{port} --keys {keys}/master"
-    assert master in calls, calls
-    for node in (0, 1):
-        assert f"worker node {node}: --master tcp://127.0.0.1:{port} --procs 3 --keys {keys}/worker-{node + 1}" in calls, calls
-    assert any(call.startswith("srun --nodes=2 --ntasks-per-node=1") for call in calls), calls
-    assert "scontrol show node node1" in calls and not any("requeue" in call for call in calls)
-    assert f"start 1, on node[1-2] starts a new run in {out}; master at tcp://127.0.0.1:{port}" in output
-    assert "the master exited with status 0" in output
+    with _run_script(write_script(job), stand_ins, tmp_path) as script:
+        output, _ = script.communicate(timeout=60)
+        assert script.returncode == 0, output
+        port = PORT_BASE + JOB_ID % PORT_SPAN
+        out, keys = tmp_path / "run", tmp_path / "keys"
+        calls = _calls(tmp_path)
+        master = f"master cartpole --out {out} --generations 6 --set hidden_dims=[16] --bind tcp://127.0.0.1:{port} --keys {keys}/master"
+        assert master in calls, calls
+        for node in (0, 1):
+            assert f"worker node {node}: --master tcp://127.0.0.1:{port} --procs 3 --keys {keys}/worker-{node + 1}" in calls, calls
+        assert any(call.startswith("srun --nodes=2 --ntasks-per-node=1") for call in calls), calls
+        assert "scontrol show node node1" in calls and not any("requeue" in call for call in calls)
+        assert f"start 1, on node[1-2] starts a new run in {out}; master at tcp://127.0.0.1:{port}" in output
+        assert "the master exited with status 0" in output
 
 
 def test_the_script_resumes_from_the_latest_checkpoint(tmp_path: Path, stand_ins: Path) -> None:
     job = _job(tmp_path, stand_ins)
     (job.out / "checkpoints").mkdir(parents=True)
     (job.out / "checkpoints" / "latest.npz").write_bytes(b"")
-    script = _run_script(write_script(job), stand_ins, tmp_path)
-    output, _ = script.communicate(timeout=60)
-    assert script.returncode == 0, output
-    port = PORT_BASE + JOB_ID % PORT_SPAN
-    calls = _calls(tmp_path)
-    assert f"master --resume {job.out} --bind tcp://127.0.0.1:{port}" in calls, calls
-    assert f"worker node 1: --master tcp://127.0.0.1:{port} --procs 3" in calls, calls  # no keys: no --keys
-    assert "continues the run in" in output
+    with _run_script(write_script(job), stand_ins, tmp_path) as script:
+        output, _ = script.communicate(timeout=60)
+        assert script.returncode == 0, output
+        port = PORT_BASE + JOB_ID % PORT_SPAN
+        calls = _calls(tmp_path)
+        assert f"master --resume {job.out} --bind tcp://127.0.0.1:{port}" in calls, calls
+        assert f"worker node 1: --master tcp://127.0.0.1:{port} --procs 3" in calls, calls  # no keys: no --keys
+        assert "continues the run in" in output
 
 
 def test_usr1_stops_the_master_and_requeues_the_job(tmp_path: Path, stand_ins: Path) -> None:
     """The batch shell's trap: SIGTERM to the master, wait for it, then scontrol requeue of its own job."""
     (tmp_path / "hold").touch()
-    script = _run_script(write_script(_job(tmp_path, stand_ins)), stand_ins, tmp_path)
-    try:
+    with _run_script(write_script(_job(tmp_path, stand_ins)), stand_ins, tmp_path) as script:
         deadline = time.monotonic() + 30
         while not any(call.startswith("master") for call in _calls(tmp_path)) or len(_calls(tmp_path)) < 5:
             assert time.monotonic() < deadline and script.poll() is None, _calls(tmp_path)
             time.sleep(0.05)
         script.send_signal(signal.SIGUSR1)
         output, _ = script.communicate(timeout=60)
-    finally:
-        if script.poll() is None:
-            script.kill()
-            script.wait()
-    assert script.returncode == 0, output
-    calls = _calls(tmp_path)
-    assert "master SIGTERM" in calls and calls[-1] == f"scontrol requeue {JOB_ID}", calls
-    assert "the master exited with status 130" in output and f"requeueing job {JOB_ID}" in output
+        assert script.returncode == 0, output
+        calls = _calls(tmp_path)
+        assert "master SIGTERM" in calls and calls[-1] == f"scontrol requeue {JOB_ID}", calls
+        assert "the master exited with status 130" in output and f"requeueing job {JOB_ID}" in output
 
 
 def test_workers_left_running_by_a_master_that_died_are_ended(tmp_path: Path, stand_ins: Path) -> None:
@@ -195,14 +202,14 @@ def test_workers_left_running_by_a_master_that_died_are_ended(tmp_path: Path, st
     shell ends their step after the grace period and exits with the master's status."""
     (tmp_path / "hold-workers").touch()
     (stand_ins / "master").write_text('#!/bin/bash\necho "master $*" >> "$CALLS"\nexit 1\n')
-    script = _run_script(write_script(_job(tmp_path, stand_ins, workers_grace=1)), stand_ins, tmp_path)
-    output, _ = script.communicate(timeout=60)
-    assert script.returncode == 1, output
-    assert "the master exited with status 1" in output and "the workers are still running 1 s after the master; stopping them" in output
-    calls = _calls(tmp_path)
-    assert f"scancel --signal=TERM {JOB_ID}.0" in calls, calls  # SIGTERM to each worker, on a real cluster
-    assert "worker node 0 SIGTERM" in calls and "worker node 1 SIGTERM" in calls, calls  # here: the stand-in srun passes on srun's
-    assert not any("requeue" in call for call in calls)
+    with _run_script(write_script(_job(tmp_path, stand_ins, workers_grace=1)), stand_ins, tmp_path) as script:
+        output, _ = script.communicate(timeout=60)
+        assert script.returncode == 1, output
+        assert "the master exited with status 1" in output and "the workers are still running 1 s after the master; stopping them" in output
+        calls = _calls(tmp_path)
+        assert f"scancel --signal=TERM {JOB_ID}.0" in calls, calls  # SIGTERM to each worker, on a real cluster
+        assert "worker node 0 SIGTERM" in calls and "worker node 1 SIGTERM" in calls, calls  # here: the stand-in srun passes on srun's
+        assert not any("requeue" in call for call in calls)
 
 
 def test_the_sbatch_lines_carry_the_request(tmp_path: Path, stand_ins: Path) -> None:
@@ -224,7 +231,10 @@ def test_the_sbatch_lines_carry_the_request(tmp_path: Path, stand_ins: Path) -> 
     ):
         assert f"#SBATCH {expected}" in lines, lines
     whole_nodes = render_script(_job(tmp_path, stand_ins))
-    assert "#SBATCH --exclusive" in whole_nodes and "--cpus-per-task" not in whole_nodes
+    assert "#SBATCH --exclusive" in whole_nodes and "#SBATCH --cpus-per-task" not in whole_nodes
+    # The step asks for the node's CPUs itself: since Slurm 22.05 it does not inherit the job's.
+    srun = next(line for line in whole_nodes.splitlines() if line.startswith("srun "))
+    assert '--ntasks-per-node=1 --cpus-per-task="$SLURM_CPUS_ON_NODE"' in srun
 
 
 @pytest.mark.parametrize(
@@ -278,6 +288,9 @@ def test_without_sbatch_the_command_says_so_in_one_line(tmp_path: Path) -> None:
         (["--nodes", "1", "--time", "2"], "--time 2 leaves no room for the checkpoint signal 120 s before the limit"),
         (["--nodes", "1", "--time", "2h"], "--time '2h' is not a Slurm time limit"),
         (["--nodes", "1", "--sbatch-arg", "mem=8G"], "--sbatch-arg 'mem=8G' is not an sbatch option"),
+        (["--nodes", "1", "--sbatch-arg=--output=/tmp/x.out"], "the script sets --output itself (the log goes to the run directory"),
+        (["--nodes", "1", "--sbatch-arg=--no-requeue"], "the script sets --no-requeue itself (the job requeues itself)"),
+        (["--nodes", "1", "--sbatch-arg=-N2"], "the script sets -N itself (use --nodes)"),
         (["--nodes", "1", "--partition", "cpu gpu"], "--partition 'cpu gpu' is not a partition name"),
         (["--nodes", "1", "--set", "noise_stdev=-1"], "noise_stdev"),
         (["--nodes", "3", "--keys", "KEYS"], "has no worker-3 folder (the job has 3 nodes): make keys for every node with: esfast keys"),

@@ -187,6 +187,24 @@ def cmd_train(args: argparse.Namespace, on_master: Callable[[Master], None] | No
     return 0
 
 
+def cmd_slurm(args: argparse.Namespace) -> int:
+    """``esfast slurm``: writes the batch script and submits it (with ``--dry-run``: writes and prints it)."""
+    if not args.dry_run:
+        slurm.require_sbatch()
+    job = slurm.job_from_args(args)
+    script = slurm.write_script(job)
+    if args.dry_run:
+        print(script.read_text(), end="")
+        print(f"wrote {script} (not submitted); submit it with: sbatch {script}", file=sys.stderr)
+        return 0
+    job_id = slurm.submit(script)
+    nodes = f"{job.nodes} node{'s' if job.nodes > 1 else ''}"
+    print(f"submitted job {job_id}: {nodes}, run directory {job.out} (script {script})")
+    print(f"follow it:  squeue -j {job_id}   tail -f {job.log(job_id)}   (progress: {job.out / 'log.jsonl'})")
+    print(f"checkpoint and requeue it now:  scancel --batch --signal=USR1 {job_id}   checkpoint and stop it:  scancel {job_id}")
+    return 0
+
+
 def cmd_ray(args: argparse.Namespace) -> int:
     """``esfast ray``: the master here, one worker host per alive node of a Ray cluster (esfast.clusters.ray)."""
     from esfast.clusters.ray import check_keys_directory, connect, master_endpoint
@@ -476,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
         "first node, one esfast-worker per node; before the time limit the master checkpoints and the job requeues itself.",
     )
     slurm.add_arguments(slurm_job)
+    slurm_job.set_defaults(handler=cmd_slurm)
     return parser
 
 

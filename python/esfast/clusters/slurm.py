@@ -51,9 +51,9 @@ __all__ = [
     "SlurmJob",
     "add_arguments",
     "check_job",
-    "command",
     "job_from_args",
     "render_script",
+    "require_sbatch",
     "submit",
     "time_limit_seconds",
     "write_script",
@@ -174,6 +174,9 @@ def check_job(job: SlurmJob) -> None:
     for argument in job.sbatch_args:
         if not argument.startswith("-") or "\n" in argument:
             raise SlurmError(f"--sbatch-arg {argument!r} is not an sbatch option (write it as --sbatch-arg=--mem=8G)")
+        name = argument.split("=", 1)[0] if argument.startswith("--") else argument[:2]
+        if name in _SCRIPT_OPTIONS:
+            raise SlurmError(f"--sbatch-arg {argument!r}: the script sets {name} itself ({_SCRIPT_OPTIONS[name]})")
     if job.keys is not None:
         _check_keys(job.keys, job.nodes)
 
@@ -259,10 +262,12 @@ if [ "$requeue" = 1 ]; then  # USR1 came before the master had started
   kill -TERM "$master"
 fi
 
-# One worker host per node, with the CPUs the node gives the step; node k (SLURM_NODEID k - 1)
+# One worker host per node, with the CPUs the node gives the job (asked for explicitly: since
+# Slurm 22.05 a step does not inherit the job's --cpus-per-task, and where tasks are bound to
+# their CPUs a step task of one CPU would crowd every evaluator onto it); node k (SLURM_NODEID k - 1)
 # uses the keys of worker-k. --no-kill: a job that keeps its other nodes when one fails (sbatch
 # --no-kill) keeps their workers too.
-srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 --kill-on-bad-exit=0 --no-kill --label \
+srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 --cpus-per-task="$SLURM_CPUS_ON_NODE" --kill-on-bad-exit=0 --no-kill --label \
   bash -c 'exec "$0" --master "$1" --procs "$SLURM_CPUS_ON_NODE" ${2:+--keys "$2/worker-$((SLURM_NODEID + 1))"}' \
   "$worker_exe" "$master_address" "$keys" &
 workers=$!
@@ -370,7 +375,38 @@ def submit(script: Path) -> str:
     return job_id
 
 
+# sbatch options the script sets itself (the one-worker-per-node layout, the keys, the log, the
+# requeue): another value through --sbatch-arg would break them in silence.
+_SCRIPT_OPTIONS = {
+    "--job-name": "from the config",
+    "-J": "from the config",
+    "--nodes": "use --nodes",
+    "-N": "use --nodes",
+    "--ntasks-per-node": "one worker host per node",
+    "--ntasks": "one worker host per node",
+    "-n": "one worker host per node",
+    "--cpus-per-task": "use --cpus-per-node",
+    "-c": "use --cpus-per-node",
+    "--exclusive": "whole nodes unless --cpus-per-node",
+    "--output": "the log goes to the run directory: use --out",
+    "-o": "the log goes to the run directory: use --out",
+    "--open-mode": "a requeued job appends to its log",
+    "--requeue": "the job requeues itself",
+    "--no-requeue": "the job requeues itself",
+    "--signal": "use --signal-before",
+    "--time": "use --time",
+    "-t": "use --time",
+    "--partition": "use --partition",
+    "-p": "use --partition",
+}
+
 _NO_SBATCH = "sbatch is not on PATH: run esfast slurm where Slurm's commands are (a login node), or write the script only with --dry-run"
+
+
+def require_sbatch() -> None:
+    """Raises SlurmError (one line) when sbatch is not on PATH: checked before anything is written."""
+    if shutil.which("sbatch") is None:
+        raise SlurmError(_NO_SBATCH)
 
 
 def _entry_point(name: str) -> str:
@@ -432,26 +468,8 @@ def job_from_args(args: argparse.Namespace) -> SlurmJob:
     return job
 
 
-def command(args: argparse.Namespace) -> int:
-    """``esfast slurm``: writes the batch script and submits it (with ``--dry-run``: writes and prints it)."""
-    if not args.dry_run and shutil.which("sbatch") is None:
-        raise SlurmError(_NO_SBATCH)
-    job = job_from_args(args)
-    script = write_script(job)
-    if args.dry_run:
-        print(script.read_text(), end="")
-        print(f"wrote {script} (not submitted); submit it with: sbatch {script}", file=sys.stderr)
-        return 0
-    job_id = submit(script)
-    nodes = f"{job.nodes} node{'s' if job.nodes > 1 else ''}"
-    print(f"submitted job {job_id}: {nodes}, run directory {job.out} (script {script})")
-    print(f"follow it:  squeue -j {job_id}   tail -f {job.log(job_id)}   (progress: {job.out / 'log.jsonl'})")
-    print(f"checkpoint and requeue it now:  scancel --batch --signal=USR1 {job_id}   checkpoint and stop it:  scancel {job_id}")
-    return 0
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``esfast slurm``, and its handler."""
+    """The options of ``esfast slurm`` (its handler is the CLI's)."""
     parser.add_argument("config", metavar="CONFIG", help="config file, or the name of a shipped config (esfast configs)")
     parser.add_argument("--nodes", type=int, required=True, help="nodes of the job: one esfast-worker on each, the master on the first")
     parser.add_argument("--cpus-per-node", type=int, help="CPUs to ask for on each node, one evaluator each (default: whole nodes)")
@@ -486,4 +504,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01"
     )
     parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (esfast[tensorboard])")
-    parser.set_defaults(handler=command)
