@@ -283,20 +283,18 @@ echo "esfast: the master exited with status $status"
 # The master's STOP ends the workers. A master that sent none (it died, or it ended before they had
 # connected) leaves them waiting for it: SIGTERM to their step (the script's only one, step 0), on
 # which each says BYE and frees its shared memory; then srun ends the step (SIGKILL).
-waited=0
-while kill -0 "$workers" 2>/dev/null && [ "$waited" -lt "$workers_grace" ]; do
-  sleep 1
-  waited=$((waited + 1))
-done
-if kill -0 "$workers" 2>/dev/null; then
-  echo "esfast: the workers are still running $workers_grace s after the master; stopping them"
-  scancel --signal=TERM "$SLURM_JOB_ID.0"
-  waited=0
-  while kill -0 "$workers" 2>/dev/null && [ "$waited" -lt "$workers_grace" ]; do
+workers_end_within() {  # workers_end_within SECONDS: whether the workers' step ends within them
+  local waited=0
+  while kill -0 "$workers" 2>/dev/null && [ "$waited" -lt "$1" ]; do
     sleep 1
     waited=$((waited + 1))
   done
-  if kill -0 "$workers" 2>/dev/null; then
+  ! kill -0 "$workers" 2>/dev/null
+}
+if ! workers_end_within "$workers_grace"; then
+  echo "esfast: the workers are still running $workers_grace s after the master; stopping them"
+  scancel --signal=TERM "$SLURM_JOB_ID.0"
+  if ! workers_end_within "$workers_grace"; then
     kill -TERM "$workers"
   fi
 fi
