@@ -87,6 +87,30 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) pairs on which process ``pid`` holds listening TCP sockets, read from
+    ``/proc`` (its descriptors' socket inodes against its network namespace's tables)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                    continue
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                # The kernel prints each 32-bit word of the address in host (little-endian) order.
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add((socket.inet_ntop(family, words), int(port, 16)))
+    return found
+
+
 class Process:
     """A started command with its output in a file."""
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,26 @@ def esfast(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [sys.executable, "-m", "esfast.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
+
+
+@contextlib.contextmanager
+def training_past_generation_2(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``esfast train ARGS`` running, once it has printed generation 2's line (or after 60 s); killed
+    on leaving if it is still running."""
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "esfast.cli", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None and not process.stdout.readline().startswith("gen     2"):
+            pass
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def test_train_then_play(tmp_path: Path) -> None:
@@ -120,26 +142,9 @@ def test_checkpoint_of_another_shape(tmp_path: Path) -> None:
 
 def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "esfast.cli", "train", *REACH, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.stdout.readline().startswith("gen     2"):
-                break
+    with training_past_generation_2(*REACH, "--out", str(out)) as process:
         process.send_signal(signal.SIGINT)
         _stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 130, stderr
     assert "continue with: esfast train --resume" in stderr and "Traceback" not in stderr
     assert (out / "checkpoints" / "latest.npz").exists()
@@ -180,27 +185,11 @@ def test_a_killed_evaluator_process_is_replaced_and_the_run_unchanged(tmp_path: 
     straight = esfast("train", *args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "esfast.cli", "train", *args, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not process.stdout.readline().startswith("gen     2"):
-            pass
+    with training_past_generation_2(*args, "--out", str(out)) as process:
         running = evaluators(process.pid)
         assert len(running) == 2
         os.kill(running[0], signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 0, stderr
     assert "an evaluator process died (exit code -9)" in stdout + stderr and "Traceback" not in stderr
     assert "done: 6 generations" in stdout

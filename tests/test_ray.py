@@ -8,6 +8,7 @@ when a test fails (the nodes' reaper ends them should pytest itself die).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cluster import CARTPOLE, SLOW_REACH, TESTS, Process, final_theta, free_port, records
+from cluster import CARTPOLE, SLOW_REACH, TESTS, Process, final_theta, free_port, listening_addresses, records
 
 from esfast.clusters.ray import KeyPool, NodeInfo, alive_nodes, check_address, check_keys_directory, master_endpoint
 from esfast.distributed.keys import make_keys
@@ -240,6 +241,20 @@ def wait_until_no_hosts(master: str, timeout: float = 60.0) -> None:
     while hosts_of(master):
         assert time.monotonic() < deadline, f"worker hosts of {master} still running: {hosts_of(master)}"
         time.sleep(0.2)
+
+
+def test_the_clusters_processes_listen_on_the_loopback_address_only(ray_cluster: Any, nodes: list[Any]) -> None:
+    add_node(ray_cluster, nodes)
+    listening = {
+        (kind, address)
+        for node in [ray_cluster.head_node, *ray_cluster.worker_nodes]
+        for kind, process in node.live_processes()
+        for address, _port in listening_addresses(process.pid)
+    }
+    assert {"gcs_server", "raylet"} <= {kind for kind, _address in listening}, listening
+    for kind, address in listening:
+        parsed = ipaddress.ip_address(address)
+        assert (getattr(parsed, "ipv4_mapped", None) or parsed).is_loopback, (kind, address)
 
 
 def test_a_cluster_without_a_node_with_cpus_is_one_line(ray_cluster: Any) -> None:

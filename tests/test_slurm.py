@@ -1,8 +1,8 @@
 """esfast slurm: the batch script it writes, run with stand-in commands, and real runs on a one-node Slurm cluster.
 
-The cluster is Debian's slurmctld, slurmd and munged, started by :class:`SlurmCluster` as child
-processes with every file in the test's temporary directory (configuration, munge key and socket,
-state, spool, logs), and stopped by pid when the tests end, also when they fail.
+The cluster (:class:`slurm_cluster.SlurmCluster`) is Debian's slurmctld, slurmd and munged in a
+network namespace of its own, every file in the test's temporary directory, stopped by pid when
+the tests end, also when they fail.
 """
 
 from __future__ import annotations
@@ -10,26 +10,23 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster import Process, final_theta, free_port, records
+from cluster import Process, final_theta, listening_addresses, records
+from slurm_cluster import CRED_EXPIRE, VETH, SlurmCluster, job_log
 
 from esfast.clusters.slurm import PORT_BASE, PORT_SPAN, SlurmJob, render_script, time_limit_seconds, write_script
 from esfast.distributed.keys import make_keys
 from esfast.errors import SlurmError
 
 TESTS = Path(__file__).resolve().parent
-SLURM_PACKAGES = "slurmctld slurmd slurm-client munge"
-SLURM_COMMANDS = ("slurmctld", "slurmd", "munged", "mungekey", "sbatch", "srun", "scontrol", "squeue", "scancel")
 # CartPole with small batches: a generation takes a fraction of a second on one evaluator.
 CARTPOLE = (
     "cartpole",
@@ -42,10 +39,6 @@ CARTPOLE = (
     "--set",
     "snapshot_freq=0",
 )
-# How long a requeued job waits before it may start again: Slurm's AuthInfo cred_expire
-# (slurm.conf(5): "This also controls how long a requeued job must wait before starting again").
-CRED_EXPIRE = 10
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED")
 
 
 def esfast(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -317,157 +310,7 @@ def test_a_run_directory_that_holds_a_run_is_refused(tmp_path: Path) -> None:
     )
 
 
-# A real one-node Slurm cluster --------------------------------------------------------------------
-
-
-class SlurmCluster:
-    """munged, slurmctld and slurmd of one node (this machine, at 127.0.0.1), all files under ``directory``."""
-
-    def __init__(self, directory: Path) -> None:
-        missing = [name for name in SLURM_COMMANDS if shutil.which(name, path=f"{os.environ['PATH']}:/usr/sbin:/sbin") is None]
-        if missing:
-            pytest.fail(f"Slurm is not installed here (no {', '.join(missing)}): apt-get install {SLURM_PACKAGES} (bash .ci/run does)")
-        self.directory = directory
-        self.processes: dict[str, Process] = {}  # by name, in the order started
-        self.node = socket.gethostname().split(".")[0]
-        self.cpus = len(os.sched_getaffinity(0))
-        self.conf = directory / "slurm.conf"
-        self.env = {
-            **os.environ,
-            "SLURM_CONF": str(self.conf),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
-        }
-        for folder in ("munge", "state", "spool", "log"):
-            (directory / folder).mkdir(mode=0o700)
-        self.munge_socket = directory / "munge" / "munge.socket.2"
-
-    def start(self) -> None:
-        munge = self.directory / "munge"
-        key = munge / "munge.key"
-        subprocess.run([self._sbin("mungekey"), "--create", "--keyfile", str(key)], check=True, capture_output=True)
-        self._daemon(
-            "munged",
-            "--foreground",
-            "--force",  # its socket is in a folder only root may enter (the test's): the clients are root's
-            "--socket",
-            str(self.munge_socket),
-            "--key-file",
-            str(key),
-            "--pid-file",
-            str(munge / "munged.pid"),
-            "--log-file",
-            str(self.directory / "log" / "munged.log"),
-            "--seed-file",
-            str(munge / "munged.seed"),
-        )
-        self._wait(self.munge_socket.exists, "munged's socket", self._daemon_logs)
-        self.conf.write_text(self._configuration())
-        self._daemon("slurmctld", "-D", "-f", str(self.conf))
-        self._daemon("slurmd", "-D", "-f", str(self.conf))  # the node named after this machine
-        self._wait(lambda: self._node_state() in ("IDLE", "IDLE+DYNAMIC"), f"node {self.node} to be idle", self._daemon_logs)
-
-    def _configuration(self) -> str:
-        directory = self.directory
-        return f"""# A one-node cluster for esfast's tests: everything under {directory}.
-ClusterName=esfast-test
-SlurmctldHost={self.node}(127.0.0.1)
-SlurmctldPort={free_port()}
-SlurmdPort={free_port()}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={self.munge_socket},cred_expire={CRED_EXPIRE}
-StateSaveLocation={directory / "state"}
-SlurmdSpoolDir={directory / "spool"}
-SlurmctldPidFile={directory / "slurmctld.pid"}
-SlurmdPidFile={directory / "slurmd.pid"}
-SlurmctldLogFile={directory / "log" / "slurmctld.log"}
-SlurmdLogFile={directory / "log" / "slurmd.log"}
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SchedulerType=sched/builtin
-SchedulerParameters=sched_interval=2
-MpiDefault=none
-JobRequeue=1
-ReturnToService=2
-MinJobAge=600
-KillWait=10
-FirstJobId={1 + int.from_bytes(os.urandom(2), "little")}
-SlurmdParameters=config_overrides
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory=2048 State=UNKNOWN
-PartitionName=test Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
-"""
-
-    @staticmethod
-    def _sbin(name: str) -> str:
-        found = shutil.which(name, path=f"{os.environ['PATH']}:/usr/sbin:/sbin")
-        assert found is not None
-        return found
-
-    def _daemon(self, name: str, *args: str) -> None:
-        self.processes[name] = Process([self._sbin(name), *args], self.directory / "log" / f"{name}.out")
-
-    def _daemon_logs(self) -> str:
-        return "\n".join(
-            f"--- {path.name}:\n{path.read_text(errors='replace')[-3000:]}" for path in sorted((self.directory / "log").iterdir())
-        )
-
-    def _wait(self, ready: Callable[[], bool], what: str, logs: Callable[[], str], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            for name, process in self.processes.items():
-                if process.popen.poll() is not None:
-                    raise AssertionError(f"{name} exited ({process.popen.returncode}) while waiting for {what}:\n{logs()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} after {timeout} s:\n{logs()}")
-            time.sleep(0.2)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(args), capture_output=True, text=True, timeout=60, env=self.env, check=False)
-
-    def _node_state(self) -> str:
-        return self.run("sinfo", "--noheader", "--nodes", self.node, "--format", "%T").stdout.strip().upper()
-
-    def job(self, job_id: str) -> dict[str, str]:
-        """The job's fields, as ``scontrol show job`` prints them (empty: not known)."""
-        text = self.run("scontrol", "--oneliner", "show", "job", job_id).stdout
-        return dict(re.findall(r"(\w+)=(\S*)", text))
-
-    def wait_for(self, job_id: str, done: Callable[[dict[str, str]], bool], what: str, out: Path, timeout: float) -> dict[str, str]:
-        """Waits until ``done(fields)``, failing at once if the job ends otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            fields = self.job(job_id)
-            if done(fields):
-                return fields
-            if fields.get("JobState") in FINISHED or time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} {fields.get('JobState')}, not {what}:\n{_job_log(out, job_id)}\n{self._daemon_logs()}")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        """Cancels the jobs left, waits for them to leave the node, then stops the daemons by pid."""
-        try:
-            jobs = self.run("squeue", "--noheader", "--format", "%i").stdout.split() if "slurmctld" in self.processes else []
-            if jobs:
-                self.run("scancel", *jobs)
-            deadline = time.monotonic() + 60
-            while jobs and time.monotonic() < deadline:  # pending, running or completing
-                jobs = self.run("squeue", "--noheader", "--format", "%i").stdout.split()
-                time.sleep(0.5)
-        finally:
-            for process in reversed(self.processes.values()):  # slurmd, slurmctld, munged
-                process.stop()
-
-
-def _job_log(out: Path, job_id: str) -> str:
-    log = out / f"slurm-{job_id}.out"
-    return log.read_text(errors="replace") if log.exists() else f"(no {log})"
+# On a real one-node Slurm cluster --------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -481,12 +324,21 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
 
 
 def _submit(slurm: SlurmCluster, *args: str) -> str:
-    result = esfast("slurm", *args, env=slurm.env)
+    result = slurm.esfast("slurm", *args)
     assert result.returncode == 0, result.stderr
     match = re.match(r"submitted job (\d+): ", result.stdout)
     assert match is not None, result.stdout
     assert f"scancel --batch --signal=USR1 {match.group(1)}" in result.stdout
     return match.group(1)
+
+
+def test_the_clusters_daemons_listen_only_in_a_namespace_with_no_link_out(slurm: SlurmCluster) -> None:
+    for name in ("slurmctld", "slurmd"):
+        pid = slurm.processes[name].popen.pid
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"), name
+        devices = {line.split(":")[0].strip() for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]}
+        assert devices == {"lo", *VETH}, (name, devices)  # the veth pair's two ends are both in the namespace
+        assert listening_addresses(pid), name
 
 
 def test_a_cartpole_run_submitted_with_esfast_slurm_completes(slurm: SlurmCluster, tmp_path: Path) -> None:
@@ -495,7 +347,7 @@ def test_a_cartpole_run_submitted_with_esfast_slurm_completes(slurm: SlurmCluste
     job_id = _submit(slurm, *CARTPOLE, "--nodes", "1", "--keys", str(tmp_path / "keys"), "--out", str(out), "--generations", "3")
     fields = slurm.wait_for(job_id, lambda job: job.get("JobState") == "COMPLETED", "COMPLETED", out, timeout=180)
     assert fields["ExitCode"] == "0:0" and fields["Restarts"] == "0"
-    log = _job_log(out, job_id)
+    log = job_log(out, job_id)
     assert "CURVE keys: encrypted, listed workers only" in log, log
     assert "the master stopped this worker: the run is over" in log, log
     assert [r["generation"] for r in records(out)] == [1, 2, 3]
@@ -507,7 +359,7 @@ def test_a_cartpole_run_submitted_with_esfast_slurm_completes(slurm: SlurmCluste
     assert again.returncode == 0, again.stderr
     second = again.stdout.strip()
     fields = slurm.wait_for(second, lambda job: job.get("JobState") == "COMPLETED", "COMPLETED", out, timeout=120)
-    log = _job_log(out, second)
+    log = job_log(out, second)
     assert "the run has already spent its budget (generation 3" in log and "the master exited with status 0" in log, log
     if "the master stopped this worker: the run is over" not in log:  # the worker had not connected in time
         assert "stopping them" in log and "esfast-worker: interrupted" in log and "Killed" not in log, log
@@ -525,8 +377,8 @@ def test_a_signalled_run_requeues_and_ends_with_the_theta_of_an_undisturbed_run(
     try:
         deadline = time.monotonic() + 120
         while not (out / "log.jsonl").exists() or len(records(out)) < 2:
-            assert time.monotonic() < deadline, _job_log(out, job_id)
-            assert slurm.job(job_id).get("JobState") in ("PENDING", "RUNNING"), _job_log(out, job_id)
+            assert time.monotonic() < deadline, job_log(out, job_id)
+            assert slurm.job(job_id).get("JobState") in ("PENDING", "RUNNING"), job_log(out, job_id)
             time.sleep(0.1)
         signalled = slurm.run("scancel", "--batch", "--signal=USR1", job_id)
         assert signalled.returncode == 0, signalled.stderr
@@ -536,7 +388,7 @@ def test_a_signalled_run_requeues_and_ends_with_the_theta_of_an_undisturbed_run(
         assert undisturbed.wait(180) == 0, undisturbed.output
     finally:
         undisturbed.stop()
-    log = _job_log(out, job_id)
+    log = job_log(out, job_id)
     assert fields["Restarts"] == "1" and fields["ExitCode"] == "0:0", log
     first, second = log.split("start 2,")
     assert "USR1: the master checkpoints and stops" in first and "the master exited with status 130" in first, log

@@ -38,6 +38,7 @@ from esfast.errors import CheckpointError, ConfigError, EnvError, TrainingDiverg
 from esfast.media.plotting import DEFAULT_OUT, DEFAULT_X, DEFAULT_Y, X_FIELDS, plot_runs
 from esfast.policies import make_policy
 from esfast.run_directory import default_run_path
+from esfast.run_options import add_run_options
 from esfast.tasks import WorkerSetup
 from esfast.training import Trainer, resolved_config
 
@@ -336,17 +337,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="gymnasium environment id: with CONFIG, replaces its environment; alone, runs the environment's shipped config"
         " or the defaults for its kind (docs/configs.md)",
     )
-    parser.add_argument("--env-module", help="module to import before making the environment (registers custom envs)")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--generations", type=int, help="stop after this many generations")
-    budget.add_argument("--timesteps", type=int, help="stop after this many environment steps")
-    parser.add_argument("--seed", type=int, help="run seed (overrides the config)")
+    add_run_options(parser, env_module_help="module to import before making the environment (registers custom envs)")
     parser.add_argument("--out", help="run directory (default: runs/<exp_prefix>-<time>)")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01"
-    )
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
-    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (esfast[tensorboard])")
     parser.set_defaults(handler=cmd_train)
 
 

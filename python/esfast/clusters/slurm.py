@@ -42,6 +42,7 @@ from esfast.config import apply_overrides, resolve_config
 from esfast.distributed.keys import MASTER_DIR, load_master_keys, load_worker_keys
 from esfast.errors import KeysError, RunExistsError, SlurmError
 from esfast.run_directory import default_run_path
+from esfast.run_options import add_run_options
 
 __all__ = [
     "PORT_BASE",
@@ -493,12 +494,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keys", metavar="DIR", help="the folder of esfast keys DIR --workers N (N >= nodes): master and workers use keys")
     parser.add_argument("--dry-run", action="store_true", help="write the script and print it; do not submit it")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--generations", type=int, help="stop after this many generations")
-    budget.add_argument("--timesteps", type=int, help="stop after this many environment steps")
-    parser.add_argument("--seed", type=int, help="run seed (overrides the config)")
-    parser.add_argument("--env-module", help="module to import before making the environment (on every node)")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. --set noise_stdev=0.01"
-    )
-    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files (esfast[tensorboard])")
+    add_run_options(parser, env_module_help="module to import before making the environment (on every node)")
