@@ -22,7 +22,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 import pytest  # noqa: E402
 from cluster import Cluster  # noqa: E402 - imports numpy
 
-from esfast.distributed.shm import process_alive, segment_owner  # noqa: E402
+from esfast.distributed.shm import creator_running, segment_owner  # noqa: E402
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "esfast-test-"
@@ -42,7 +42,7 @@ def _ours(name: str) -> bool:
     session's master or worker), not to a test.
     """
     owner = segment_owner(name)
-    return owner is None or owner[1] == os.getpid() or not process_alive(owner[1])
+    return owner is None or owner.pid == os.getpid() or not creator_running(owner.pid, owner.start)
 
 
 @pytest.fixture

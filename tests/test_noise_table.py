@@ -307,6 +307,30 @@ def test_remove_if_stale(shm_name: str) -> None:
     assert not core.NoiseTable.remove_if_stale(shm_name)
 
 
+# The shared header's creator fields (cpp/src/noise_table.cpp, SharedHeader): pid at 32, start at 40.
+CREATOR_START_OFFSET = 40
+
+
+def _creator_start(name: str) -> int:
+    with open(f"/dev/shm/{name}", "rb") as segment:
+        segment.seek(CREATOR_START_OFFSET)
+        return int.from_bytes(segment.read(8), sys.byteorder)
+
+
+def test_a_segment_whose_creator_id_was_given_again_is_stale(shm_name: str) -> None:
+    """A restarted container's process gets its predecessor's pid: the start time tells them apart."""
+    with core.NoiseTable.create_shared(shm_name, 100, 0):
+        with open(f"/proc/{os.getpid()}/stat", "rb") as stat:
+            own_start = int(stat.read().rsplit(b")", 1)[1].split()[19])
+        assert _creator_start(shm_name) == own_start
+        assert not core.NoiseTable.remove_if_stale(shm_name)  # this process made it
+        with open(f"/dev/shm/{shm_name}", "r+b") as segment:  # as if an earlier process of this pid had
+            segment.seek(CREATOR_START_OFFSET)
+            segment.write((own_start - 1).to_bytes(8, sys.byteorder))
+        assert core.NoiseTable.remove_if_stale(shm_name)
+        assert not os.path.exists(f"/dev/shm/{shm_name}")
+
+
 def test_kernels_release_the_gil() -> None:
     """A long weighted sum in one thread leaves the interpreter free for another."""
     table = core.NoiseTable(4_000_000, 0, threads=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +16,11 @@ from esfast.config import PolicySettings
 from esfast.distributed.shm import (
     HostMemory,
     ThetaSlots,
+    creator_running,
     host_memory_bytes,
-    process_alive,
+    process_start,
     remove_stale_segments,
+    segment_name,
     segment_owner,
     shm_directory,
     table_bytes,
@@ -32,31 +35,74 @@ def _dead_pid() -> int:
 
 
 def test_segment_names() -> None:
-    assert segment_owner("esfast-12-ab") == ("table", 12)
-    assert segment_owner("esfast-host-12-ab") == ("host", 12)
-    assert segment_owner("esfast-theta-3-x") == ("theta", 3)
-    assert segment_owner("sem.mp-x") is None and segment_owner("esfast-x") is None
+    start = process_start(os.getpid())
+    assert start is not None and start > 0
+    assert segment_owner(segment_name(None)) == ("table", os.getpid(), start)
+    assert segment_owner(segment_name("host")) == ("host", os.getpid(), start)
+    assert segment_owner(segment_name("theta")) == ("theta", os.getpid(), start)
+    assert segment_owner("esfast-12-34-ab") == ("table", 12, 34)
+    assert segment_owner("esfast-12-0-ab") == ("table", 12, None)  # a start that could not be read
+    assert segment_owner("esfast-host-12-ab") == ("host", 12, None)  # the names of earlier builds
+    assert segment_owner("esfast-theta-3-x") == ("theta", 3, None)
+    assert segment_owner("sem.mp-x") is None and segment_owner("esfast-x") is None and segment_owner("esfast-theta-x-1-2") is None
+
+
+def test_a_creator_runs_while_its_id_and_start_time_are_those_of_a_live_process() -> None:
+    dead, alive = _dead_pid(), os.getpid()
+    start = process_start(alive)
+    assert process_start(dead) is None and start is not None
+    assert creator_running(alive, start) and creator_running(alive, None)
+    assert not creator_running(alive, start - 1)  # the id was given again, to this process
+    assert not creator_running(dead, None) and not creator_running(dead, start)
 
 
 def test_files_of_dead_processes_go_and_of_live_ones_stay() -> None:
     dead, alive = _dead_pid(), os.getpid()
-    assert not process_alive(dead) and process_alive(alive)
-    stale = shm_directory() / f"esfast-theta-{dead}-testfile"
-    live = shm_directory() / f"esfast-theta-{alive}-testfile"
-    for path in (stale, live):
+    start = process_start(alive)
+    assert start is not None
+    stale = shm_directory() / f"esfast-theta-{dead}-{start}-testfile"
+    reused = shm_directory() / f"esfast-theta-{alive}-{start - 1}-testfile"  # an earlier process of this id
+    live = shm_directory() / f"esfast-theta-{alive}-{start}-testfile"
+    for path in (stale, reused, live):
         path.write_bytes(b"x" * 64)
     try:
-        assert remove_stale_segments() >= 1
-        assert not stale.exists() and live.exists()
+        assert remove_stale_segments() >= 2
+        assert not stale.exists() and not reused.exists() and live.exists()
     finally:
-        stale.unlink(missing_ok=True)
-        live.unlink(missing_ok=True)
+        for path in (stale, reused, live):
+            path.unlink(missing_ok=True)
+
+
+def test_the_segments_of_a_container_restarted_with_its_dev_shm_go() -> None:
+    """A container's worker host gets the same pid each time the container restarts (here: pid 1 of
+    a new PID namespace); the next one removes what a killed one left, though its pid is alive."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("this test makes PID namespaces: it needs root and unshare (util-linux)")
+    leave = (
+        "import os; from esfast import core; from esfast.distributed.shm import ThetaSlots, segment_name, shm_directory; "
+        "table = core.NoiseTable.create_shared(segment_name('host'), 1000, 0); "
+        "slots = ThetaSlots.create(shm_directory(), 10, 2); "
+        "print(os.getpid(), table.name.lstrip('/'), slots.path.name, flush=True); os._exit(0)"  # no clean-up, as SIGKILL
+    )
+    clean = "import os; from esfast.distributed.shm import remove_stale_segments; print(os.getpid(), remove_stale_segments())"
+    container = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c"]
+    first = subprocess.run([*container, leave], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    left = [shm_directory() / name for name in first[1:]]
+    try:
+        assert first[0] == "1" and all(path.exists() for path in left), first
+        second = subprocess.run([*container, clean], capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        assert second[0] == "1" and int(second[1]) >= 2, second
+        assert not any(path.exists() for path in left)
+    finally:
+        for path in left:
+            path.unlink(missing_ok=True)
 
 
 def test_the_table_of_a_killed_master_goes() -> None:
     script = (
-        "import os, sys, time; from esfast import core; "
-        "table = core.NoiseTable.create_shared(f'esfast-{os.getpid()}-killedtest', 1000, 0); "
+        "import time; from esfast import core; "
+        "from esfast.distributed.shm import segment_name; "
+        "table = core.NoiseTable.create_shared(segment_name(None), 1000, 0); "
         "print(table.name, flush=True); time.sleep(60)"
     )
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

@@ -9,7 +9,9 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <system_error>
 
 #include "esfast/gaussian.hpp"
@@ -30,6 +32,7 @@ struct SharedHeader {
     std::uint64_t size;
     std::uint64_t seed;
     std::int64_t creator_pid;
+    std::uint64_t creator_start;  // the creator's start time (process_start_ticks), 0: unknown
 };
 static_assert(sizeof(SharedHeader) <= kSharedHeaderBytes, "header must fit its page");
 
@@ -59,9 +62,34 @@ void check_fits_in_memory(std::size_t bytes) {
     }
 }
 
-bool process_alive(std::int64_t pid) {
+/** When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat); 0 when
+ *  it cannot be read (no such process, no /proc). */
+std::uint64_t process_start_ticks(std::int64_t pid) {
+    const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+    std::FILE* file = std::fopen(path.c_str(), "r");
+    if (file == nullptr) return 0;
+    char line[1024];
+    const std::size_t length = std::fread(line, 1, sizeof line - 1, file);
+    std::fclose(file);
+    line[length] = '\0';
+    // The command name (field 2) is in parentheses and may hold spaces or ')': count from the last ')'.
+    const char* field = std::strrchr(line, ')');
+    if (field == nullptr) return 0;
+    for (int index = 2; index < 22; ++index) {  // from field 2 (the name) to field 22
+        field = std::strchr(field + 1, ' ');
+        if (field == nullptr) return 0;
+    }
+    return std::strtoull(field + 1, nullptr, 10);
+}
+
+/** Whether the process that made a segment still runs: a process `pid` exists (of another user
+ *  counts) and, where both start times are known, it is the same process and not a later one that
+ *  was given the same id (a restarted container's processes get the same ids again). */
+bool creator_running(std::int64_t pid, std::uint64_t start) {
     if (pid <= 0) return false;
-    return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+    const std::uint64_t now = process_start_ticks(pid);
+    return start == 0 || now == 0 || now == start;
 }
 
 }  // namespace
@@ -148,6 +176,7 @@ std::unique_ptr<NoiseTable> NoiseTable::create_shared(const std::string& name, s
     header->size = size;
     header->seed = seed;
     header->creator_pid = static_cast<std::int64_t>(::getpid());
+    header->creator_start = process_start_ticks(header->creator_pid);
     __atomic_store_n(&header->state, kStateGenerating, __ATOMIC_RELEASE);
 
     std::unique_ptr<NoiseTable> table(new NoiseTable());
@@ -222,7 +251,7 @@ bool NoiseTable::remove_if_stale(const std::string& name) {
     Mapping mapping(addr, kSharedHeaderBytes);
     const auto* header = static_cast<const SharedHeader*>(addr);
     if (std::memcmp(header->magic, kMagic, sizeof kMagic) != 0) return false;
-    if (process_alive(header->creator_pid)) return false;
+    if (creator_running(header->creator_pid, header->creator_start)) return false;
     return ::shm_unlink(name.c_str()) == 0;
 }
 

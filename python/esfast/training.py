@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from esfast.checkpoint import load_checkpoint, save_checkpoint
 from esfast.config import MAX_PAIRS_PER_GENERATION, Config, load_config
 from esfast.cores import available_cores
 from esfast.distributed.master import local_cluster
-from esfast.distributed.shm import hostname, remove_stale_segments
+from esfast.distributed.shm import hostname, remove_stale_segments, segment_name
 from esfast.envs import make_env
 from esfast.errors import CheckpointError, PolicyError, RunExistsError, TrainingDiverged
 from esfast.es import OpenES
@@ -151,8 +149,7 @@ class Trainer:
             # Shared, so that worker hosts on this machine map it instead of generating their own.
             if removed := remove_stale_segments():
                 logger.info("removed %d shared-memory segment%s of killed esfast processes", removed, "" if removed == 1 else "s")
-            name = f"esfast-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            self.table = core.NoiseTable.create_shared(name, config.run.noise_table_size, config.run.seed)
+            self.table = core.NoiseTable.create_shared(segment_name(None), config.run.noise_table_size, config.run.seed)
             self._build(resume, evaluator or local_cluster(self.workers))
             self.run_dir.write_config(config)
             if config.run.tensorboard:

@@ -33,7 +33,7 @@ private:
 };
 
 /** Layout version of the shared-memory header; attach() refuses any other. */
-constexpr std::uint32_t kSharedLayoutVersion = 1;
+constexpr std::uint32_t kSharedLayoutVersion = 2;
 /** Bytes before the first sample in a shared segment (one page, so samples are page-aligned). */
 constexpr std::size_t kSharedHeaderBytes = 4096;
 
@@ -61,8 +61,9 @@ public:
      *  when it is not an esfast table of this layout version. */
     static std::unique_ptr<NoiseTable> attach(const std::string& name, std::size_t threads);
 
-    /** Unlinks `name` if it is an esfast segment whose creator process is gone; returns whether
-     *  it did. Never throws. */
+    /** Unlinks `name` if it is an esfast segment whose creator process is gone (no process of its
+     *  id, or one that started at another time: the id was given again); returns whether it did.
+     *  Never throws. */
     static bool remove_if_stale(const std::string& name);
 
     ~NoiseTable();

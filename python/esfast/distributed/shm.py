@@ -1,9 +1,12 @@
 """esfast's shared memory on a worker host: the noise table, the θ slots, and cleaning up after killed processes.
 
-Every segment esfast makes is named ``esfast-[KIND-]<pid>-<id>``: noise tables of masters
-(``esfast-<pid>-...``) and of worker hosts (``esfast-host-<pid>-...``), and θ files of worker hosts
-(``esfast-theta-<pid>-...``), with the id of the process that made it. A process killed with
-SIGKILL cannot remove its segments; the next master or worker host started on the machine does.
+Every segment esfast makes is named ``esfast-[KIND-]<pid>-<start>-<id>`` (:func:`segment_name`):
+noise tables of masters (``esfast-<pid>-...``) and of worker hosts (``esfast-host-<pid>-...``), and
+θ files of worker hosts (``esfast-theta-<pid>-...``), with the id of the process that made it and
+when that process started (clock ticks since boot, :func:`process_start`). A process killed with
+SIGKILL cannot remove its segments; the next master or worker host started on the machine does,
+once their creator no longer runs: no process has its id, or the one that has it started at
+another time (a container restarted with its /dev/shm kept gives its processes the same ids again).
 
 :class:`ThetaSlots` is the θ file: the host writes each generation's θ and settings into it once,
 and its evaluator processes map it read-only. :class:`HostMemory` is what a host holds for a run:
@@ -17,6 +20,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,11 +30,14 @@ from esfast.tasks import GenerationSpec, WorkerSetup
 
 __all__ = [
     "HostMemory",
+    "SegmentOwner",
     "ThetaSlots",
+    "creator_running",
     "host_memory_bytes",
     "hostname",
-    "process_alive",
+    "process_start",
     "remove_stale_segments",
+    "segment_name",
     "segment_owner",
     "shm_directory",
     "table_bytes",
@@ -42,24 +49,60 @@ def shm_directory() -> Path:
     return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
 
 
-def segment_owner(name: str) -> tuple[str, int] | None:
-    """(kind, pid) of an esfast segment name (kind ``table`` for a master's table), or None."""
+class SegmentOwner(NamedTuple):
+    """Who made a segment, read from its name."""
+
+    kind: str  # "table" (a master's noise table), "host" (a worker host's) or "theta"
+    pid: int
+    start: int | None  # when the process started (process_start); None: unknown, or a name of an earlier build
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of ``/proc/PID/stat``);
+    None when it cannot be read (no such process, no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ')': count from the last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def segment_name(kind: str | None) -> str:
+    """A new segment name ``esfast-[KIND-]<pid>-<start>-<id>`` for this process (kind None: a
+    master's noise table)."""
+    prefix = "esfast-" if kind is None else f"esfast-{kind}-"
+    return f"{prefix}{os.getpid()}-{process_start(os.getpid()) or 0}-{uuid.uuid4().hex[:8]}"
+
+
+def segment_owner(name: str) -> SegmentOwner | None:
+    """Who made the segment ``name`` (see :func:`segment_name`), or None for a name esfast does not make."""
     parts = name.split("-")
     if len(parts) < 3 or parts[0] != "esfast":
         return None
-    kind, pid = ("table", parts[1]) if parts[1].isdigit() else (parts[1], parts[2])
-    return (kind, int(pid)) if pid.isdigit() else None
+    kind, rest = ("table", parts[1:]) if parts[1].isdigit() else (parts[1], parts[2:])
+    if len(rest) == 3 and rest[0].isdigit() and rest[1].isdigit():
+        return SegmentOwner(kind, int(rest[0]), int(rest[1]) or None)
+    if len(rest) == 2 and rest[0].isdigit():  # <pid>-<id>: the names of earlier versions
+        return SegmentOwner(kind, int(rest[0]), None)
+    return None
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id exists (one of another user counts as alive)."""
+def creator_running(pid: int, start: int | None) -> bool:
+    """Whether the process that made a segment still runs: a process ``pid`` exists (one of another
+    user counts) and, where both start times are known, it started at ``start`` (it is not a later
+    process given the same id)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if start is None:
         return True
-    return True
+    now = process_start(pid)
+    return now is None or now == start
 
 
 def remove_stale_segments() -> int:
@@ -74,10 +117,10 @@ def remove_stale_segments() -> int:
     removed = 0
     for path in shm_directory().glob("esfast-*"):
         owner = segment_owner(path.name)
-        if owner is None or process_alive(owner[1]):
+        if owner is None or creator_running(owner.pid, owner.start):
             continue
         try:
-            if owner[0] == "theta":
+            if owner.kind == "theta":
                 path.unlink()
                 removed += 1
             elif core.NoiseTable.remove_if_stale(path.name):
@@ -147,12 +190,13 @@ class ThetaSlots:
 
     @classmethod
     def create(cls, directory: Path, num_params: int, obs_dim: int) -> ThetaSlots:
-        """A new file ``esfast-theta-<pid>-<id>`` in ``directory``, allocated now and empty.
+        """A new file ``esfast-theta-<pid>-<start>-<id>`` (:func:`segment_name`) in ``directory``,
+        allocated now and empty.
 
         Raises:
             OSError: no room (a full /dev/shm is an error here, not a SIGBUS later).
         """
-        path = directory / f"esfast-theta-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path = directory / segment_name("theta")
         try:
             with open(path, "wb") as file:
                 os.posix_fallocate(file.fileno(), 0, cls.size(num_params, obs_dim))
@@ -271,7 +315,7 @@ class HostMemory:
                 table = None
         self.attached = table is not None  # the master's table, not one this host made
         if table is None:
-            name = f"esfast-host-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            name = segment_name("host")
             try:
                 table = core.NoiseTable.create_shared(name, setup.table_size, setup.table_seed)
             except (OSError, MemoryError) as error:
