@@ -55,6 +55,8 @@ from typing import Any
 import machine
 import numpy as np
 
+from esfast.distributed.shm import segment_owner
+
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"  # the namespace-host harness (--hosts)
 TARGET_EFFICIENCY = 0.90
@@ -96,8 +98,9 @@ def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = 15.0) 
 
 def remove_segments(pids: list[int]) -> None:
     """Removes the shared-memory files of worker hosts that had to be killed (they could not)."""
-    for pid in pids:
-        for path in Path("/dev/shm").glob(f"esfast-*-{pid}-*"):
+    for path in Path("/dev/shm").glob("esfast-*"):
+        owner = segment_owner(path.name)
+        if owner is not None and owner.pid in pids:
             path.unlink(missing_ok=True)
 
 

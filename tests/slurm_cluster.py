@@ -71,6 +71,7 @@ class SlurmCluster:
         return ["nsenter", f"--net=/run/netns/{self.namespace}", *args]
 
     def start(self) -> None:
+        delete_abandoned_namespaces()
         subprocess.run(["ip", "netns", "add", self.namespace], check=True, capture_output=True)
         self.namespace_made = True
         # The loopback, and a veth pair with both ends inside, whose address only makes getaddrinfo's
@@ -215,15 +216,37 @@ PartitionName=test Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
                 self._delete_namespace()
 
     def _delete_namespace(self) -> None:
-        """Ends the processes still in the namespace (SIGKILL) and deletes it."""
-        if not self.namespace_made:
-            return
-        listed = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True, text=True)
-        for pid in listed.stdout.split():
+        if self.namespace_made:
+            delete_namespace(self.namespace)
+            self.namespace_made = False
+
+
+def delete_namespace(namespace: str) -> None:
+    """Ends every process in ``namespace`` (SIGKILL, again until none is left: a job step may fork
+    meanwhile) and deletes it.
+
+    Raises:
+        AssertionError: processes still there after 10 s, or ``ip netns del`` failed.
+    """
+    deadline = time.monotonic() + 10
+    while pids := subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split():
+        assert time.monotonic() < deadline, f"processes {pids} of namespace {namespace} did not end"
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)
-        self.namespace_made = False
+        time.sleep(0.1)
+    deleted = subprocess.run(["ip", "netns", "del", namespace], capture_output=True, text=True)
+    assert deleted.returncode == 0, f"ip netns del {namespace}: {deleted.stderr.strip()}"
+
+
+def delete_abandoned_namespaces() -> None:
+    """Deletes the namespaces of earlier test sessions that were killed before they could (their
+    pytest, whose pid the name holds, no longer runs), with the daemons still in them."""
+    for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        owner = name[len(NAMESPACE_PREFIX) :].split("-")[0]
+        if name.startswith(NAMESPACE_PREFIX) and owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            delete_namespace(name)
 
 
 def job_log(out: Path, job_id: str) -> str:

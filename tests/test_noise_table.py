@@ -308,27 +308,50 @@ def test_remove_if_stale(shm_name: str) -> None:
 
 
 # The shared header's creator fields (cpp/src/noise_table.cpp, SharedHeader): pid at 32, start at 40.
-CREATOR_START_OFFSET = 40
+CREATOR_PID_OFFSET, CREATOR_START_OFFSET = 32, 40
 
 
-def _creator_start(name: str) -> int:
-    with open(f"/dev/shm/{name}", "rb") as segment:
-        segment.seek(CREATOR_START_OFFSET)
-        return int.from_bytes(segment.read(8), sys.byteorder)
+def _own_start() -> int:
+    with open(f"/proc/{os.getpid()}/stat", "rb") as stat:
+        return int(stat.read().rsplit(b")", 1)[1].split()[19])
 
 
-def test_a_segment_whose_creator_id_was_given_again_is_stale(shm_name: str) -> None:
-    """A restarted container's process gets its predecessor's pid: the start time tells them apart."""
+def _set_creator(name: str, pid: int, start: int) -> None:
+    with open(f"/dev/shm/{name}", "r+b") as segment:
+        segment.seek(CREATOR_PID_OFFSET)
+        segment.write(pid.to_bytes(8, sys.byteorder) + start.to_bytes(8, sys.byteorder))
+
+
+def test_the_header_records_the_creators_id_and_start_time(shm_name: str) -> None:
     with core.NoiseTable.create_shared(shm_name, 100, 0):
-        with open(f"/proc/{os.getpid()}/stat", "rb") as stat:
-            own_start = int(stat.read().rsplit(b")", 1)[1].split()[19])
-        assert _creator_start(shm_name) == own_start
-        assert not core.NoiseTable.remove_if_stale(shm_name)  # this process made it
-        with open(f"/dev/shm/{shm_name}", "r+b") as segment:  # as if an earlier process of this pid had
-            segment.seek(CREATOR_START_OFFSET)
-            segment.write((own_start - 1).to_bytes(8, sys.byteorder))
-        assert core.NoiseTable.remove_if_stale(shm_name)
-        assert not os.path.exists(f"/dev/shm/{shm_name}")
+        with open(f"/dev/shm/{shm_name}", "rb") as segment:
+            segment.seek(CREATOR_PID_OFFSET)
+            recorded = segment.read(16)
+        assert int.from_bytes(recorded[:8], sys.byteorder) == os.getpid()
+        assert int.from_bytes(recorded[8:], sys.byteorder) == _own_start()
+
+
+def test_a_live_creators_lock_keeps_its_segment_whatever_its_header_says(shm_name: str) -> None:
+    with core.NoiseTable.create_shared(shm_name, 100, 0):
+        _set_creator(shm_name, 2**31, 1)  # no such process: only the lock says it runs
+        assert not core.NoiseTable.remove_if_stale(shm_name)
+        assert os.path.exists(f"/dev/shm/{shm_name}")
+
+
+def test_an_unlocked_segment_goes_unless_a_process_has_its_creators_id_and_start_time(shm_name: str) -> None:
+    run_python(
+        f"""
+        import os
+        from esfast import core
+        table = core.NoiseTable.create_shared({shm_name!r}, 100, 0)
+        os._exit(0)  # skips the atexit hook, like a crash: the lock goes, the segment stays
+        """
+    )
+    _set_creator(shm_name, os.getpid(), _own_start())  # as if this process made it with a build that took no lock
+    assert not core.NoiseTable.remove_if_stale(shm_name)
+    _set_creator(shm_name, os.getpid(), _own_start() - 1)  # an earlier process of this id (a restarted container)
+    assert core.NoiseTable.remove_if_stale(shm_name)
+    assert not os.path.exists(f"/dev/shm/{shm_name}")
 
 
 def test_kernels_release_the_gil() -> None:

@@ -73,29 +73,47 @@ def test_files_of_dead_processes_go_and_of_live_ones_stay() -> None:
             path.unlink(missing_ok=True)
 
 
-def test_the_segments_of_a_container_restarted_with_its_dev_shm_go() -> None:
+LEAVE = (  # makes a host's table and θ file, prints its pid and their names; exits as if killed, or holds them
+    "import os, sys, time; from esfast import core; from esfast.distributed.shm import ThetaSlots, segment_name, shm_directory; "
+    "table = core.NoiseTable.create_shared(segment_name('host'), 1000, 0); slots = ThetaSlots.create(shm_directory(), 10, 2); "
+    "print(os.getpid(), table.name.lstrip('/'), slots.path.name, flush=True); os._exit(0) if sys.argv[1] == 'exit' else time.sleep(60)"
+)
+CLEAN = "import os; from esfast.distributed.shm import remove_stale_segments; print(os.getpid(), remove_stale_segments(), flush=True)"
+
+
+def _container(shm: Path, code: str, *args: str) -> list[str]:
+    """``python -c code args`` as pid 1 of a new PID namespace whose /dev/shm is ``shm`` (so that what
+    it cleans up is this test's alone)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("this test makes PID and mount namespaces: it needs root and unshare (util-linux)")
+    mount = 'mount --bind "$0" /dev/shm && exec "$@"'
+    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", mount, str(shm), sys.executable, "-c", code, *args]
+
+
+def test_the_segments_of_a_container_restarted_with_its_dev_shm_go(tmp_path: Path) -> None:
     """A container's worker host gets the same pid each time the container restarts (here: pid 1 of
     a new PID namespace); the next one removes what a killed one left, though its pid is alive."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.fail("this test makes PID namespaces: it needs root and unshare (util-linux)")
-    leave = (
-        "import os; from esfast import core; from esfast.distributed.shm import ThetaSlots, segment_name, shm_directory; "
-        "table = core.NoiseTable.create_shared(segment_name('host'), 1000, 0); "
-        "slots = ThetaSlots.create(shm_directory(), 10, 2); "
-        "print(os.getpid(), table.name.lstrip('/'), slots.path.name, flush=True); os._exit(0)"  # no clean-up, as SIGKILL
-    )
-    clean = "import os; from esfast.distributed.shm import remove_stale_segments; print(os.getpid(), remove_stale_segments())"
-    container = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c"]
-    first = subprocess.run([*container, leave], capture_output=True, text=True, timeout=60, check=True).stdout.split()
-    left = [shm_directory() / name for name in first[1:]]
+    first = subprocess.run(_container(tmp_path, LEAVE, "exit"), capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert first[0] == "1" and all((tmp_path / name).exists() for name in first[1:]), first
+    second = subprocess.run(_container(tmp_path, CLEAN), capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert second == ["1", "2"] and not list(tmp_path.iterdir()), (second, list(tmp_path.iterdir()))
+
+
+def test_the_segments_of_a_live_host_in_another_pid_namespace_stay(tmp_path: Path) -> None:
+    """A host cleaning up cannot see the pids of another PID namespace sharing its /dev/shm (a pod's
+    containers, --ipc=host): the creator's lock keeps its segments."""
+    holder = subprocess.Popen(_container(tmp_path, LEAVE, "hold"), stdout=subprocess.PIPE, text=True)
     try:
-        assert first[0] == "1" and all(path.exists() for path in left), first
-        second = subprocess.run([*container, clean], capture_output=True, text=True, timeout=60, check=True).stdout.split()
-        assert second[0] == "1" and int(second[1]) >= 2, second
-        assert not any(path.exists() for path in left)
+        assert holder.stdout is not None
+        held = holder.stdout.readline().split()
+        assert held[0] == "1" and all((tmp_path / name).exists() for name in held[1:]), held
+        cleaner = subprocess.run(_container(tmp_path, CLEAN), capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        assert cleaner == ["1", "0"] and all((tmp_path / name).exists() for name in held[1:]), cleaner
     finally:
-        for path in left:
-            path.unlink(missing_ok=True)
+        holder.kill()
+        holder.communicate()
+    after = subprocess.run(_container(tmp_path, CLEAN), capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert after == ["1", "2"] and not list(tmp_path.iterdir()), after  # killed: the locks went with it
 
 
 def test_the_table_of_a_killed_master_goes() -> None:

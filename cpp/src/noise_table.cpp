@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -143,15 +144,23 @@ std::unique_ptr<NoiseTable> NoiseTable::create_shared(const std::string& name, s
     const std::size_t bytes = kSharedHeaderBytes + size * sizeof(float);
     check_fits_in_memory(bytes);
     int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0 && errno == EEXIST && remove_if_stale(name)) {
+    int err = errno;
+    if (fd < 0 && err == EEXIST && remove_if_stale(name)) {
         fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+        err = errno;
     }
     if (fd < 0) {
-        const int err = errno;
         throw_errno(err, err == EEXIST ? "shared noise table '" + name + "' already exists"
                                        : "cannot create shared noise table '" + name + "'");
     }
     FdGuard guard{fd};
+    // Locked before it has a size or a header: a cleaner that gets the exclusive lock first finds
+    // no header and leaves the segment alone, and this call waits for it.
+    if (::flock(fd, LOCK_SH) != 0) {
+        err = errno;
+        ::shm_unlink(name.c_str());
+        throw_errno(err, "cannot lock shared noise table '" + name + "'");
+    }
     // tmpfs hands out pages on first touch and a write to a page it cannot supply kills the
     // process with SIGBUS, so check the free space first. (posix_fallocate would be airtight but
     // zeroes the whole segment on one thread, which costs more than generating it.)
@@ -186,6 +195,8 @@ std::unique_ptr<NoiseTable> NoiseTable::create_shared(const std::string& name, s
     table->seed_ = seed;
     table->name_ = name;
     table->owner_ = true;
+    table->lock_fd_ = guard.fd;
+    guard.fd = -1;
     table->pool_ = std::make_unique<ThreadPool>(threads);
     table->generate();
     __atomic_store_n(&header->state, kStateReady, __ATOMIC_RELEASE);
@@ -244,6 +255,7 @@ bool NoiseTable::remove_if_stale(const std::string& name) {
     const int fd = ::shm_open(name.c_str(), O_RDONLY, 0);
     if (fd < 0) return false;
     FdGuard guard{fd};
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return false;  // its creator holds it: running
     struct stat st;
     if (::fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) < kSharedHeaderBytes) return false;
     void* addr = ::mmap(nullptr, kSharedHeaderBytes, PROT_READ, MAP_SHARED, fd, 0);
@@ -257,6 +269,8 @@ bool NoiseTable::remove_if_stale(const std::string& name) {
 
 void NoiseTable::close() {
     if (owner_ && !name_.empty() && mapping_ != nullptr) ::shm_unlink(name_.c_str());
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_ = -1;
     mapping_.reset();
     data_ = nullptr;
 }

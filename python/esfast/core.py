@@ -178,7 +178,8 @@ class NoiseTable:
 
     @staticmethod
     def remove_if_stale(name: str) -> bool:
-        """Removes the shared segment ``name`` if it is an esfast table whose creator has exited.
+        """Removes the shared segment ``name`` if it is an esfast table whose creator no longer runs
+        (nothing holds its lock, and no process has the recorded creator's id and start time).
 
         Returns:
             Whether a segment was removed.

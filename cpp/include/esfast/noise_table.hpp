@@ -51,8 +51,10 @@ public:
                                                       std::size_t threads);
 
     /** Table in a new shared-memory segment `name` (starting with '/'), which is unlinked by
-     *  close() or the destructor. An existing segment of that name whose creator process no longer
-     *  runs is replaced. Throws std::system_error (EEXIST when the name is in use). */
+     *  close() or the destructor. The table holds a shared flock(2) on the segment until then (the
+     *  kernel drops it when the process dies), which is how other processes tell that its creator
+     *  still runs. An existing segment of that name whose creator process no longer runs is
+     *  replaced. Throws std::system_error (EEXIST when the name is in use). */
     static std::unique_ptr<NoiseTable> create_shared(const std::string& name, std::size_t size,
                                                      std::uint64_t seed, std::size_t threads);
 
@@ -61,9 +63,10 @@ public:
      *  when it is not an esfast table of this layout version. */
     static std::unique_ptr<NoiseTable> attach(const std::string& name, std::size_t threads);
 
-    /** Unlinks `name` if it is an esfast segment whose creator process is gone (no process of its
-     *  id, or one that started at another time: the id was given again); returns whether it did.
-     *  Never throws. */
+    /** Unlinks `name` if it is an esfast segment whose creator no longer runs: nothing holds its
+     *  lock (checked with a non-blocking exclusive flock, so creators in other PID namespaces
+     *  count), and no process has the recorded creator's id and start time (which keeps the
+     *  segments of builds that took no lock). Returns whether it did. Never throws. */
     static bool remove_if_stale(const std::string& name);
 
     ~NoiseTable();
@@ -93,6 +96,7 @@ private:
     std::uint64_t seed_ = 0;
     std::string name_;
     bool owner_ = false;
+    int lock_fd_ = -1;  // a creator's descriptor of its segment, holding a shared flock until close()
     std::unique_ptr<ThreadPool> pool_;
 };
 

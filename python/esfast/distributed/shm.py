@@ -5,8 +5,12 @@ noise tables of masters (``esfast-<pid>-...``) and of worker hosts (``esfast-hos
 θ files of worker hosts (``esfast-theta-<pid>-...``), with the id of the process that made it and
 when that process started (clock ticks since boot, :func:`process_start`). A process killed with
 SIGKILL cannot remove its segments; the next master or worker host started on the machine does,
-once their creator no longer runs: no process has its id, or the one that has it started at
-another time (a container restarted with its /dev/shm kept gives its processes the same ids again).
+once their creator no longer runs. A creator holds a shared ``flock`` on each of its segments for
+as long as it uses them (the kernel lets go when the process dies, and the lock is seen from every
+PID namespace that shares the /dev/shm); a segment is stale when nothing holds its lock and no
+process has the recorded id and start time (the latter keeps the segments of builds that took no
+lock; a container restarted with its /dev/shm kept gives its processes the same ids again, which
+the start time tells apart).
 
 :class:`ThetaSlots` is the θ file: the host writes each generation's θ and settings into it once,
 and its evaluator processes map it read-only. :class:`HostMemory` is what a host holds for a run:
@@ -16,6 +20,7 @@ the table and the θ slots. :func:`table_bytes` and :func:`host_memory_bytes` sa
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import uuid
@@ -106,10 +111,11 @@ def creator_running(pid: int, start: int | None) -> bool:
 
 
 def remove_stale_segments() -> int:
-    """Removes esfast's noise tables and θ files whose creating process is gone.
+    """Removes esfast's noise tables and θ files whose creator no longer runs: nothing holds their
+    lock and no process has the id and start time their names record.
 
-    Tables are removed only if their header says they are esfast tables of a dead process
-    (:meth:`esfast.core.NoiseTable.remove_if_stale`); segments of live processes are never touched.
+    Tables are removed only if their header says so too (:meth:`esfast.core.NoiseTable.remove_if_stale`);
+    segments of live processes are never touched, whatever PID namespace they run in.
 
     Returns:
         How many were removed.
@@ -121,13 +127,30 @@ def remove_stale_segments() -> int:
             continue
         try:
             if owner.kind == "theta":
-                path.unlink()
-                removed += 1
+                if _unlink_if_unlocked(path):
+                    removed += 1
             elif core.NoiseTable.remove_if_stale(path.name):
                 removed += 1
         except (OSError, ValueError):
             continue  # not an esfast table after all, or already gone
     return removed
+
+
+def _unlink_if_unlocked(path: Path) -> bool:
+    """Deletes the θ file ``path`` if no process holds its lock and it has its data (its creator
+    locks it before it gives it a size); whether it did."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its creator holds it: running (perhaps in another PID namespace)
+        if os.fstat(descriptor).st_size == 0:
+            return False
+        path.unlink()
+        return True
+    finally:
+        os.close(descriptor)
 
 
 def hostname() -> str:
@@ -167,6 +190,7 @@ class ThetaSlots:
         self.path = path
         self.num_params = num_params
         self.obs_dim = obs_dim
+        self._lock: int | None = None  # the creator's descriptor, holding a shared flock (see create)
         data_bytes = 4 * (num_params + 2 * obs_dim)
         self.slot_bytes = self._slot_bytes(num_params, obs_dim)
         self._file = np.memmap(path, dtype=np.uint8, mode="r+" if writable else "r", shape=(self.size(num_params, obs_dim),))
@@ -197,13 +221,18 @@ class ThetaSlots:
             OSError: no room (a full /dev/shm is an error here, not a SIGBUS later).
         """
         path = directory / segment_name("theta")
+        lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            with open(path, "wb") as file:
-                os.posix_fallocate(file.fileno(), 0, cls.size(num_params, obs_dim))
+            # Locked while still empty: a cleaner that gets the exclusive lock first finds no data
+            # and leaves the file alone (remove_stale_segments).
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            os.posix_fallocate(lock, 0, cls.size(num_params, obs_dim))
+            slots = cls(path, num_params, obs_dim, writable=True)
         except OSError:
             path.unlink(missing_ok=True)
+            os.close(lock)
             raise
-        slots = cls(path, num_params, obs_dim, writable=True)
+        slots._lock = lock
         slots.clear()
         return slots
 
@@ -256,9 +285,12 @@ class ThetaSlots:
         del self._latest, self._file
 
     def remove(self) -> None:
-        """Unmaps and deletes the file."""
+        """Unmaps and deletes the file, and lets go of the creator's lock."""
         self.close()
         self.path.unlink(missing_ok=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
 
 def table_bytes(table_size: int) -> int:
