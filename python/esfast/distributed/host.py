@@ -62,12 +62,16 @@ __all__ = ["WorkerHost", "main"]
 
 logger = logging.getLogger(__name__)
 
-# Handshake events the host watches: ZeroMQ retries a refused handshake forever, in silence.
-HANDSHAKE_EVENTS = (
+# Socket events the host watches: the handshake's (ZeroMQ retries a refused handshake forever,
+# in silence), and the connection's end (a reset or a master that closed: ZeroMQ would connect
+# again by itself, but as a peer the master does not know, so the host starts over at once
+# rather than wait out the liveness).
+SOCKET_EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_DISCONNECTED
 )
 # A master without the secret half of the master key this worker holds only closes the
 # connection, as a network that breaks during the handshake would: the host gives up after this
@@ -95,8 +99,9 @@ class WorkerHost:
         self.keys = keys
         self.context = zmq.Context()
         self.socket: zmq.Socket[bytes] | None = None
-        self.monitor: zmq.Socket[bytes] | None = None  # the socket's handshake events
+        self.monitor: zmq.Socket[bytes] | None = None  # the socket's events (SOCKET_EVENTS)
         self.handshake_failures = 0  # in a row, of the kind a wrong master key gives
+        self.disconnected = False  # the socket's connection ended since it was made
         self.poller = zmq.Poller()
         self.queue = HostQueue(procs)
         self.setup: WorkerSetup | None = None
@@ -129,8 +134,10 @@ class WorkerHost:
                     continue
                 backoff = BACKOFF_INITIAL
                 self._welcome(answer)
-                self._session()
-                logger.warning("the master at %s was silent for %.0f s; reconnecting", self.master, LIVENESS * HEARTBEAT_INTERVAL)
+                if self._session():
+                    logger.warning("the connection to the master at %s ended; reconnecting", self.master)
+                else:
+                    logger.warning("the master at %s was silent for %.0f s; reconnecting", self.master, LIVENESS * HEARTBEAT_INTERVAL)
         except HostExit as stop:
             if stop.status != 0:
                 self._send(Message("BYE"))  # the master re-issues this host's tasks at once
@@ -165,13 +172,14 @@ class WorkerHost:
             self.poller.unregister(self.socket)
             self.socket.close(linger=0)
         self.socket = self.context.socket(zmq.DEALER)
+        self.disconnected = False
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, 1 << 31)
         if self.keys is not None:
             self.socket.curve_secretkey = self.keys.secret
             self.socket.curve_publickey = self.keys.public
             self.socket.curve_serverkey = self.keys.master_public
-        self.monitor = self.socket.get_monitor_socket(HANDSHAKE_EVENTS)
+        self.monitor = self.socket.get_monitor_socket(SOCKET_EVENTS)
         self.poller.register(self.monitor, zmq.POLLIN)
         try:
             self.socket.connect(self.master)
@@ -201,14 +209,18 @@ class WorkerHost:
             self.monitor.close(linger=0)
             self.monitor = None
 
-    def _check_handshake(self) -> None:
-        """Ends the host on a handshake the master refused: a key it does not list, keys on one
-        side only, or a master without the secret half of the master key this worker holds."""
+    def _check_events(self) -> None:
+        """Notes a connection that ended; ends the host on a handshake the master refused: a key it
+        does not list, keys on one side only, or a master without the secret half of the master key
+        this worker holds."""
         assert self.monitor is not None
         while self.monitor.poll(0):
             event = recv_monitor_message(self.monitor)
             kind, value = event["event"], event["value"]
             keys = self.keys
+            if kind == zmq.EVENT_DISCONNECTED:
+                self.disconnected = True
+                continue
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.handshake_failures = 0
                 continue
@@ -252,7 +264,7 @@ class WorkerHost:
         self._check_parent()
         events = dict(self.poller.poll(max(0, int(timeout * 1000))))
         if self.monitor is not None and self.monitor in events:
-            self._check_handshake()
+            self._check_events()
         messages: list[Message] = []
         if self.socket is not None and self.socket in events:
             while True:
@@ -385,8 +397,9 @@ class WorkerHost:
 
     # Serving ------------------------------------------------------------------------------
 
-    def _session(self) -> None:
-        """Serves the connected master; returns when it falls silent."""
+    def _session(self) -> bool:
+        """Serves the connected master; returns when the connection ends (True) or the master
+        falls silent (False)."""
         last_master = last_heartbeat = time.monotonic()
         while True:
             now = time.monotonic()
@@ -405,8 +418,10 @@ class WorkerHost:
             if now - last_heartbeat >= HEARTBEAT_INTERVAL:
                 self._send(Message("HEARTBEAT"))
                 last_heartbeat = now
+            if self.disconnected:
+                return True
             if now - last_master > LIVENESS * HEARTBEAT_INTERVAL:
-                return
+                return False
 
     def _handle(self, message: Message) -> None:
         kind = message.type
