@@ -8,6 +8,7 @@ when a test fails (the nodes' reaper ends them should pytest itself die).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -243,18 +244,43 @@ def wait_until_no_hosts(master: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def _descendants(pids: set[int]) -> set[int]:
+    """``pids`` and every process below them (by the parent pids in /proc)."""
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_bytes() if proc.name.isdigit() else b""
+        except OSError:  # exited meanwhile
+            continue
+        if stat:
+            parents[int(proc.name)] = int(stat[stat.rfind(b")") + 2 :].split()[1])
+    found = set(pids)
+    while grown := {pid for pid, parent in parents.items() if parent in found and pid not in found}:
+        found |= grown
+    return found
+
+
+def assert_listens_on_loopback_only(ray_cluster: Any) -> set[str]:
+    """Checks that every process of the cluster's nodes and below them (its workers and actors)
+    listens on loopback addresses only; returns the names of those that listen."""
+    nodes = [ray_cluster.head_node, *ray_cluster.worker_nodes]
+    started = {process.pid for node in nodes for _kind, process in node.live_processes()}
+    listening = {}
+    for pid in _descendants(started):
+        with contextlib.suppress(OSError):  # exited meanwhile
+            name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            listening[name] = listening.get(name, set()) | {address for address, _port in listening_addresses(pid)}
+    for name, addresses in listening.items():
+        for address in addresses:
+            parsed = ipaddress.ip_address(address)
+            assert (getattr(parsed, "ipv4_mapped", None) or parsed).is_loopback, (name, address)
+    return {name for name, addresses in listening.items() if addresses}
+
+
 def test_the_clusters_processes_listen_on_the_loopback_address_only(ray_cluster: Any, nodes: list[Any]) -> None:
     add_node(ray_cluster, nodes)
-    listening = {
-        (kind, address)
-        for node in [ray_cluster.head_node, *ray_cluster.worker_nodes]
-        for kind, process in node.live_processes()
-        for address, _port in listening_addresses(process.pid)
-    }
-    assert {"gcs_server", "raylet"} <= {kind for kind, _address in listening}, listening
-    for kind, address in listening:
-        parsed = ipaddress.ip_address(address)
-        assert (getattr(parsed, "ipv4_mapped", None) or parsed).is_loopback, (kind, address)
+    listening = assert_listens_on_loopback_only(ray_cluster)
+    assert any("gcs_server" in name for name in listening) and any("raylet" in name for name in listening), listening
 
 
 def test_a_cluster_without_a_node_with_cpus_is_one_line(ray_cluster: Any) -> None:
@@ -273,6 +299,7 @@ def test_nodes_that_leave_and_join_mid_run_keep_the_local_theta(tmp_path: Path, 
         master = endpoint(run)
         run.wait_for("(2 hosts connected)", timeout=120)
         run.wait_for("gen     2", timeout=120)
+        assert any("NodeWorker" in name for name in assert_listens_on_loopback_only(ray_cluster))  # the actors too
         ray_cluster.remove_node(first)
         run.wait_for("left the cluster", timeout=60)
         third = add_node(ray_cluster, nodes)
