@@ -50,6 +50,7 @@ HEADER_LIMIT = 64 * 1024  # a header frame beyond this is not esfast's (MAX_HEAD
 CHUNK_BYTES = 64 * 1024
 QUEUE_LIMIT = 16 * 1024 * 1024  # bytes waiting in one direction before the relay stops reading its source
 ACK_TIMEOUT = 10.0  # seconds to wait for the receiver to acknowledge the bytes before a reset
+DELAYS_KEPT = 10_000  # delays recorded for the tests (DelayRelay.delays_drawn)
 
 
 class Reset(NamedTuple):
@@ -223,6 +224,7 @@ class DelayRelay:
         self.resets: list[Reset] = []
         self.reset_done = threading.Event()
         self.connections = 0  # accepted so far
+        self.delays_drawn: list[float] = []  # the first DELAYS_KEPT chunks' delays, drawn before the order is kept
         self.bytes_relayed = 0  # both directions
         self.running = True
         self.thread = threading.Thread(target=self._run, name=f"delay-relay-{self.port}", daemon=True)
@@ -352,7 +354,10 @@ class DelayRelay:
             direction.eof = True
         else:
             now = time.monotonic()
-            release = max(now + self.delay + self.random.uniform(-self.jitter, self.jitter), direction.last_release)
+            delay = self.delay + self.random.uniform(-self.jitter, self.jitter)
+            if len(self.delays_drawn) < DELAYS_KEPT:
+                self.delays_drawn.append(delay)
+            release = max(now + delay, direction.last_release)
             direction.last_release = release
             direction.waiting.append((release, data))
             direction.waiting_bytes += len(data)

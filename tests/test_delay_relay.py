@@ -83,6 +83,10 @@ def test_bytes_keep_their_order_both_ways_under_jitter(relay: DelayRelay, target
     while relay.bytes_relayed < 2 * len(expected) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert relay.connections == 1 and relay.bytes_relayed == 2 * len(expected)
+    # Each chunk read drew its own delay, uniform over delay ± jitter: spread over the whole range.
+    drawn = relay.delays_drawn
+    assert len(drawn) >= 100 and all(DELAY - JITTER <= d <= DELAY + JITTER for d in drawn), len(drawn)
+    assert min(drawn) < DELAY - 0.8 * JITTER and max(drawn) > DELAY + 0.8 * JITTER and len(set(drawn)) == len(drawn)
 
 
 def test_every_chunk_waits_at_least_the_delay_less_the_jitter(relay: DelayRelay, target: socket.socket) -> None:
