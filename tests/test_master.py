@@ -377,6 +377,20 @@ def test_a_stalled_host_does_not_stall_the_generation(cluster: Cluster, tmp_path
     assert "silent" not in master.output
 
 
+def test_a_hello_whose_connection_is_gone_adds_no_host(caplog: pytest.LogCaptureFixture) -> None:
+    """A host that gave up on its first connection (no WELCOME in time) may have left its HELLO
+    queued at the master: the WELCOME cannot be sent, and no host is added for it."""
+    setup = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(4,)), 30, 4, 1000, 0)
+    master = Master("tcp://127.0.0.1:0", setup)
+    try:
+        with caplog.at_level(logging.INFO, logger="esfast.distributed.master"):
+            master._hello(b"gone", hello("fake", 7), time.monotonic(), zmq.Frame(b""))
+        assert not master.hosts and master.host_counter == 0 and master.stats.hosts_lost == 0
+        assert "worker host fake:7 left before its WELCOME could be sent" in caplog.text and "joined" not in caplog.text
+    finally:
+        master.close()
+
+
 def test_sends_the_socket_refuses_are_seen_not_lost() -> None:
     """ROUTER_MANDATORY: θ refused is sent again later, tasks refused go back to the queue."""
     setup = WorkerSetup("CartPole-v1", None, PolicySettings(hidden_dims=(4,)), 30, 4, 1000, 0)

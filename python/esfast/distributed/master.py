@@ -555,18 +555,22 @@ class Master:
                 name,
                 "; ".join(verdict.version_differences),
             )
-        self.host_counter += 1
         key_name = self.key_check.name(worker_key) if self.key_check is not None else None
         peer = key_name or _property(frame, "Peer-Address") or "an unknown address"
-        key = f"w{self.host_counter}"
+        key = f"w{self.host_counter + 1}"
         host = _Host(identity, key, name, message["procs"], now, worker_key, peer, key_name or key, secrets.token_hex(16))
+        welcome = {"worker": host.key, "run": self.run, "versions": self.versions, "session": host.session}
+        if not self._send(identity, encode(Message("WELCOME", welcome, self.run_arrays))):
+            # Its connection is gone already: a HELLO the host gave up on for a new connection
+            # (it asks again there), which would otherwise sit here as a host until the liveness.
+            logger.info("worker host %s left before its WELCOME could be sent; not counted", name)
+            return
+        self.host_counter += 1
         self.hosts[identity] = host
         if name in self.hosts_seen or len(self.hosts_seen) < MAX_REMEMBERED_HOSTS:
             self.hosts_seen.add(name)
         else:
             self.hosts_unremembered += 1
-        welcome = {"worker": host.key, "run": self.run, "versions": self.versions, "session": host.session}
-        self._send(identity, encode(Message("WELCOME", welcome, self.run_arrays)))
         self.log.info(
             "join",
             "worker host %s%s joined with %d evaluator process%s (%d host%s connected)",
