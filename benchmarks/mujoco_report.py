@@ -79,6 +79,15 @@ def under_way(result: dict[str, Any]) -> bool:
     return result["stopped"] == "budget" and result["budget_timesteps"] < TASKS[result["env_id"]].budget
 
 
+def _target_open(results: Sequence[dict[str, Any]], target: float) -> bool:
+    """Whether the median may still come within ``target`` timesteps: enough seeds reached the score
+    within it, or are under way with fewer timesteps than it so far (a run past the target's
+    timesteps may still reach the score, but not within the target)."""
+    within = sum(reached_timesteps(r) <= target for r in results)
+    possible = within + sum(under_way(r) and math.isinf(reached_timesteps(r)) and r["timesteps_total"] < target for r in results)
+    return possible >= (len(results) - 1) // 2 + 1
+
+
 def reached_timesteps(result: dict[str, Any]) -> float:
     """Timesteps at which the run's evaluation return first reached the final score (inf: not reached)."""
     reached = result["scores"][-1]["reached"]
@@ -99,7 +108,6 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
     times = sorted(reached_timesteps(r) for r in results)
     middle = median_seed(results)
     median = reached_timesteps(middle)
-    unfinished = [r for r in results if under_way(r)]
 
     def show(value: float, result: dict[str, Any] | None = None) -> str:
         if not math.isinf(value):
@@ -121,7 +129,7 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
         target, met = "–", "–"
     else:
         target = f"≤ {_steps(task.target_timesteps)}"
-        met = "yes" if median <= task.target_timesteps else ("not yet" if unfinished else "no")
+        met = "yes" if median <= task.target_timesteps else ("not yet" if _target_open(results, task.target_timesteps) else "no")
     finals = [r["final_evaluation"]["mean"] for r in results if r["final_evaluation"]]
     three_quarters = _three_quarters(results)
     final_text = f"{np.median(finals):.0f}" if finals else "–"
