@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import resource
 import socket
 import time
+from collections.abc import Callable
 
+import pytest
 import zmq
 
-from esfast.distributed.connections import MAX_CONNECTIONS, ConnectionGuard, connection_cap
+from esfast.distributed.connections import MAX_CONNECTIONS, ConnectionGuard, connection_cap, handshake_failure
 
 
 def test_the_cap_leaves_descriptors_free() -> None:
@@ -47,6 +51,58 @@ def test_connections_beyond_the_cap_are_shut_down_and_others_kept() -> None:
         guard.close()
         router.close()
         context.term()
+
+
+def test_failed_handshakes_are_logged_with_their_cause(caplog: pytest.LogCaptureFixture) -> None:
+    """A peer that hangs up mid-handshake, one without keys and one holding another master's key
+    each get a line of their own on a master under CURVE keys."""
+    context = zmq.Context()
+    public, secret = zmq.curve_keypair()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.curve_server = True
+    router.curve_publickey, router.curve_secretkey = public, secret
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    guard = ConnectionGuard(router)
+    peers: list[zmq.Socket[bytes]] = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="esfast.distributed.connections"):
+            socket.create_connection(("127.0.0.1", port)).close()
+            _wait_for(lambda: guard.failed_handshakes >= 1)
+            keyless = context.socket(zmq.DEALER)
+            peers.append(keyless)
+            keyless.connect(f"tcp://127.0.0.1:{port}")
+            _wait_for(lambda: guard.failed_handshakes >= 2)
+            other_public, _ = zmq.curve_keypair()
+            misled = context.socket(zmq.DEALER)
+            peers.append(misled)
+            misled.curve_serverkey = other_public
+            misled.curve_publickey, misled.curve_secretkey = zmq.curve_keypair()
+            misled.connect(f"tcp://127.0.0.1:{port}")
+            _wait_for(lambda: guard.failed_handshakes >= 3)
+        lines = [record.getMessage() for record in caplog.records]
+        assert lines[0] == "refused a connection (1 so far): it closed the connection before its handshake ended; nothing it sent was read"
+        assert "(2 so far): it speaks another ZeroMQ security mechanism (keys on one side only?)" in lines[1]
+        assert "(3 so far): its CURVE handshake did not decrypt (it holds another master's key?)" in lines[2]
+    finally:
+        for peer in peers:
+            peer.close(linger=0)
+        guard.close()
+        router.close()
+        context.term()
+
+
+def test_a_handshake_that_times_out_is_named() -> None:
+    """The monitor reports a handshake that ran out of time as ``EAGAIN`` (no detail)."""
+    assert handshake_failure(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, errno.EAGAIN) == "it did not complete its handshake within 10 s"
+    assert "protocol error 0x10000003" in handshake_failure(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, 0x10000003)
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the monitor reported nothing within 10 s"
+        time.sleep(0.02)
 
 
 def _ends(connection: socket.socket) -> bool:

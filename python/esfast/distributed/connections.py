@@ -9,8 +9,8 @@ left it none to write its next checkpoint with. :class:`ConnectionGuard` therefo
   monitor socket) and shuts down, at once, every connection accepted beyond a cap: the limit less
   ``RESERVED_DESCRIPTORS`` for checkpoints, logs and the process's own files, and at most
   ``MAX_CONNECTIONS``. ZeroMQ sees the connection end and closes it itself;
-- logs handshakes that fail (a peer without keys, or with a key the master does not list), at a
-  bounded rate.
+- logs handshakes that fail, with their cause (a peer without keys, with another master's key or
+  one the master does not list, one that hangs up or times out mid-handshake), at a bounded rate.
 
 A peer that opens a connection and never completes the handshake is dropped by ZeroMQ after
 ``HANDSHAKE_SECONDS`` (the master sets it on its socket).
@@ -19,6 +19,7 @@ A peer that opens a connection and never completes the handshake is dropped by Z
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -30,7 +31,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from esfast.distributed.log_limit import LogLimiter
 
-__all__ = ["HANDSHAKE_SECONDS", "MAX_CONNECTIONS", "RESERVED_DESCRIPTORS", "ConnectionGuard", "connection_cap"]
+__all__ = ["HANDSHAKE_SECONDS", "MAX_CONNECTIONS", "RESERVED_DESCRIPTORS", "ConnectionGuard", "connection_cap", "handshake_failure"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +114,12 @@ class ConnectionGuard:
             self.failed_handshakes += 1
             if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 return  # the key check logs those, with the key
-            why = (
-                "it speaks another ZeroMQ security mechanism (keys on one side only?)"
-                if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-                else "its handshake failed (another master's key?)"
+            self.log.warning(
+                "handshake",
+                "refused a connection (%d so far): %s; nothing it sent was read",
+                self.failed_handshakes,
+                handshake_failure(kind, value),
             )
-            self.log.warning("handshake", "refused a connection (%d so far): %s; nothing it sent was read", self.failed_handshakes, why)
 
     def close(self) -> None:
         """Stops the thread and the socket's monitor (call before the socket is closed)."""
@@ -128,6 +129,23 @@ class ConnectionGuard:
         self.monitor.close(linger=0)
         os.close(self.wake_read)
         os.close(self.wake_write)
+
+
+def handshake_failure(kind: int, value: int) -> str:
+    """Why a connection's ZeroMQ handshake failed, from its monitor event ``kind`` and ``value``.
+
+    ``value`` is a ZMTP protocol error for ``EVENT_HANDSHAKE_FAILED_PROTOCOL`` and the ``errno`` of
+    the connection for ``EVENT_HANDSHAKE_FAILED_NO_DETAIL`` (``EAGAIN`` when the handshake timed out).
+    """
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return "it speaks another ZeroMQ security mechanism (keys on one side only?)"
+        if value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+            return "its CURVE handshake did not decrypt (it holds another master's key?)"
+        return f"it broke ZeroMQ's handshake (protocol error {value:#x}: not a worker host?)"
+    if value in (errno.EAGAIN, errno.ETIMEDOUT):
+        return f"it did not complete its handshake within {HANDSHAKE_SECONDS:g} s"
+    return "it closed the connection before its handshake ended"
 
 
 def _shut_down(descriptor: int) -> bool:
