@@ -2,7 +2,8 @@
 
 ``EsfastTest/Reach-v0``: the observation is a target point in [-1, 1]^2 (fixed per episode by the
 reset seed); the action is a point in [-1, 1]^2; the reward is minus the squared distance. Ten
-steps per episode, so a perfect policy scores 0.
+steps per episode, so a perfect policy scores 0. Its option ``dims`` (2) sets the dimension of the
+points, for tests of ``env_kwargs``.
 
 ``EsfastTest/SlowReach-v0``: the same task with each step taking 20 ms of wall time (sleeping, not
 computing), so that distributed tests can stop a process in the middle of a generation.
@@ -29,15 +30,15 @@ import numpy as np
 
 
 class ReachEnv(gym.Env):
-    def __init__(self) -> None:
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.target = np.zeros(2, dtype=np.float32)
+    def __init__(self, dims: int = 2) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(dims,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(dims,), dtype=np.float32)
+        self.target = np.zeros(dims, dtype=np.float32)
         self.steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        self.target = self.np_random.uniform(-1, 1, size=2).astype(np.float32)
+        self.target = self.np_random.uniform(-1, 1, size=self.target.shape).astype(np.float32)
         self.steps = 0
         return self.target.copy(), {}
 

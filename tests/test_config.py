@@ -395,8 +395,9 @@ def _get(data: dict, path: str) -> object:
 
 
 def _all_settings() -> set[str]:
-    """Every setting of the dataclasses, as a dotted path of the JSON layout."""
-    top = {f.name for f in dataclasses.fields(Config) if f.name not in ("es", "optimizer", "policy", "run", "atari")}
+    """Every setting of the dataclasses, as a dotted path of the JSON layout (env_kwargs, an object of
+    the environment's options, has its own tests below)."""
+    top = {f.name for f in dataclasses.fields(Config) if f.name not in ("es", "optimizer", "policy", "run", "atari", "env_kwargs")}
     paths = set(top)
     paths |= {f"config.{f.name}" for f in dataclasses.fields(ESSettings)}
     paths |= {f"run.{f.name}" for f in dataclasses.fields(RunSettings)}
@@ -448,6 +449,59 @@ def test_values_at_the_bounds_are_accepted(path: str, value: object) -> None:
     config = config_from_dict(_with(base, path, value))
     assert _get(config.to_dict(), path) == value
     assert apply_overrides(base, [f"{path}={json.dumps(value)}"]) == config
+
+
+ENV_KWARGS_GOOD = [
+    {},
+    {"include_cfrc_ext_in_observation": False, "contact_force_range": [-1, 1.0], "xml_file": "x" * 200, "frame_skip": 5, "a": None},
+    {f"o{i}": [0.5] * 64 for i in range(64)},
+]
+ENV_KWARGS_BAD = [
+    ([["dims", 3]], "env_kwargs must be a JSON object"),
+    ("dims=3", "env_kwargs must be a JSON object"),
+    ({f"o{i}": 1 for i in range(65)}, "env_kwargs must have at most 64 options, got 65"),
+    ({"a b": 1}, "env_kwargs option names must be Python identifiers, got 'a b'"),
+    ({"1a": 1}, "option names must be Python identifiers"),
+    ({"render_mode": "human"}, "env_kwargs.render_mode is gymnasium.make's own argument, not an option of the environment: esfast record"),
+    ({"max_episode_steps": 10}, "env_kwargs.max_episode_steps is gymnasium.make's own argument, not an option of the environment: the"),
+    ({"dims": {"x": 1}}, "env_kwargs.dims must be a number, a string of at most 200 characters, true, false, null or a list"),
+    ({"dims": float("nan")}, "env_kwargs.dims must be"),
+    ({"dims": [1, float("inf")]}, "env_kwargs.dims must be"),
+    ({"dims": [[1]]}, "env_kwargs.dims must be"),
+    ({"dims": [1] * 65}, "env_kwargs.dims must be"),
+    ({"dims": "x" * 201}, "env_kwargs.dims must be"),
+    ({"dims": "a\nb"}, "env_kwargs.dims must be"),
+]
+
+
+@pytest.mark.parametrize("options", ENV_KWARGS_GOOD, ids=range(len(ENV_KWARGS_GOOD)))
+def test_env_kwargs_at_their_bounds_are_accepted_and_kept(options: dict) -> None:
+    config = config_from_dict({"env_id": "Ant-v5", "env_kwargs": options})
+    assert config.env_kwargs == options
+    assert config_from_dict(config.to_dict()) == config
+    assert ("env_kwargs" in config.to_dict()) == bool(options)  # left out when empty: older configs read the same
+
+
+@pytest.mark.parametrize(("options", "message"), ENV_KWARGS_BAD, ids=[m for _, m in ENV_KWARGS_BAD])
+def test_bad_env_kwargs_are_one_line_naming_the_option(options: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"env_id": "Ant-v5", "env_kwargs": options})
+    assert message in str(info.value) and "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_env_kwargs_are_not_options_of_the_atari_network() -> None:
+    with pytest.raises(ConfigError, match=r"env_kwargs is not used with policy\.type AtariPolicy: its environment's settings are the"):
+        config_from_dict({**ATARI_BASE, "env_kwargs": {"frameskip": 1}})
+
+
+def test_set_adds_and_changes_options_of_the_environment_by_their_full_path() -> None:
+    config = apply_overrides(Config(), ["env_kwargs.include_cfrc_ext_in_observation=false", "env_kwargs.xml_file=ant.xml"])
+    assert config.env_kwargs == {"include_cfrc_ext_in_observation": False, "xml_file": "ant.xml"}
+    assert apply_overrides(config, ["env_kwargs.xml_file=other.xml"]).env_kwargs["xml_file"] == "other.xml"
+    with pytest.raises(ConfigError, match="unknown config key 'include_cfrc_ext_in_observation'"):
+        apply_overrides(config, ["include_cfrc_ext_in_observation=true"])  # only by the full path
+    with pytest.raises(ConfigError, match=r"env_kwargs\.render_mode is gymnasium\.make's own argument"):
+        apply_overrides(config, ["env_kwargs.render_mode=human"])
 
 
 @pytest.mark.parametrize(

@@ -267,6 +267,13 @@ def test_an_mlp_run_round_trips() -> None:
     assert _through_the_wire(MLP) == MLP
 
 
+def test_a_run_carries_the_options_of_its_environment() -> None:
+    setup = dataclasses.replace(MLP, env_id="Ant-v5", env_kwargs={"include_cfrc_ext_in_observation": False, "contact_force_range": [-1, 1]})
+    received = _through_the_wire(setup)
+    assert received == setup and received.env_kwargs == {"include_cfrc_ext_in_observation": False, "contact_force_range": [-1, 1]}
+    assert _through_the_wire(MLP).env_kwargs == {}
+
+
 def test_an_atari_run_carries_its_reference_batch() -> None:
     batch = np.random.default_rng(0).integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
     setup = dataclasses.replace(
@@ -293,6 +300,9 @@ def test_an_atari_run_carries_its_reference_batch() -> None:
         ({"policy": {"type": "Pickle"}}, "policy.type must be one of"),
         ({"reference_digest": "0" * 32}, "reference batch is missing or does not match"),
         ({"extra": 1}, "must have exactly the fields"),
+        ({"env_kwargs": ["dims"]}, "env_kwargs must be a JSON object"),
+        ({"env_kwargs": {"render_mode": "human"}}, "env_kwargs.render_mode is gymnasium.make's own argument"),
+        ({"env_kwargs": {"dims": {"x": 1}}}, "env_kwargs.dims must be a number"),
     ],
 )
 def test_a_malformed_run_is_refused(change: dict[str, object], message: str) -> None:

@@ -64,6 +64,20 @@ def test_custom_environment_module() -> None:
     env.close()
 
 
+def test_env_kwargs_reach_the_environment_and_an_option_it_does_not_take_is_one_line() -> None:
+    env = make_env("EsfastTest/Reach-v0", "custom_envs", env_kwargs={"dims": 5})
+    assert env.observation_space.shape == env.action_space.shape == (5,)
+    env.close()
+    env = make_env("Ant-v5", env_kwargs={"include_cfrc_ext_in_observation": False})
+    assert env.observation_space.shape == (27,)  # 105 with the contact forces
+    env.close()
+    with pytest.raises(EnvError) as info:
+        make_env("EsfastTest/Reach-v0", "custom_envs", env_kwargs={"dimz": 5})
+    message = str(info.value)
+    assert message.startswith("cannot make environment 'EsfastTest/Reach-v0' with env_kwargs {'dimz': 5}: ") and "dimz" in message
+    assert "\n" not in message
+
+
 def test_bad_environments() -> None:
     with pytest.raises(EnvError, match="cannot make environment 'NoSuchEnv-v0'"):
         make_env("NoSuchEnv-v0")

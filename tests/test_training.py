@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from esfast import core
+from esfast.api import load_policy
 from esfast.checkpoint import load_checkpoint
 from esfast.config import MAX_PAIRS_PER_GENERATION, MAX_TIMESTEPS_PER_BATCH, Config, apply_overrides, load_config
 from esfast.envs import make_env
@@ -123,6 +124,23 @@ def test_local_cluster_equals_in_process(tmp_path: Path, monkeypatch: pytest.Mon
         assert here.obstat.count == cluster.obstat.count > 1
         record = json.loads((tmp_path / f"cluster{procs}" / "log.jsonl").read_text().splitlines()[-1])
         assert record["hosts"] == 1 and record["procs"] == procs and record["messages_dropped"] == 0
+
+
+def test_env_kwargs_make_the_environment_of_the_trainer_the_worker_hosts_and_load_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reach in 3 dimensions (its option ``dims``): a policy of that size everywhere, the same θ in process and through a host."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the worker host imports custom_envs
+    here = train(reach_config("run.generations=2", "env_kwargs.dims=3"), tmp_path / "here")
+    cluster = train(reach_config("run.generations=2", "env_kwargs.dims=3", "run.workers=1"), tmp_path / "cluster", evaluator=None)
+    assert here.policy.num_params == 3 * 8 + 8 + 8 * 3 + 3  # obs 3 -> 8 -> actions 3
+    np.testing.assert_array_equal(here.theta, cluster.theta)
+    assert json.loads((tmp_path / "cluster" / "config.json").read_text())["env_kwargs"] == {"dims": 3}
+    env = load_policy(tmp_path / "cluster").make_env()
+    try:
+        assert env.observation_space.shape == (3,)
+    finally:
+        env.close()
 
 
 def split_and_resume(config_of: Callable[..., Config], tmp_path: Path) -> None:

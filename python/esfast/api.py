@@ -272,13 +272,13 @@ class LoadedPolicy:
 
     def make_env(self, **kwargs: Any) -> gym.Env[Any, Any]:
         """The run's environment as the policy saw it (Atari with esfast's preprocessing), after
-        importing the config's ``env_module``; ``kwargs`` go to ``gymnasium.make`` (e.g.
+        importing the config's ``env_module``, with its ``env_kwargs``; ``kwargs`` go to ``gymnasium.make`` too (e.g.
         ``render_mode="human"``; not for Atari). The caller closes it.
 
         Raises:
             EnvError: the environment cannot be made here.
         """
-        return make_env(self.config.env_id, self.config.env_module, atari=self.config.atari, **kwargs)
+        return make_env(self.config.env_id, self.config.env_module, atari=self.config.atari, env_kwargs=self.config.env_kwargs, **kwargs)
 
     def __repr__(self) -> str:
         return f"LoadedPolicy({self.config.env_id}, {self.policy.describe()}, generation {self.generation}, {self.checkpoint})"
@@ -309,7 +309,7 @@ def load_policy(checkpoint: str | os.PathLike[str]) -> LoadedPolicy:
         raise CheckpointError(f"{path} holds a checkpoint of an Atari run without the network's reference batch")
     if batch is not None:
         batch = np.ascontiguousarray(batch, dtype=np.uint8)
-    env = make_env(config.env_id, config.env_module, atari=config.atari)
+    env = make_env(config.env_id, config.env_module, atari=config.atari, env_kwargs=config.env_kwargs)
     try:
         try:
             policy = make_policy(env.observation_space, env.action_space, config.policy, batch)

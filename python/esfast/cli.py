@@ -347,7 +347,7 @@ def _parameters(config: Config) -> str:
     """The number of parameters of a config's policy on its environment (made here and closed), or
     ``?`` when the environment cannot be made here (a missing package or ROM)."""
     try:
-        env = make_env(config.env_id, config.env_module, atari=config.atari)
+        env = make_env(config.env_id, config.env_module, atari=config.atari, env_kwargs=config.env_kwargs)
     except UserError:
         return "?"
     try:

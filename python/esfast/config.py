@@ -6,6 +6,7 @@ unchanged, and one more section, ``run``, for what esfast adds::
     {
       "env_id": "HalfCheetah-v5",
       "env_module": null,               # module imported before gymnasium.make (custom envs)
+      "env_kwargs": {},                 # keyword arguments of gymnasium.make (the environment's options)
       "exp_prefix": "halfcheetah",
       "config":    {ES hyperparameters, the paper code's names},
       "optimizer": {"type": "adam" | "sgd", "args": {"stepsize": ..., "momentum": ...}},
@@ -30,6 +31,7 @@ import difflib
 import itertools
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -87,6 +89,17 @@ MAX_FRAME_SKIP = 100
 MAX_SCREEN_SIZE = 512
 MAX_STACK = 64
 MAX_REFERENCE_BATCH_BYTES = 2**28  # the VBN batch goes to every worker host and into every checkpoint
+MAX_ENV_KWARGS = 64  # options of env_kwargs
+MAX_ENV_KWARG_ITEMS = 64  # values in a list of env_kwargs
+MAX_ENV_KWARG_CHARACTERS = 200  # of a string of env_kwargs
+# gymnasium.make's own arguments, which are not the environment's options: why each is not one of env_kwargs
+RESERVED_ENV_KWARGS = {
+    "render_mode": "esfast record and play set it",
+    "max_episode_steps": "the step limit is config.episode_cutoff_mode",
+    "autoreset": "esfast's rollouts reset every episode themselves",
+    "apply_api_compatibility": "esfast's rollouts need gymnasium's own API",
+    "disable_env_checker": "esfast keeps gymnasium's default",
+}
 
 _NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"  # a plain decimal (no nan, inf, sign or underscores)
 _CUSTOM_BIN = r"\s*[-+]?" + _NUMBER + r"\s*"
@@ -219,6 +232,7 @@ class Config:
 
     env_id: str = "HalfCheetah-v5"
     env_module: str | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
     exp_prefix: str = "esfast"
     es: ESSettings = field(default_factory=ESSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
@@ -272,13 +286,15 @@ class Config:
             "policy": {"type": policy_type, "args": policy},
             "run": dataclasses.asdict(self.run),
         }
+        if self.env_kwargs:  # only when set, so that the configs of runs from before it existed read the same
+            data["env_kwargs"] = dict(self.env_kwargs)
         if self.atari is not None:
             data["atari"] = dataclasses.asdict(self.atari)
         return data
 
 
 _SECTIONS: dict[str, type] = {"config": ESSettings, "run": RunSettings}
-_TOP_KEYS = ("env_id", "env_module", "exp_prefix", "config", "optimizer", "policy", "run", "atari")
+_TOP_KEYS = ("env_id", "env_module", "env_kwargs", "exp_prefix", "config", "optimizer", "policy", "run", "atari")
 
 
 def _names(cls: type) -> list[str]:
@@ -346,6 +362,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     config = Config(
         env_id=map_env_id(env_id) if isinstance(env_id, str) else env_id,
         env_module=data.get("env_module"),
+        env_kwargs=data.get("env_kwargs", {}),
         exp_prefix=data.get("exp_prefix", Config.exp_prefix),
         es=sections["config"],
         optimizer=OptimizerSettings(type=optimizer.get("type", "adam"), **optimizer_args),
@@ -355,6 +372,40 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     )
     validate(config)
     return config
+
+
+def _check_env_kwargs(value: object) -> None:
+    """Requires ``env_kwargs`` to be an object of at most :data:`MAX_ENV_KWARGS` options named like
+    Python arguments (none of :data:`RESERVED_ENV_KWARGS`), each a JSON scalar or a short list of
+    them, so that the options travel to every worker host and into every checkpoint as they are.
+
+    Raises:
+        ConfigError: one line naming the option.
+    """
+    if not isinstance(value, dict):
+        raise ConfigError(f"env_kwargs must be a JSON object of gymnasium.make's keyword arguments, got {_show(value)}")
+    if len(value) > MAX_ENV_KWARGS:
+        raise ConfigError(f"env_kwargs must have at most {MAX_ENV_KWARGS} options, got {len(value)}")
+    for name, option in value.items():
+        if not (isinstance(name, str) and name.isidentifier()):
+            raise ConfigError(f"env_kwargs option names must be Python identifiers, got {_show(name)}")
+        if name in RESERVED_ENV_KWARGS:
+            why = RESERVED_ENV_KWARGS[name]
+            raise ConfigError(f"env_kwargs.{name} is gymnasium.make's own argument, not an option of the environment: {why}")
+        items = option if isinstance(option, list) else [option]
+        if len(items) > MAX_ENV_KWARG_ITEMS or not all(_is_env_scalar(item) for item in items):
+            raise ConfigError(
+                f"env_kwargs.{name} must be a number, a string of at most {MAX_ENV_KWARG_CHARACTERS} characters, true, false, null"
+                f" or a list of at most {MAX_ENV_KWARG_ITEMS} of them, got {_show(option)}"
+            )
+
+
+def _is_env_scalar(value: object) -> bool:
+    if value is None or isinstance(value, (bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= MAX_ENV_KWARG_CHARACTERS and value.isprintable()
 
 
 def _require(condition: bool, message: str) -> None:
@@ -472,6 +523,11 @@ def validate(config: Config) -> None:
         config.env_module is None
         or (isinstance(config.env_module, str) and all(part.isidentifier() for part in config.env_module.split("."))),
         f"env_module must be a module name (such as my_envs or package.envs) or null, got {_show(config.env_module)}",
+    )
+    _check_env_kwargs(config.env_kwargs)
+    _require(
+        not (config.env_kwargs and config.atari is not None),
+        f"env_kwargs is not used with policy.type {ATARI_POLICY}: its environment's settings are the config's atari section",
     )
     _require(
         _is_name(config.exp_prefix) and len(config.exp_prefix) <= 200 and not any(c in config.exp_prefix for c in "/\\"),
@@ -625,7 +681,8 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     """Applies ``key=value`` overrides (``--set``); values are JSON, or plain strings.
 
     A key is a dotted path (``config.noise_stdev``, ``policy.args.hidden_dims``) or its last
-    part alone when that is unique (``noise_stdev``).
+    part alone when that is unique (``noise_stdev``); ``env_kwargs.NAME`` sets an option of the
+    environment, a new one too, and only by that full path.
 
     Raises:
         ConfigError: malformed override, unknown or ambiguous key, or a bad resulting value.
@@ -634,11 +691,15 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     # to_dict leaves momentum out of Adam configs (the paper's layout); it may still be set, e.g.
     # together with optimizer.type=sgd.
     data["optimizer"]["args"].setdefault("momentum", config.optimizer.momentum)
+    env_kwargs = data.pop("env_kwargs", {})
     leaves = _leaf_paths(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set takes key=value, got {item!r}")
+        if key.startswith("env_kwargs."):
+            env_kwargs[key.removeprefix("env_kwargs.")] = _override_value(raw)
+            continue
         matches = [p for p in leaves if p == key] or [p for p in leaves if p.rsplit(".", 1)[-1] == key]
         if not matches:
             close = difflib.get_close_matches(key, leaves + [p.rsplit(".", 1)[-1] for p in leaves], n=1)
@@ -646,13 +707,19 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
             raise ConfigError(f"unknown config key '{key}'{hint}")
         if len(matches) > 1:
             raise ConfigError(f"config key '{key}' is ambiguous: {', '.join(matches)}")
-        try:
-            value = json.loads(raw)  # NaN and Infinity parse too: validate refuses them, naming the key
-        except (ValueError, RecursionError):  # not JSON (JSONDecodeError is a ValueError): a plain string
-            value = raw
         node = data
         *parents, last = matches[0].split(".")
         for part in parents:
             node = node[part]
-        node[last] = value
+        node[last] = _override_value(raw)
+    if env_kwargs:
+        data["env_kwargs"] = env_kwargs
     return config_from_dict(data)
+
+
+def _override_value(raw: str) -> Any:
+    """An override's value: JSON, or the text itself when it is not JSON."""
+    try:
+        return json.loads(raw)  # NaN and Infinity parse too: validate refuses them, naming the key
+    except (ValueError, RecursionError):  # not JSON (JSONDecodeError is a ValueError): a plain string
+        return raw

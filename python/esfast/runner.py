@@ -35,7 +35,7 @@ class EpisodeRunner:
     """
 
     def __init__(self, setup: WorkerSetup, table: core.NoiseTable | None = None) -> None:
-        self.env = make_env(setup.env_id, setup.env_module, atari=setup.atari)
+        self.env = make_env(setup.env_id, setup.env_module, atari=setup.atari, env_kwargs=setup.env_kwargs)
         self.policy = make_policy(self.env.observation_space, self.env.action_space, setup.policy, setup.reference_batch)
         if (self.policy.num_params, self.policy.obs_stat_dim) != (setup.num_params, setup.obs_dim):
             self.env.close()

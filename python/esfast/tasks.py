@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -81,7 +82,8 @@ class WorkerSetup:
     ``table_name`` names the master's shared table, which processes on the master's machine
     (``table_host``) attach to instead of generating their own. ``obs_dim`` is the length of the
     observation statistics (0 for the Atari network); ``atari`` and ``reference_batch`` (with its
-    ``reference_digest``) are set for the Atari network only.
+    ``reference_digest``) are set for the Atari network only; ``env_kwargs`` are the config's
+    options of the environment (``gymnasium.make``'s keyword arguments).
     """
 
     env_id: str
@@ -96,6 +98,7 @@ class WorkerSetup:
     atari: AtariSettings | None = None
     reference_digest: str | None = None
     reference_batch: NDArray[np.uint8] | None = field(default=None, compare=False, repr=False)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def reference_digest(batch: NDArray[np.uint8]) -> str:

@@ -132,7 +132,7 @@ class Trainer:
                 raise RunExistsError(
                     f"{self.out_dir} already holds a run; continue it with --resume {self.out_dir} or choose another --out"
                 )
-            env = make_env(config.env_id, config.env_module, atari=config.atari)
+            env = make_env(config.env_id, config.env_module, atari=config.atari, env_kwargs=config.env_kwargs)
             try:
                 self.reference_batch = self._reference_batch(env, resume) if config.atari is not None else None
                 self.policy = make_policy(env.observation_space, env.action_space, config.policy, self.reference_batch)
@@ -217,6 +217,7 @@ class Trainer:
             config.atari,
             None if batch is None else reference_digest(batch),
             batch,
+            env_kwargs=config.env_kwargs,
         )
         self.evaluator = make_evaluator(self.setup, self.table)
 

@@ -109,7 +109,9 @@ def serve_jobs(conn: multiprocessing.connection.Connection, setup: WorkerSetup, 
         return
     try:
         try:
-            found = probe_environment(setup.env_id, setup.env_module, atari=setup.atari).fingerprint if probe else None
+            found = None
+            if probe:
+                found = probe_environment(setup.env_id, setup.env_module, atari=setup.atari, env_kwargs=setup.env_kwargs).fingerprint
         except Exception as error:
             conn.send(Broken(f"the environment's fingerprint could not be taken: {type(error).__name__}: {error}"))
             return

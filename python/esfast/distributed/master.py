@@ -188,7 +188,7 @@ class Master:
         self.setup = setup
         self.allow_mixed_versions = allow_mixed_versions
         self.versions = software_versions()
-        self.probe = probe_environment(setup.env_id, setup.env_module, atari=setup.atari)
+        self.probe = probe_environment(setup.env_id, setup.env_module, atari=setup.atari, env_kwargs=setup.env_kwargs)
         self.run, self.run_arrays = setup_to_wire(setup)
         try:  # refused here, not in silence at every HELLO (a value JSON cannot carry, such as Infinity)
             encode(Message("WELCOME", {"worker": "w0", "run": self.run, "versions": self.versions, "session": ""}, self.run_arrays))

@@ -20,7 +20,7 @@ from esfast.config import MAX_COUNT, Config, config_from_dict
 from esfast.errors import ConfigError, ProtocolError
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup, reference_digest
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 4096
 MAX_INT_DIGITS = 20  # any int64, and no more
@@ -462,6 +462,7 @@ def setup_to_wire(setup: WorkerSetup) -> tuple[dict[str, Any], tuple[np.ndarray,
     run = {
         "env_id": setup.env_id,
         "env_module": setup.env_module,
+        "env_kwargs": setup.env_kwargs,
         "policy": config["policy"],
         "atari": config.get("atari"),
         "num_params": setup.num_params,
@@ -484,6 +485,7 @@ def setup_from_wire(run: object, arrays: tuple[np.ndarray, ...] = ()) -> WorkerS
     keys = {
         "env_id",
         "env_module",
+        "env_kwargs",
         "policy",
         "atari",
         "num_params",
@@ -503,7 +505,7 @@ def setup_from_wire(run: object, arrays: tuple[np.ndarray, ...] = ()) -> WorkerS
     for name in ("table_name", "table_host", "env_module", "reference_digest"):
         if run[name] is not None and not isinstance(run[name], str):
             raise ValueError(f"run field {name!r} must be a string or null")
-    sections = {"env_id": run["env_id"], "env_module": run["env_module"], "policy": run["policy"]}
+    sections = {"env_id": run["env_id"], "env_module": run["env_module"], "env_kwargs": run["env_kwargs"], "policy": run["policy"]}
     if run["atari"] is not None:
         sections["atari"] = run["atari"]
     try:
@@ -530,4 +532,5 @@ def setup_from_wire(run: object, arrays: tuple[np.ndarray, ...] = ()) -> WorkerS
         config.atari,
         run["reference_digest"],
         batch,
+        env_kwargs=config.env_kwargs,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -44,14 +45,24 @@ def _route_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(handle)
 
 
-def make_env(env_id: str, env_module: str | None = None, *, atari: AtariSettings | None = None, **kwargs: Any) -> gym.Env[Any, Any]:
-    """``gymnasium.make(env_id)``, after importing ``env_module`` (which may register ``env_id``).
+def make_env(
+    env_id: str,
+    env_module: str | None = None,
+    *,
+    atari: AtariSettings | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> gym.Env[Any, Any]:
+    """``gymnasium.make(env_id, **env_kwargs, **kwargs)``, after importing ``env_module`` (which may
+    register ``env_id``): ``env_kwargs`` are the config's options of the environment, ``kwargs``
+    the caller's own (``render_mode``).
 
     With ``atari`` settings (configs of the Atari policy), an ALE environment with the standard
     preprocessing instead (:func:`esfast.envs.atari.make_atari_env`).
 
     Raises:
-        EnvError: the module cannot be imported or the id is unknown or broken.
+        EnvError: the module cannot be imported, the id is unknown or broken, or the environment
+            does not take ``env_kwargs``.
     """
     if atari is not None:
         from esfast.envs.atari import make_atari_env  # imports ale_py: only for Atari runs
@@ -63,8 +74,14 @@ def make_env(env_id: str, env_module: str | None = None, *, atari: AtariSettings
             importlib.import_module(env_module)
         except ImportError as error:
             raise EnvError(f"cannot import env_module {env_module!r}: {error}") from None
+    options = dict(env_kwargs or {})
     try:
-        return gym.make(env_id, **kwargs)
+        return gym.make(env_id, **options, **kwargs)
+    except (TypeError, ValueError) as error:
+        if not options:
+            raise
+        also = f" (and {kwargs})" if kwargs else ""
+        raise EnvError(f"cannot make environment {env_id!r} with env_kwargs {options}{also}: {error}") from None
     except gym.error.Error as error:
         raise EnvError(f"cannot make environment {env_id!r}: {error}") from None
     except ImportError as error:

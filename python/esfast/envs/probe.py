@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -38,13 +39,15 @@ class EnvironmentProbe(NamedTuple):
     step_limit: int | None
 
 
-def probe_environment(env_id: str, env_module: str | None = None, *, atari: AtariSettings | None = None) -> EnvironmentProbe:
-    """Makes a fresh environment of the run, probes it and closes it.
+def probe_environment(
+    env_id: str, env_module: str | None = None, *, atari: AtariSettings | None = None, env_kwargs: Mapping[str, Any] | None = None
+) -> EnvironmentProbe:
+    """Makes a fresh environment of the run (with the config's ``env_kwargs``), probes it and closes it.
 
     Raises:
         EnvError: the environment cannot be made here.
     """
-    env = make_env(env_id, env_module, atari=atari)
+    env = make_env(env_id, env_module, atari=atari, env_kwargs=env_kwargs)
     try:
         return EnvironmentProbe(fingerprint(env), step_limit(env))
     finally:
