@@ -462,7 +462,7 @@ ENV_KWARGS_BAD = [
     ({f"o{i}": 1 for i in range(65)}, "env_kwargs must have at most 64 options, got 65"),
     ({"a b": 1}, "env_kwargs option names must be Python identifiers, got 'a b'"),
     ({"1a": 1}, "option names must be Python identifiers"),
-    ({"render_mode": "human"}, "env_kwargs.render_mode is gymnasium.make's own argument, not an option of the environment: esfast record"),
+    ({"render_mode": "human"}, "env_kwargs.render_mode is gymnasium.make's own argument, not an option of the environment: esfast play"),
     ({"max_episode_steps": 10}, "env_kwargs.max_episode_steps is gymnasium.make's own argument, not an option of the environment: the"),
     ({"dims": {"x": 1}}, "env_kwargs.dims must be a number, a string of at most 200 characters, true, false, null or a list"),
     ({"dims": float("nan")}, "env_kwargs.dims must be"),

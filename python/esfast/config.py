@@ -94,7 +94,7 @@ MAX_ENV_KWARG_ITEMS = 64  # values in a list of env_kwargs
 MAX_ENV_KWARG_CHARACTERS = 200  # of a string of env_kwargs
 # gymnasium.make's own arguments, which are not the environment's options: why each is not one of env_kwargs
 RESERVED_ENV_KWARGS = {
-    "render_mode": "esfast record and play set it",
+    "render_mode": "esfast play sets it (--render, --video)",
     "max_episode_steps": "the step limit is config.episode_cutoff_mode",
     "autoreset": "esfast's rollouts reset every episode themselves",
     "apply_api_compatibility": "esfast's rollouts need gymnasium's own API",
