@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 
 import esfast
-from esfast.config import Config, load_config, validate
-from esfast.errors import TrainingDiverged, UserError
+from esfast.config import Config, config_from_dict, load_config, validate
+from esfast.errors import ConfigError, TrainingDiverged, UserError
 from esfast.run_directory import RunDirectory
 from esfast.training import Trainer, default_workers, resolved_config
 
@@ -197,6 +197,15 @@ def _experiment(config: Config) -> dict[str, Any]:
     for key in ("generations", "timesteps", "workers", "tensorboard"):
         data["run"].pop(key)
     return data
+
+
+def same_experiment(recorded: dict[str, Any], config: Config) -> bool:
+    """Whether a result file's ``config`` is ``config``'s experiment. The recorded layout is read
+    as a config first, so a setting esfast added since (at its default) does not tell them apart."""
+    try:
+        return _experiment(config_from_dict(recorded)) == _experiment(config)
+    except ConfigError:
+        return False
 
 
 def _git(*args: str) -> str | None:
@@ -345,7 +354,7 @@ def run_one(
     out = runs / f"{task.env_id}-seed{seed}"
     config = shipped_config(task, seed, budget, workers)
     previous = json.loads(path.read_text()) if path.exists() else None
-    if previous is not None and previous["config"] != _experiment(config):
+    if previous is not None and not same_experiment(previous["config"], config):
         raise UserError(f"{path} holds a run of another config than configs/{task.config}.json; remove it and {out} to start over")
     if previous and previous["finished"]:
         spent = previous["stopped"] == "diverged" or previous["budget_timesteps"] >= budget

@@ -31,7 +31,7 @@ from esfast.errors import UserError
 from esfast.media import plotting
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_mujoco import FINAL_EPISODES, RESULTS, ROOT, SCHEMA, TASKS, WINDOW, _experiment, shipped_config
+from learning_mujoco import FINAL_EPISODES, RESULTS, ROOT, SCHEMA, TASKS, WINDOW, same_experiment, shipped_config
 
 TABLE = RESULTS / "table.md"
 FIGURE = ROOT / "docs" / "figures" / "mujoco-suite.png"
@@ -57,7 +57,7 @@ def load_results(directory: Path) -> dict[str, list[dict[str, Any]]]:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA or data.get("env_id") not in TASKS or not RESULT_KEYS <= set(data):
             raise UserError(f"{path} is not a result file of learning_mujoco.py (schema {SCHEMA})")
         task = TASKS[data["env_id"]]
-        if data["config"] != _experiment(shipped_config(task, data["seed"], task.budget, None)):
+        if not same_experiment(data["config"], shipped_config(task, data["seed"], task.budget, None)):
             raise UserError(f"{path} is a run of another config than today's configs/{task.config}.json: run it again or remove it")
         by_task.setdefault(data["env_id"], []).append(data)
     if not by_task:

@@ -218,6 +218,7 @@ BAD_VALUES: dict[str, list] = {
     "config.eval_prob": [*NUMBER_BAD, 1.5, -0.01],
     "config.l2coeff": [*NUMBER_BAD, 1001],
     "config.return_shift": [*NUMBER_BAD, -1, 1001],
+    "config.elite_fraction": [*NUMBER_BAD, 0, -0.5, 1.01],
     "config.snapshot_freq": [*COUNT_BAD, 2**53 + 1],
     "config.return_proc_mode": ["rank", "", 1, None, True, ["raw"]],
     "config.episode_cutoff_mode": [
@@ -324,6 +325,7 @@ GOOD_VALUES: dict[str, list] = {
     "config.eval_prob": [0, 1, 0.0, 1.0],
     "config.l2coeff": [0, 1e3],
     "config.return_shift": [0, 1e3],
+    "config.elite_fraction": [1, 1.0, 0.5, 1e-9],
     "config.snapshot_freq": [0, 2**53],
     "config.return_proc_mode": ["centered_rank", "normalized", "raw"],
     "config.episode_cutoff_mode": [

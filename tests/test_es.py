@@ -9,7 +9,7 @@ import numpy_reference as ref
 import pytest
 
 from esfast import core
-from esfast.es import OpenES, population_offsets
+from esfast.es import OpenES, elite_pairs, population_offsets
 
 
 def test_update_matches_numpy_reference() -> None:
@@ -33,6 +33,47 @@ def test_update_matches_numpy_reference() -> None:
     step = -0.02 * np.sqrt(1 - 0.999) / (1 - 0.9) * m / (np.sqrt(v) + 1e-8)
     np.testing.assert_allclose(es.theta, theta0 + step, rtol=1e-5, atol=1e-6)
     assert es.generation == 1
+
+
+def test_elite_fraction_updates_from_the_pairs_with_the_best_episodes() -> None:
+    """With elite_fraction 1/3 of 6 pairs the update is the reference update over the 2 pairs whose
+    better episode returned the most, ranked among themselves, divided by their 4 episodes."""
+    table = core.NoiseTable(100_000, 3)
+    es = OpenES(50, sigma=0.1, stepsize=0.02, pop_pairs=6, seed=4, l2coeff=0.01, elite_fraction=1 / 3, table=table)
+    theta0 = es.theta.copy()
+    offsets = es.offsets().copy()
+    returns = np.array([[1.0, 5.0], [7.0, -2.0], [0.0, 0.5], [3.0, 3.0], [6.5, 6.9], [-1.0, 2.0]])
+    es.tell(returns)
+    elite = [1, 4]  # best episodes 7.0 and 6.9; pair 0's 5.0 is third
+    ranks = ref.centered_ranks(returns[elite])
+    eps = np.stack([table.get(int(offsets[i]), 50) for i in elite]).astype(np.float64)
+    g = (ranks[:, 0] - ranks[:, 1]) @ eps / 4
+    grad = -g + 0.01 * theta0
+    step = -0.02 * np.sqrt(1 - 0.999) / (1 - 0.9) * (0.1 * grad) / (np.sqrt(0.001 * grad * grad) + 1e-8)
+    np.testing.assert_allclose(es.theta, theta0 + step, rtol=1e-5, atol=1e-6)
+    assert es.state_dict()["elite_fraction"] == 1 / 3
+
+
+@pytest.mark.parametrize(("fraction", "pairs", "kept"), [(1 / 3, 60, 20), (0.33333, 60, 20), (0.5, 41, 21), (1e-9, 10, 1), (0.999, 10, 10)])
+def test_elite_pairs_counts_and_ties(fraction: float, pairs: int, kept: int) -> None:
+    returns = np.zeros((pairs, 2))  # all tied: the lowest pair indices are kept
+    chosen = elite_pairs(returns, fraction)
+    expected = None if kept == pairs else np.arange(kept)
+    if expected is None:
+        assert chosen is None
+    else:
+        np.testing.assert_array_equal(chosen, expected)
+
+
+def test_elite_fraction_one_is_the_paper_update() -> None:
+    returns = np.random.default_rng(1).standard_normal((8, 2))
+    thetas = []
+    for fraction in (None, 1.0):
+        extra = {} if fraction is None else {"elite_fraction": fraction}
+        es = OpenES(30, sigma=0.05, stepsize=0.01, pop_pairs=8, seed=2, **extra)
+        es.tell(returns)
+        thetas.append(es.theta)
+    np.testing.assert_array_equal(thetas[0], thetas[1])
 
 
 def test_solves_quadratic_20d() -> None:
@@ -232,6 +273,10 @@ def test_offsets_depend_on_seed_and_generation_only() -> None:
         ({"optimizer": "rmsprop"}, "optimizer must be 'adam' or 'sgd'"),
         ({"theta": np.zeros(3)}, "theta must have 10 elements"),
         ({"maximize": "no"}, "maximize must be True or False, got 'no'"),
+        ({"elite_fraction": 0.0}, r"elite_fraction must be a number in \(0, 1\], got 0.0"),
+        ({"elite_fraction": 1.5}, r"elite_fraction must be a number in \(0, 1\]"),
+        ({"elite_fraction": True}, r"elite_fraction must be a number in \(0, 1\]"),
+        ({"elite_fraction": float("nan")}, r"elite_fraction must be a number in \(0, 1\]"),
     ],
 )
 def test_bad_arguments(kwargs: dict, message: str) -> None:

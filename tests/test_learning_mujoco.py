@@ -269,6 +269,21 @@ def test_a_result_of_another_config_is_refused_by_runner_and_report(tmp_path: Pa
     assert "is a run of another config than today's configs/swimmer.json" in capsys.readouterr().err
 
 
+def test_a_result_written_before_a_setting_existed_is_the_same_experiment() -> None:
+    """A result file without a setting esfast added since (at its default) is still today's config's;
+    one with the setting at another value is not."""
+    task = lm.TASKS["Swimmer-v5"]
+    config = lm.shipped_config(task, 0, task.budget, None)
+    recorded = _result("Swimmer-v5", 0, 400_000)["config"]
+    assert lm.same_experiment(recorded, config)
+    del recorded["config"]["elite_fraction"]
+    assert lm.same_experiment(recorded, config)
+    recorded["config"]["elite_fraction"] = 0.5
+    assert not lm.same_experiment(recorded, config)
+    recorded["config"]["elite_fraction"] = "all"  # not a config at all
+    assert not lm.same_experiment(recorded, config)
+
+
 def test_keep_going_goes_on_past_the_score_and_says_it_spent_the_budget(tmp_path: Path) -> None:
     kwargs: dict[str, Any] = {"runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
     first = lm.run_one(TASK, 0, budget=BUDGET, **kwargs)

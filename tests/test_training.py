@@ -181,6 +181,16 @@ def test_return_shift_takes_a_constant_per_step_from_the_returns_the_update_sees
     assert records[1.5]["return_mean"] == records[0.0]["return_mean"]
 
 
+def test_elite_fraction_reaches_the_update_and_the_checkpoint(tmp_path: Path) -> None:
+    """config.elite_fraction is the trainer's OpenES setting; a run with it trains and resumes exactly."""
+    config = reach_config("run.generations=3", "elite_fraction=0.5")
+    straight = train(config, tmp_path / "straight")
+    assert straight.es.elite_fraction == 0.5
+    assert not np.array_equal(straight.es.theta, train(reach_config("run.generations=3"), tmp_path / "all").es.theta)
+    train(reach_config("run.generations=1", "elite_fraction=0.5"), tmp_path / "split")
+    np.testing.assert_array_equal(train(config, tmp_path / "split", resume=True).es.theta, straight.es.theta)
+
+
 def test_adaptive_timestep_limit(tmp_path: Path) -> None:
     trainer = train(reach_config("run.generations=2", "episode_cutoff_mode=adaptive:4,0.5,2.0"), tmp_path)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

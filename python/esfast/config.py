@@ -119,6 +119,7 @@ class ESSettings:
     return_proc_mode: str = "centered_rank"
     episode_cutoff_mode: str | int = "env_default"
     return_shift: float = 0.0
+    elite_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -560,6 +561,10 @@ def validate(config: Config) -> None:
     _require(
         _number_in(es.return_shift, 0, MAX_COEFFICIENT),
         f"config.return_shift must be a number in [0, {_bound(MAX_COEFFICIENT)}], got {_show(es.return_shift)}",
+    )
+    _require(
+        _number_in(es.elite_fraction, 0, 1) and es.elite_fraction > 0,
+        f"config.elite_fraction must be a number in (0, 1], got {_show(es.elite_fraction)}",
     )
     _count(es.snapshot_freq, "config.snapshot_freq", 0, MAX_COUNT, note=" (0: only latest.npz)")
     _require(

@@ -24,6 +24,7 @@ longer ``sample_offsets`` request extends a shorter one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,23 @@ def process_returns(returns: NDArray[np.float64], mode: str) -> NDArray[np.float
     raise ValueError(f"return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {mode!r}")
 
 
+def elite_pairs(returns: NDArray[np.float64], fraction: float) -> NDArray[np.int64] | None:
+    """The pairs an update with ``elite_fraction`` ``fraction`` uses, in pair order; None: all of them.
+
+    ``returns`` has shape (pairs, 2). The ceil(fraction × pairs) pairs (at least one; a product
+    within 1e-6 of an integer counts as that integer, so 1/3 of 60 is 20) with the highest
+    max(r⁺, r⁻) are kept; a stable sort puts the lower pair index first among equals, so the
+    choice is a function of the returns alone.
+    """
+    count = len(returns)
+    keep = min(count, max(1, math.ceil(fraction * count - 1e-6)))
+    if keep == count:
+        return None
+    best = np.max(returns, axis=1)
+    order = np.argsort(-best, kind="stable")[:keep]
+    return np.sort(order)
+
+
 class OpenES:
     """The OpenAI-ES update: antithetic sampling, return shaping, Adam or SGD, L2 decay.
 
@@ -156,6 +174,10 @@ class OpenES:
         momentum: SGD momentum.
         l2coeff: L2 coefficient: the update descends ``-g + l2coeff * θ``.
         return_proc_mode: ``"centered_rank"``, ``"normalized"`` or ``"raw"``.
+        elite_fraction: the fraction of a generation's pairs the update uses, in (0, 1]: the
+            ceil(fraction × pairs) pairs whose better episode returned the most (ties: the lower
+            pair index first), shaped among themselves; 1 (the paper) uses every pair. Mania et al.
+            2018's "top directions" (ARS V2-t).
         table: the noise table; None creates a private one of :func:`default_table_size` from ``seed``.
         theta: initial θ (copied to float32); None draws N(0, 1) from ``seed``.
         maximize: whether :meth:`tell` gets values to maximize (returns, fitness); False:
@@ -177,6 +199,7 @@ class OpenES:
         momentum: float = 0.9,
         l2coeff: float = 0.0,
         return_proc_mode: str = "centered_rank",
+        elite_fraction: float = 1.0,
         table: core.NoiseTable | None = None,
         theta: ArrayLike | None = None,
         maximize: bool = True,
@@ -193,8 +216,12 @@ class OpenES:
             raise ValueError(f"l2coeff must be >= 0, got {l2coeff!r}")
         if return_proc_mode not in RETURN_PROC_MODES:
             raise ValueError(f"return_proc_mode must be one of {', '.join(RETURN_PROC_MODES)}, got {return_proc_mode!r}")
+        numeric = isinstance(elite_fraction, (int, float, np.integer, np.floating)) and not isinstance(elite_fraction, (bool, np.bool_))
+        if not (numeric and 0 < elite_fraction <= 1):
+            raise ValueError(f"elite_fraction must be a number in (0, 1], got {elite_fraction!r}")
         if not isinstance(maximize, (bool, np.bool_)):
             raise ValueError(f"maximize must be True or False, got {maximize!r}")
+        self.elite_fraction = float(elite_fraction)
         self.maximize = bool(maximize)
         self.num_params = int(num_params)
         self.sigma = float(sigma)
@@ -284,10 +311,14 @@ class OpenES:
             raise ValueError("returns must not contain NaN")
         if not self.maximize:
             values = -values
+        offsets = self.offsets(pairs=count)
+        elite = elite_pairs(values, self.elite_fraction)
+        if elite is not None:
+            values, offsets = values[elite], offsets[elite]
         shaped = process_returns(values, self.return_proc_mode)
         weights = (shaped[:, 0] - shaped[:, 1]).astype(np.float32)
-        gradient = core.weighted_noise_sum(self.table, self.offsets(pairs=count), weights, self.num_params)
-        gradient /= np.float32(2 * count)
+        gradient = core.weighted_noise_sum(self.table, offsets, weights, self.num_params)
+        gradient /= np.float32(2 * len(offsets))
         step = self.optimizer.step(-gradient + np.float32(self.l2coeff) * self.theta)
         self.theta = self.theta + step
         self.generation += 1
@@ -307,6 +338,7 @@ class OpenES:
             "pop_pairs": self.pop_pairs,
             "l2coeff": self.l2coeff,
             "return_proc_mode": self.return_proc_mode,
+            "elite_fraction": self.elite_fraction,
             "maximize": self.maximize,
             "optimizer": self.optimizer_name,
             "table_size": len(self.table),

@@ -191,6 +191,7 @@ class Trainer:
             momentum=config.optimizer.momentum,
             l2coeff=config.es.l2coeff,
             return_proc_mode=config.es.return_proc_mode,
+            elite_fraction=config.es.elite_fraction,
             table=self.table,
             theta=self.policy.initial_theta(derive_rng(seed, Purpose.INIT)),
         )
