@@ -23,9 +23,14 @@ directory's latest checkpoint, exactly as ``esfast train --resume`` would (the s
 uninterrupted run). A result file is written every minute while a run goes on, so the curve so far
 is there whenever a sitting ends.
 
+A run under way also keeps what resuming it needs (its config, log and latest checkpoint) in a
+carry directory, ``<results>/carry/<env>-seed<k>/``, refreshed with the result file and removed
+when the run finishes. The carry directory goes with the repository (commit it with the result
+file), so a sitting on another machine, with no run directory, continues the run from there.
+
 Usage:
     python benchmarks/learning_mujoco.py ENV [ENV ...] [--seeds 0 1 2] [--budget-timesteps T]
-        [--runs DIR] [--results DIR] [--workers N] [--keep-going]
+        [--runs DIR] [--results DIR] [--carry DIR] [--workers N] [--keep-going]
 
 ENV is a gymnasium id (``Hopper-v5``), a shipped config's name (``hopper``) or ``all``.
 """
@@ -33,12 +38,14 @@ ENV is a gymnasium id (``Hopper-v5``), a shipped config's name (``hopper``) or `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -328,6 +335,36 @@ def result_path(results: Path, env_id: str, seed: int) -> Path:
     return results / f"{env_id}-seed{seed}.json"
 
 
+def _copy(source: Path, destination: Path) -> None:
+    """Copies a file atomically (a temporary file renamed), so a killed copy never leaves half a file."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(destination.name + ".tmp")
+    shutil.copyfile(source, temporary)
+    temporary.replace(destination)
+
+
+def carry_out(run_dir: Path, carry: Path) -> None:
+    """Copies what resuming the run in ``run_dir`` needs into ``carry``: its latest checkpoint, then
+    its log (never behind the checkpoint, which the resume reconciles it with), then its config.
+    Does nothing before the run's first checkpoint."""
+    run = RunDirectory(run_dir)
+    if run.latest.exists():
+        _copy(run.latest, carry / run.latest.name)
+        _copy(run.log, carry / run.log.name)
+        _copy(run.config, carry / run.config.name)
+
+
+def carry_in(carry: Path, run_dir: Path) -> bool:
+    """Makes ``run_dir`` (without a checkpoint) the run that ``carry`` holds; False if it holds none."""
+    run = RunDirectory(run_dir)
+    if not (carry / run.latest.name).exists():
+        return False
+    _copy(carry / run.config.name, run.config)
+    _copy(carry / run.log.name, run.log)
+    _copy(carry / run.latest.name, run.latest)
+    return True
+
+
 def run_one(
     task: Task,
     seed: int,
@@ -335,23 +372,28 @@ def run_one(
     budget: int | None = None,
     runs: Path = RUNS,
     results: Path = RESULTS,
+    carry: Path | None = None,
     workers: int | None = None,
     keep_going: bool = False,
     on_generation: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Trains (or continues, or skips) one (task, seed) and writes its result file; returns its content.
 
+    A run under way keeps its config, log and latest checkpoint in ``carry/<env>-seed<k>/``
+    (default ``carry``: ``results/carry``) whenever it writes its result file, and continues from
+    there when its run directory has no checkpoint; the directory is removed when the run finishes.
     A run that diverges (θ non-finite) ends with ``stopped: "diverged"`` and the final evaluation of
     its last finite θ, so the suite goes on with the next run.
 
     Raises:
         UserError: the run directory or the result file holds a run of another config, or a run to
-            continue has a result file but no run directory (another machine: copy the directory).
+            continue has a result file but neither a run directory nor a carry directory.
         KeyboardInterrupt: Ctrl-C or SIGTERM; the result file and the checkpoint hold the run so far.
     """
     budget = task.budget if budget is None else budget
     path = result_path(results, task.env_id, seed)
     out = runs / f"{task.env_id}-seed{seed}"
+    carried = (results / "carry" if carry is None else carry) / f"{task.env_id}-seed{seed}"
     config = shipped_config(task, seed, budget, workers)
     previous = json.loads(path.read_text()) if path.exists() else None
     if previous is not None and not same_experiment(previous["config"], config):
@@ -361,9 +403,12 @@ def run_one(
         if spent or (previous["stopped"] == "reached" and not keep_going):
             print(f"{task.env_id} seed {seed}: finished ({previous['stopped']}), skipped; {path}", flush=True)
             return dict(previous)
-    resume = RunDirectory(out).latest.exists()
+    resume = RunDirectory(out).latest.exists() or (previous is not None and not previous["finished"] and carry_in(carried, out))
     if previous is not None and not resume:
-        raise UserError(f"{path} is a run to continue, but {out} has no checkpoint: copy it from the machine that ran it, or remove {path}")
+        raise UserError(
+            f"{path} is a run to continue, but neither {out} nor {carried} has its checkpoint:"
+            f" copy the run directory from the machine that ran it, or remove {path}"
+        )
     if resume and _experiment(resolved_config(out)) != _experiment(config):
         raise UserError(f"{out} holds a run of another config than configs/{task.config}.json (seed {seed}); remove it to start over")
     # Result files written before sittings recorded their workers take the run's.
@@ -390,6 +435,7 @@ def run_one(
                 on_generation(record)
             if time.monotonic() - written > WRITE_EVERY:
                 write_json(path, result(task, config, records, sittings, budget=budget, stopped=None, final=None))
+                carry_out(out, carried)
                 written = time.monotonic()
             return reached() and not keep_going
 
@@ -401,11 +447,15 @@ def run_one(
             stopped = "diverged"
         except BaseException:
             write_json(path, result(task, config, records, sittings, budget=budget, stopped=None, final=None))
+            carry_out(out, carried)
             raise
         if stopped is None:
             stopped = "reached" if reached() and not (keep_going and trainer.done()) else "budget"
     data = result(task, config, records, sittings, budget=budget, stopped=stopped, final=final_evaluation(out, seed))
     write_json(path, data)
+    shutil.rmtree(carried, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        carried.parent.rmdir()  # the last run under way has finished
     line = data["scores"][-1]["reached"]
     where = f"reached {task.final.value:g} at {line['timesteps']:,} timesteps" if line else f"did not reach {task.final.value:g}"
     print(
@@ -422,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-timesteps", type=int, help="timesteps budget of each run (default: the task's)")
     parser.add_argument("--runs", type=Path, default=RUNS, help=f"where the run directories go (default: {RUNS.relative_to(ROOT)})")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"where the result files go (default: {RESULTS.relative_to(ROOT)})")
+    parser.add_argument(
+        "--carry", type=Path, help="where runs under way keep what resuming them needs, for another machine (default: RESULTS/carry)"
+    )
     parser.add_argument("--workers", type=int, help="evaluator processes (default: one per core)")
     parser.add_argument("--keep-going", action="store_true", help="spend the whole budget, also after the final score is reached")
     args = parser.parse_args(argv)
@@ -445,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                     budget=args.budget_timesteps,
                     runs=args.runs,
                     results=args.results,
+                    carry=args.carry,
                     workers=args.workers,
                     keep_going=args.keep_going,
                 )

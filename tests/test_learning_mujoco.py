@@ -25,9 +25,13 @@ HOPPER = lm.TASKS["Hopper-v5"].budget
 BUDGET = 3000  # timesteps: a few generations of InvertedPendulum's early, short episodes
 
 
-def _theta(run: Path) -> np.ndarray:
-    state, _ = load_checkpoint(run / "checkpoints" / "latest.npz")
+def _theta_of(checkpoint: Path) -> np.ndarray:
+    state, _ = load_checkpoint(checkpoint)
     return np.asarray(state["theta"])
+
+
+def _theta(run: Path) -> np.ndarray:
+    return _theta_of(run / "checkpoints" / "latest.npz")
 
 
 def test_paper_numbers_are_the_reference_table() -> None:
@@ -255,8 +259,36 @@ def test_a_result_to_continue_without_its_run_directory_is_refused(tmp_path: Pat
     kwargs: dict[str, Any] = {"runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
     lm.run_one(TASK, 0, budget=BUDGET, **kwargs)
     shutil.rmtree(tmp_path / "runs")  # another machine: the result file came with the repository, the run did not
-    with pytest.raises(UserError, match="has no checkpoint: copy it from the machine that ran it"):
+    with pytest.raises(UserError, match=r"neither .* nor .* has its checkpoint: copy the run directory from the machine that ran it"):
         lm.run_one(TASK, 0, budget=2 * BUDGET, **kwargs)
+
+
+def test_a_run_under_way_continues_on_another_machine_from_its_carry_directory(tmp_path: Path) -> None:
+    """Another machine has the repository (result file and carry directory), not the run directory:
+    the run goes on from the carry directory to the θ of an uninterrupted run, and the carry
+    directory goes when the run finishes."""
+    budget = 2 * BUDGET
+    whole = lm.run_one(TASK, 1, budget=budget, runs=tmp_path / "whole", results=tmp_path / "whole-results", workers=1)
+    assert not (tmp_path / "whole-results" / "carry").exists()
+
+    def interrupt(record: dict[str, Any]) -> None:
+        if record["generation"] == 2:
+            raise KeyboardInterrupt
+
+    kwargs: dict[str, Any] = {"budget": budget, "runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    with pytest.raises(KeyboardInterrupt):
+        lm.run_one(TASK, 1, on_generation=interrupt, **kwargs)
+    carried = tmp_path / "results" / "carry" / "InvertedPendulum-v5-seed1"
+    assert sorted(p.name for p in carried.iterdir()) == ["config.json", "latest.npz", "log.jsonl"]
+    assert np.array_equal(_theta_of(carried / "latest.npz"), _theta(tmp_path / "runs" / "InvertedPendulum-v5-seed1"))
+    shutil.rmtree(tmp_path / "runs")
+
+    resumed = lm.run_one(TASK, 1, **kwargs)
+    assert [s["from_generation"] for s in resumed["sittings"]] == [0, 2]
+    assert np.array_equal(_theta(tmp_path / "runs" / "InvertedPendulum-v5-seed1"), _theta(tmp_path / "whole" / "InvertedPendulum-v5-seed1"))
+    del resumed["curve"]["seconds"], whole["curve"]["seconds"]  # wall-clock: the only values that may differ
+    assert resumed["curve"] == whole["curve"] and resumed["final_evaluation"] == whole["final_evaluation"]
+    assert not (tmp_path / "results" / "carry").exists()
 
 
 def test_a_result_of_another_config_is_refused_by_runner_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
