@@ -126,6 +126,21 @@ def test_overrides() -> None:
         apply_overrides(config, ["noise_stdev=-1"])
 
 
+def test_another_environment_drops_the_configs_environment_options(caplog: pytest.LogCaptureFixture) -> None:
+    """``esfast train ant --env Hopper-v5``: Ant's options are not Hopper's; options set with --set stay."""
+    ant = load_config(shipped_configs()["ant"])
+    assert ant.env_kwargs == {"include_cfrc_ext_in_observation": False}
+    with caplog.at_level(logging.INFO, logger="esfast.config"):
+        hopper = apply_overrides(ant, ["env_id=Hopper-v5"])
+    assert hopper.env_id == "Hopper-v5" and hopper.env_kwargs == {}
+    dropped = 'env_kwargs {"include_cfrc_ext_in_observation": false} dropped: they are options of Ant-v5, not of Hopper-v5'
+    assert caplog.messages == [dropped]
+    both = apply_overrides(ant, ["env_kwargs.terminate_when_unhealthy=false", "env_id=Hopper-v5"])
+    assert both.env_kwargs == {"terminate_when_unhealthy": False}
+    same = apply_overrides(ant, ["env_id=Ant-v5", "env_kwargs.healthy_reward=2"])
+    assert same.env_kwargs == {"include_cfrc_ext_in_observation": False, "healthy_reward": 2}
+
+
 @pytest.mark.parametrize(
     "name", ["ant", "halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum", "swimmer", "walker2d"]
 )

@@ -687,7 +687,9 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
     A key is a dotted path (``config.noise_stdev``, ``policy.args.hidden_dims``) or its last
     part alone when that is unique (``noise_stdev``); ``env_kwargs.NAME`` sets an option of the
-    environment, a new one too, and only by that full path.
+    environment, a new one too, and only by that full path. An override of ``env_id`` with another
+    environment drops the config's own ``env_kwargs`` (they are its environment's options), saying
+    so in a log line; those the overrides set are kept.
 
     Raises:
         ConfigError: malformed override, unknown or ambiguous key, or a bad resulting value.
@@ -696,7 +698,8 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     # to_dict leaves momentum out of Adam configs (the paper's layout); it may still be set, e.g.
     # together with optimizer.type=sgd.
     data["optimizer"]["args"].setdefault("momentum", config.optimizer.momentum)
-    env_kwargs = data.pop("env_kwargs", {})
+    own_kwargs = data.pop("env_kwargs", {})
+    env_kwargs: dict[str, Any] = {}
     leaves = _leaf_paths(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -717,6 +720,10 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         for part in parents:
             node = node[part]
         node[last] = _override_value(raw)
+    if own_kwargs and data["env_id"] != config.env_id:
+        logger.info("env_kwargs %s dropped: they are options of %s, not of %s", json.dumps(own_kwargs), config.env_id, data["env_id"])
+        own_kwargs = {}
+    env_kwargs = {**own_kwargs, **env_kwargs}
     if env_kwargs:
         data["env_kwargs"] = env_kwargs
     return config_from_dict(data)
