@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> None:
 
     from esfast import core
     from esfast.config import PolicySettings
-    from esfast.distributed.master import Master, start_local_worker
+    from esfast.distributed.local_host import start_local_worker
+    from esfast.distributed.master import Master
     from esfast.envs import make_env
     from esfast.es import population_offsets
     from esfast.policies import MLPPolicy

@@ -8,9 +8,11 @@ is :class:`~esfast.distributed.scheduling.GenerationScheduler`'s; this module pu
 liveness and keeps the counters that each generation's log record carries. The protocol is
 specified in ``docs/protocol.md``.
 
-During :meth:`Master.evaluate` the caller's thread serves the socket; between generations (while
-the trainer updates θ and writes checkpoints) a thread of the master owns it, sending heartbeats and
-queueing what arrives for the next generation, so hosts never see a silent master.
+The socket, with its keys and limits, is :class:`~esfast.distributed.router.Router`'s. During
+:meth:`Master.evaluate` the caller's thread serves it; between generations (while the trainer
+updates θ and writes checkpoints) :class:`~esfast.distributed.between_generations.BetweenGenerations`
+does, sending heartbeats and queueing what arrives for the next generation, so hosts never see a
+silent master.
 
 No peer is trusted with more than its own tasks: a result or failure counts only from a host that
 was given that task, every number in it is bounded by what the task can give
@@ -28,36 +30,29 @@ host's results of the current round (``docs/protocol.md``, "Audits").
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zmq
 from numpy.typing import NDArray
-from zmq.auth.thread import ThreadAuthenticator
 
 from esfast.config import MAX_COUNT
 from esfast.distributed.admission import judge_hello
 from esfast.distributed.audit import AuditBook, Opinion, describe
+from esfast.distributed.between_generations import BetweenGenerations
 from esfast.distributed.bounds import length_limit, violation
-from esfast.distributed.connections import HANDSHAKE_SECONDS, ConnectionGuard
-from esfast.distributed.keys import KeyCheck, MasterKeys
+from esfast.distributed.keys import MasterKeys
+from esfast.distributed.local_host import start_local_worker, stop_local_worker
 from esfast.distributed.log_limit import LogLimiter
 from esfast.distributed.protocol import (
     HEARTBEAT_INTERVAL,
     LIVENESS,
     MAX_CREDIT_PER_PROC,
-    MAX_HEADER_BYTES,
-    MAX_RESULTS_PER_MESSAGE,
     MAX_TASKS_PER_MESSAGE,
     PROTOCOL_VERSION,
     THETA_REQUEST_INTERVAL,
@@ -70,11 +65,15 @@ from esfast.distributed.protocol import (
     task_to_wire,
     theta_message,
 )
+from esfast.distributed.router import Router, largest_message
 from esfast.distributed.scheduling import GenerationScheduler, Outcome, SchedulerStats
 from esfast.distributed.versions import software_versions
 from esfast.envs.probe import probe_environment
 from esfast.errors import ConfigError, ProtocolError, WorkerError
 from esfast.tasks import EvalResult, EvalTask, GenerationSpec, PairResult, PairTask, Result, Task, WorkerSetup
+
+if TYPE_CHECKING:
+    import subprocess
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +82,6 @@ logger = logging.getLogger(__name__)
 TAIL_COPY_FACTOR = 2.0
 TAIL_COPY_MIN_SECONDS = 0.5
 WAITING_LOG_INTERVAL = 10.0  # seconds between "waiting for worker hosts" lines
-STOP_LINGER_MS = 2000  # how long close() lets STOP messages drain
 DRAIN_BATCH = 1000  # messages handled before the loop dispatches and heart-beats again
 
 # What peers can make the master hold (docs/protocol.md, "What a peer may say").
@@ -92,8 +90,6 @@ MAX_REMEMBERED_HOSTS = 4096  # distinct host names remembered for hosts_total; l
 THETA_UNREAD_LIMIT = 3  # θ copies sent to a host without a result of their generation back: then it is dropped
 FAILURE_PEERS = 2  # a task ends the run when it fails on hosts of this many machines (or keys), or on every host
 MAX_ERROR_CHARACTERS = 500  # of a host's error text, logged or raised
-PENDING_BYTES = 256 * 1024 * 1024  # messages queued between generations, at most
-RECEIVE_HWM = 128  # messages ZeroMQ queues per peer before it stops reading that peer
 
 
 @dataclass
@@ -194,44 +190,11 @@ class Master:
             encode(Message("WELCOME", {"worker": "w0", "run": self.run, "versions": self.versions, "session": ""}, self.run_arrays))
         except (ProtocolError, ValueError) as error:
             raise ConfigError(f"the run description cannot be sent to worker hosts: {error}") from None
-        self.context = zmq.Context()
-        # Under --keys, pyzmq's authenticator answers the socket's CURVE handshakes (ZAP) from its
-        # own thread: a peer whose key is not listed never gets a message through.
-        self.auth: ThreadAuthenticator | None = None
-        self.key_check: KeyCheck | None = None
-        if keys is not None:
-            self.key_check = KeyCheck(keys)
-            self.auth = ThreadAuthenticator(self.context, log=logging.getLogger("esfast.distributed.auth"))
-            self.auth.start()
-            self.auth.configure_curve_callback("*", credentials_provider=self.key_check)
-        self.socket = self.context.socket(zmq.ROUTER)
-        if keys is not None:
-            self.socket.curve_secretkey = keys.secret
-            self.socket.curve_publickey = keys.public
-            self.socket.curve_server = True
-        self.socket.setsockopt(zmq.LINGER, 0)
-        # What a peer can make ZeroMQ buffer: the largest message a host sends (a RESULT of
-        # MAX_RESULTS_PER_MESSAGE pairs with observation sums), RECEIVE_HWM of them per peer.
-        largest = MAX_HEADER_BYTES + MAX_RESULTS_PER_MESSAGE * 2 * 8 * setup.obs_dim + 4096
-        self.socket.setsockopt(zmq.MAXMSGSIZE, min(largest, 64 * 1024 * 1024))
-        self.socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
-        self.socket.setsockopt(zmq.HANDSHAKE_IVL, int(1000 * HANDSHAKE_SECONDS))
-        # A send to a peer whose queue is full, or that is gone, fails instead of being dropped in
-        # silence, so the master knows what each host has received (see _send).
-        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        try:
-            self.socket.bind(bind)
-        except zmq.ZMQError as error:
-            self.socket.close()
-            if self.auth is not None:
-                self.auth.stop()
-            self.context.term()
-            hint = " (is another master running? choose another port with --bind)" if error.errno == zmq.EADDRINUSE else ""
-            raise OSError(f"cannot bind {bind}: {error.strerror}{hint}") from None
-        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.guard = ConnectionGuard(self.socket)
+        self.router = Router(bind, keys=keys, max_message_bytes=largest_message(setup.obs_dim))
+        self.endpoint = self.router.endpoint
+        self.key_check = self.router.key_check  # under --keys: who may connect, and under which name
         self.poller = zmq.Poller()
-        self.poller.register(self.socket, zmq.POLLIN)
+        self.poller.register(self.router.socket, zmq.POLLIN)
         self.hosts: dict[bytes, _Host] = {}
         self.hosts_seen: set[str] = set()
         self.hosts_unremembered = 0  # new names after MAX_REMEMBERED_HOSTS: counted, not kept
@@ -245,13 +208,7 @@ class Master:
         self.theta_frames: list[Any] = []
         self.task_seconds = (0.0, 0)  # this generation's accepted results: total time from assignment, count
         self.last_heartbeat = 0.0
-        # Between generations (update, checkpoint) a thread owns the socket: it heart-beats and
-        # queues what arrives, so hosts never see a silent master. See _serve_between.
-        self.between: threading.Thread | None = None
-        self.pending: list[list[zmq.Frame]] = []
-        self.pending_bytes = 0
-        self.wake_read, self.wake_write = os.pipe()
-        os.set_blocking(self.wake_read, False)
+        self.between = BetweenGenerations(self.router, self._heartbeat, self._timeout_ms)
         self.local: subprocess.Popen[bytes] | None = None
         if local_procs is not None:
             try:
@@ -281,7 +238,7 @@ class Master:
         issued = self.issued
         if issued is not None and issued.generation == spec.generation and issued.theta != theta_bytes:
             raise ValueError(f"generation {spec.generation} is evaluated again with another θ or other settings than its hosts hold")
-        self._end_between()
+        self.between.stop()
         if issued is None or issued.generation != spec.generation:
             issued = _Issued(spec.generation, [], theta_bytes, SchedulerStats())
             self.stats = MasterStats()
@@ -302,7 +259,7 @@ class Master:
             self._serve_generation(scheduler)
         finally:  # also on Ctrl-C or a failed task: hosts are heart-beaten until close()
             self.scheduler = None
-            self._start_between()
+            self.between.start()
         results = scheduler.ordered_results()
         s = scheduler.stats
         self.last_stats = {
@@ -356,19 +313,12 @@ class Master:
 
     def close(self, *, interrupted: bool = False) -> None:
         """Tells every host to stop, closes the socket and waits for the local worker host."""
-        self._end_between()
-        os.close(self.wake_read)
-        os.close(self.wake_write)
+        self.between.close()
         reason = "the master was interrupted" if interrupted else "the run is over"
         stop = encode(Message("STOP", {"reason": reason}))
         for identity in list(self.hosts):
             self._send(identity, stop)
-        self.guard.close()
-        self.socket.setsockopt(zmq.LINGER, STOP_LINGER_MS)
-        self.socket.close()
-        if self.auth is not None:
-            self.auth.stop()
-        self.context.term()
+        self.router.close()
         if self.local is not None:
             stop_local_worker(self.local)
             self.local = None
@@ -384,27 +334,23 @@ class Master:
         The caller decides what a refused message means: θ is sent again at the next dispatch,
         tasks go back to the queue, a heartbeat or STOP is only logged.
         """
-        try:
-            self.socket.send_multipart([identity, *frames], copy=False, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            logger.debug("a message to a worker host was not sent: its queue is full")
-            return False
-        except zmq.ZMQError as error:
-            if error.errno != zmq.EHOSTUNREACH:
-                raise
-            logger.debug("a message to a worker host was not sent: it has disconnected")
-            return False
-        return True
+        return self.router.send(identity, frames)
+
+    def _heartbeat(self, now: float) -> None:
+        """Sends every host a heartbeat, if one is due."""
+        if now - self.last_heartbeat >= HEARTBEAT_INTERVAL:
+            self.last_heartbeat = now
+            heartbeat = encode(Message("HEARTBEAT"))
+            for identity in list(self.hosts):
+                self._send(identity, heartbeat)
 
     def _drain(self) -> None:
         """Handles what waits: messages queued between generations, then up to DRAIN_BATCH more."""
-        pending, self.pending, self.pending_bytes = self.pending, [], 0
-        for frames in pending:
+        for frames in self.between.take():
             self._handle_safely(frames)
         for _ in range(DRAIN_BATCH):
-            try:
-                received = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            received = self.router.receive()
+            if received is None:
                 return
             self._handle_safely(received)
 
@@ -416,45 +362,6 @@ class Master:
             raise
         except Exception as error:  # a message the checks did not foresee: the master keeps running
             self._drop(f"unexpected {type(error).__name__} while handling it: {error}")
-
-    def _start_between(self) -> None:
-        self.between = threading.Thread(target=self._serve_between, name="esfast-master-between", daemon=True)
-        self.between.start()
-
-    def _end_between(self) -> None:
-        if self.between is not None:
-            os.write(self.wake_write, b"x")
-            self.between.join()
-            self.between = None
-        with contextlib.suppress(BlockingIOError):  # every wake-up byte, so the next thread does not stop at once
-            while os.read(self.wake_read, 64):
-                pass
-
-    def _serve_between(self) -> None:
-        """Owns the socket between generations: queues incoming messages and sends heartbeats."""
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self.wake_read, zmq.POLLIN)
-        while True:
-            now = time.monotonic()
-            if now - self.last_heartbeat >= HEARTBEAT_INTERVAL:
-                self.last_heartbeat = now
-                heartbeat = encode(Message("HEARTBEAT"))
-                for identity in list(self.hosts):
-                    self._send(identity, heartbeat)
-            events = dict(poller.poll(self._timeout_ms(now)))
-            if self.wake_read in events:
-                return
-            if self.socket in events:
-                # Bounded in number and bytes: beyond, a flood waits in ZeroMQ, whose queue per
-                # peer is bounded too (RECEIVE_HWM), and then in the peer's own.
-                while len(self.pending) < 100 * DRAIN_BATCH and self.pending_bytes < PENDING_BYTES:
-                    try:
-                        frames = self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self.pending.append(frames)
-                    self.pending_bytes += sum(len(f.buffer) for f in frames)
 
     def _drop(self, reason: str, identity: bytes | None = None, *, kind: str = "malformed") -> None:
         """Counts a dropped message and logs it (at a bounded rate per ``kind`` of drop)."""
@@ -890,11 +797,7 @@ class Master:
         for identity, host in list(self.hosts.items()):
             if now - host.last_seen > LIVENESS * HEARTBEAT_INTERVAL:
                 self._lose(identity, f"was silent for {now - host.last_seen:.1f} s")
-        if now - self.last_heartbeat >= HEARTBEAT_INTERVAL:
-            self.last_heartbeat = now
-            heartbeat = encode(Message("HEARTBEAT"))
-            for identity in self.hosts:
-                self._send(identity, heartbeat)
+        self._heartbeat(now)
         if self.local is not None and self.local.poll() is not None:
             code = self.local.returncode
             self.local = None
@@ -920,33 +823,3 @@ def local_cluster(procs: int, bind: str = "tcp://127.0.0.1:0") -> Callable[[Work
     """An evaluator factory for :class:`~esfast.training.Trainer`: a master on ``bind`` (any free
     loopback port by default) with one worker host of ``procs`` evaluator processes on this machine."""
     return lambda setup, table: Master(bind, setup, local_procs=procs)
-
-
-def start_local_worker(endpoint: str, procs: int) -> subprocess.Popen[bytes]:
-    """Starts ``esfast.distributed.host`` on this machine, connected to ``endpoint``, with ``procs`` evaluators."""
-    command = [
-        sys.executable,
-        "-m",
-        "esfast.distributed.host",
-        "--master",
-        endpoint,
-        "--procs",
-        str(procs),
-        "--quiet",
-        "--parent",
-        str(os.getpid()),
-    ]
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL)
-
-
-def stop_local_worker(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Waits for a local worker host that was told to stop; terminates it if it does not."""
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
