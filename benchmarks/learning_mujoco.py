@@ -259,6 +259,26 @@ def final_evaluation(run_dir: Path, seed: int) -> dict[str, Any]:
     }
 
 
+def core_minutes(elapsed: Sequence[tuple[int, float]], sittings: Sequence[dict[str, Any]], until: int | None = None) -> float:
+    """Each sitting's training time times its evaluator processes, in minutes, up to generation
+    ``until`` (None: the last of ``elapsed``).
+
+    Args:
+        elapsed: (generation, training seconds since the run started) of each generation, in order.
+        sittings: the result file's sittings (``from_generation``, ``workers``), in order.
+    """
+    seconds = {0: 0.0, **dict(elapsed)}
+    end = (elapsed[-1][0] if elapsed else 0) if until is None else until
+    starts = [s["from_generation"] for s in sittings] + [end]
+    return (
+        sum(
+            (seconds.get(min(stop, end), 0.0) - seconds.get(min(start, end), 0.0)) * sitting["workers"]
+            for sitting, start, stop in zip(sittings, starts, starts[1:], strict=False)
+        )
+        / 60
+    )
+
+
 def result(
     task: Task,
     config: Config,
@@ -273,11 +293,7 @@ def result(
     evaluations = evaluation_returns(records)
     last = records[-1] if records else {"generation": 0, "timesteps_total": 0, "time_elapsed": 0.0}
     seconds = float(last["time_elapsed"])
-    elapsed = {0: 0.0, **{r["generation"]: float(r["time_elapsed"]) for r in records}}
-    ends = [s["from_generation"] for s in sittings[1:]] + [last["generation"]]
-    core_seconds = sum(
-        (elapsed.get(end, 0.0) - elapsed.get(s["from_generation"], 0.0)) * s["workers"] for s, end in zip(sittings, ends, strict=True)
-    )
+    elapsed = [(r["generation"], float(r["time_elapsed"])) for r in records]
     scores = [
         {"label": s.label, "score": s.value, "paper_timesteps": s.paper_timesteps, "reached": first_reached(records, evaluations, s.value)}
         for s in task.scores
@@ -310,7 +326,7 @@ def result(
         "train_seconds": seconds,
         "timesteps_per_second": round(last["timesteps_total"] / seconds, 1) if seconds else None,
         "workers": sittings[-1]["workers"],
-        "core_minutes": round(core_seconds / 60, 2),  # each sitting's training time x its evaluator processes
+        "core_minutes": round(core_minutes(elapsed, sittings), 2),
         "sittings": sittings,
         "curve": {
             "generation": [r["generation"] for r in records],

@@ -31,7 +31,7 @@ from esfast.errors import UserError
 from esfast.media import plotting
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_mujoco import FINAL_EPISODES, RESULTS, ROOT, SCHEMA, TASKS, WINDOW, same_experiment, shipped_config
+from learning_mujoco import FINAL_EPISODES, RESULTS, ROOT, SCHEMA, TASKS, WINDOW, core_minutes, same_experiment, shipped_config
 
 TABLE = RESULTS / "table.md"
 FIGURE = ROOT / "docs" / "figures" / "mujoco-suite.png"
@@ -143,6 +143,10 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
     three_quarters = _three_quarters(results)
     final_text = f"{np.median(finals):.0f}" if finals else "–"
     seconds = middle["scores"][-1]["reached"]["seconds"] if not math.isinf(median) else middle["train_seconds"]
+    until = middle["scores"][-1]["reached"]["generation"] if not math.isinf(median) else None
+    history = middle["curve"]
+    sittings = [{"workers": middle["workers"], **s} for s in middle["sittings"]]  # files from before sittings had workers
+    cost = core_minutes(list(zip(history["generation"], history["seconds"], strict=True)), sittings, until)
     return {
         "task": task.env_id,
         "score": f"{final.value:g}",
@@ -155,6 +159,7 @@ def row(results: Sequence[dict[str, Any]]) -> dict[str, str]:
         "75% score: esfast / paper": three_quarters,
         "final θ": final_text,
         "wall-clock (median seed)": f"{seconds / 60:.1f} min, {middle['workers']} workers",
+        "core-minutes": f"{cost:.0f}" if cost >= 10 else f"{cost:.1f}",
         "seeds": ", ".join(f"{r['seed']}{'*' if under_way(r) else ''}" for r in results),
     }
 
@@ -193,6 +198,8 @@ def table(by_task: dict[str, list[dict[str, Any]]]) -> str:
         " of the unperturbed policy) first reached the score; median and range over the seeds; ratio: median / paper."
         f" final θ: the median over seeds of the final θ's mean return over {FINAL_EPISODES} episodes"
         " (of the last sitting, for a run under way)."
+        " wall-clock and core-minutes (training time x evaluator processes, summed over sittings): the median seed's, to the score"
+        " or, not reached, so far."
         " * : a run under way (its budget not spent).",
         "Machines: "
         + "; ".join(m.removeprefix("cpu: ") for m in machines)

@@ -168,14 +168,25 @@ def test_the_table_takes_median_range_and_ratio_over_seeds(tmp_path: Path) -> No
     assert cheetah["esfast (median)"] == "1.70M" and cheetah["range"] == "1.20M – 2.20M"
     assert cheetah["ratio"] == f"{1.70e6 / 2.88e6:.2f}" and cheetah["met"] == "no" and cheetah["target"] == "≤ 1.44M"
     assert cheetah["paper ES"] == "2.88M" and cheetah["seeds"] == "0, 1, 2"
+    # The median seed (2) to its score: 1.70M timesteps at 20k a second on 2 workers, 170 core-seconds.
+    assert cheetah["wall-clock (median seed)"] == "1.4 min, 2 workers" and cheetah["core-minutes"] == "2.8"
     # Seed 0 spent the task's budget without the score (the range's top); seed 2, under way, may still
     # give a median. The median seed shown is seed 0, whose best is the mean of its last 5 evaluations,
     # half the score x 32.0M / 31.6M.
     assert hopper["esfast (median)"] == "not yet (best 1723 within 32.10M)" and hopper["range"] == "5.20M – not reached"
     # ... but not within the target: seed 2 has run the target's 15.8M timesteps already.
     assert hopper["met"] == "no" and hopper["seeds"] == "0, 1, 2*"
+    assert hopper["core-minutes"] == "54"  # seed 0 so far: 1605 s on 2 workers
     text = report.table(by_task)
     assert text.count("\n| ") == 3 and "Machines: Test CPU (avx2)" in text
+
+
+def test_core_minutes_add_each_sittings_time_times_its_workers() -> None:
+    elapsed = [(g, 10.0 * g) for g in range(1, 11)]  # 10 s a generation
+    sittings = [{"from_generation": 0, "workers": 2}, {"from_generation": 4, "workers": 1}, {"from_generation": 8, "workers": 4}]
+    assert lm.core_minutes(elapsed, sittings) == pytest.approx((40 * 2 + 40 * 1 + 20 * 4) / 60)
+    assert lm.core_minutes(elapsed, sittings, until=6) == pytest.approx((40 * 2 + 20 * 1) / 60)
+    assert lm.core_minutes([], sittings[:1]) == 0.0
 
 
 def test_the_figure_has_a_panel_per_task(tmp_path: Path) -> None:
