@@ -423,7 +423,7 @@ def run_one(
     if previous is not None and not resume:
         raise UserError(
             f"{path} is a run to continue, but neither {out} nor {carried} has its checkpoint:"
-            f" copy the run directory from the machine that ran it, or remove {path}"
+            f" copy the run directory from the machine that ran it, or remove {path} to run it again (it retraces the same θ)"
         )
     if resume and _experiment(resolved_config(out)) != _experiment(config):
         raise UserError(f"{out} holds a run of another config than configs/{task.config}.json (seed {seed}); remove it to start over")
