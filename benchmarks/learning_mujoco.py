@@ -38,7 +38,6 @@ ENV is a gymnasium id (``Hopper-v5``), a shipped config's name (``hopper``) or `
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -260,12 +259,14 @@ def final_evaluation(run_dir: Path, seed: int) -> dict[str, Any]:
 
 
 def core_minutes(elapsed: Sequence[tuple[int, float]], sittings: Sequence[dict[str, Any]], until: int | None = None) -> float:
-    """Each sitting's training time times its evaluator processes, in minutes, up to generation
-    ``until`` (None: the last of ``elapsed``).
+    """The compute a run spent up to generation ``until`` (None: the last of ``elapsed``).
 
     Args:
         elapsed: (generation, training seconds since the run started) of each generation, in order.
         sittings: the result file's sittings (``from_generation``, ``workers``), in order.
+
+    Returns:
+        Each sitting's training time times its evaluator processes, summed, in minutes.
     """
     seconds = {0: 0.0, **dict(elapsed)}
     end = (elapsed[-1][0] if elapsed else 0) if until is None else until
@@ -360,20 +361,21 @@ def _copy(source: Path, destination: Path) -> None:
 
 
 def carry_out(run_dir: Path, carry: Path) -> None:
-    """Copies what resuming the run in ``run_dir`` needs into ``carry``: its latest checkpoint, then
-    its log (never behind the checkpoint, which the resume reconciles it with), then its config.
-    Does nothing before the run's first checkpoint."""
+    """Copies what resuming the run in ``run_dir`` needs into ``carry``: its config, its latest
+    checkpoint, then its log (never behind the checkpoint, which the resume reconciles it with).
+    Does nothing before the run has a checkpoint and a log."""
     run = RunDirectory(run_dir)
-    if run.latest.exists():
+    if run.latest.exists() and run.log.exists():
+        _copy(run.config, carry / run.config.name)
         _copy(run.latest, carry / run.latest.name)
         _copy(run.log, carry / run.log.name)
-        _copy(run.config, carry / run.config.name)
 
 
 def carry_in(carry: Path, run_dir: Path) -> bool:
-    """Makes ``run_dir`` (without a checkpoint) the run that ``carry`` holds; False if it holds none."""
+    """Makes ``run_dir`` (without a checkpoint) the run that ``carry`` holds; False if it holds
+    none (or not all of one: a copy cut short)."""
     run = RunDirectory(run_dir)
-    if not (carry / run.latest.name).exists():
+    if not all((carry / name).exists() for name in (run.config.name, run.log.name, run.latest.name)):
         return False
     _copy(carry / run.config.name, run.config)
     _copy(carry / run.log.name, run.log)
@@ -397,7 +399,8 @@ def run_one(
 
     A run under way keeps its config, log and latest checkpoint in ``carry/<env>-seed<k>/``
     (default ``carry``: ``results/carry``) whenever it writes its result file, and continues from
-    there when its run directory has no checkpoint; the directory is removed when the run finishes.
+    there when its run directory has no checkpoint; the directory is removed when the run finishes
+    (so a finished run extended later, ``keep_going`` or a larger budget, needs its run directory).
     A run that diverges (θ non-finite) ends with ``stopped: "diverged"`` and the final evaluation of
     its last finite θ, so the suite goes on with the next run.
 
@@ -417,21 +420,26 @@ def run_one(
     if previous and previous["finished"]:
         spent = previous["stopped"] == "diverged" or previous["budget_timesteps"] >= budget
         if spent or (previous["stopped"] == "reached" and not keep_going):
+            shutil.rmtree(carried, ignore_errors=True)  # left by a sitting killed as it finished
             print(f"{task.env_id} seed {seed}: finished ({previous['stopped']}), skipped; {path}", flush=True)
             return dict(previous)
-    resume = RunDirectory(out).latest.exists() or (previous is not None and not previous["finished"] and carry_in(carried, out))
+    carried_in = not RunDirectory(out).latest.exists() and previous is not None and not previous["finished"] and carry_in(carried, out)
+    resume = carried_in or RunDirectory(out).latest.exists()
     if previous is not None and not resume:
         raise UserError(
             f"{path} is a run to continue, but neither {out} nor {carried} has its checkpoint:"
             f" copy the run directory from the machine that ran it, or remove {path} to run it again (it retraces the same θ)"
         )
     if resume and _experiment(resolved_config(out)) != _experiment(config):
-        raise UserError(f"{out} holds a run of another config than configs/{task.config}.json (seed {seed}); remove it to start over")
+        where = f"{out} (from {carried})" if carried_in else str(out)
+        raise UserError(f"{where} holds a run of another config than configs/{task.config}.json (seed {seed}); remove it to start over")
     # Result files written before sittings recorded their workers take the run's.
     sittings = [{"workers": previous["workers"], **s} for s in previous["sittings"]] if previous else []
     stopped = None
     with Trainer(config, out, resume=resume) as trainer:
         records = RunDirectory(out).records()
+        # A run directory (or carry) behind the result file: the sittings past its generation are redone.
+        sittings = [s for s in sittings if s["from_generation"] < trainer.generation]
         sittings.append(sitting(trainer.generation, trainer.workers))
         config = trainer.config
         print(
@@ -470,8 +478,6 @@ def run_one(
     data = result(task, config, records, sittings, budget=budget, stopped=stopped, final=final_evaluation(out, seed))
     write_json(path, data)
     shutil.rmtree(carried, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        carried.parent.rmdir()  # the last run under way has finished
     line = data["scores"][-1]["reached"]
     where = f"reached {task.final.value:g} at {line['timesteps']:,} timesteps" if line else f"did not reach {task.final.value:g}"
     print(

@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +300,56 @@ def test_a_run_under_way_continues_on_another_machine_from_its_carry_directory(t
     assert np.array_equal(_theta(tmp_path / "runs" / "InvertedPendulum-v5-seed1"), _theta(tmp_path / "whole" / "InvertedPendulum-v5-seed1"))
     del resumed["curve"]["seconds"], whole["curve"]["seconds"]  # wall-clock: the only values that may differ
     assert resumed["curve"] == whole["curve"] and resumed["final_evaluation"] == whole["final_evaluation"]
-    assert not (tmp_path / "results" / "carry").exists()
+    assert not carried.exists()
+
+
+def test_a_run_directory_behind_its_result_file_redoes_the_later_sittings(tmp_path: Path) -> None:
+    """The result file came from a later sitting than the checkpoint (an older carry): the sittings
+    past the checkpoint's generation are dropped, so they never count twice."""
+
+    def interrupt_at(generation: int) -> Callable[[dict[str, Any]], None]:
+        def interrupt(record: dict[str, Any]) -> None:
+            if record["generation"] == generation:
+                raise KeyboardInterrupt
+
+        return interrupt
+
+    kwargs: dict[str, Any] = {"budget": 2 * BUDGET, "runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    with pytest.raises(KeyboardInterrupt):
+        lm.run_one(TASK, 1, on_generation=interrupt_at(2), **kwargs)
+    carried = tmp_path / "results" / "carry" / "InvertedPendulum-v5-seed1"
+    shutil.copytree(carried, tmp_path / "older")
+    with pytest.raises(KeyboardInterrupt):
+        lm.run_one(TASK, 1, on_generation=interrupt_at(4), **kwargs)
+    later = json.loads(lm.result_path(tmp_path / "results", TASK.env_id, 1).read_text())
+    assert [s["from_generation"] for s in later["sittings"]] == [0, 2] and later["generations"] == 4
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(carried)
+    shutil.copytree(tmp_path / "older", carried)  # the checkpoint of generation 2, the result file of generation 4
+    resumed = lm.run_one(TASK, 1, **kwargs)
+    assert [s["from_generation"] for s in resumed["sittings"]] == [0, 2]
+    assert resumed["core_minutes"] >= 0
+
+
+def test_a_carry_copy_is_whole_or_not_taken(tmp_path: Path) -> None:
+    """Before a run has a log (stopped in its first generation) nothing is carried; a carry cut
+    short is not continued from; a finished run's leftover carry goes when the run is skipped."""
+    kwargs: dict[str, Any] = {"budget": BUDGET, "runs": tmp_path / "runs", "results": tmp_path / "results", "workers": 1}
+    lm.run_one(TASK, 0, **kwargs)
+    run = tmp_path / "runs" / "InvertedPendulum-v5-seed0"
+    (run / "log.jsonl").rename(tmp_path / "log.jsonl")
+    lm.carry_out(run, tmp_path / "carry")
+    assert not (tmp_path / "carry").exists()
+    (tmp_path / "log.jsonl").rename(run / "log.jsonl")
+    lm.carry_out(run, tmp_path / "carry")
+    assert sorted(p.name for p in (tmp_path / "carry").iterdir()) == ["config.json", "latest.npz", "log.jsonl"]
+    (tmp_path / "carry" / "log.jsonl").unlink()
+    assert not lm.carry_in(tmp_path / "carry", tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere" / "checkpoints" / "latest.npz").exists()
+
+    leftover = tmp_path / "results" / "carry" / "InvertedPendulum-v5-seed0"
+    lm.carry_out(run, leftover)
+    assert lm.run_one(TASK, 0, **kwargs)["finished"] and not leftover.exists()
 
 
 def test_a_result_of_another_config_is_refused_by_runner_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
