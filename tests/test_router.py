@@ -55,6 +55,9 @@ def test_a_message_beyond_the_limit_never_arrives(router: Router) -> None:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     dealer = _dealer(context, router.endpoint)
     try:
+        dealer.send(b"small")
+        frames = _receive(router)
+        assert frames is not None and frames[1].bytes == b"small"  # connected: what follows is the limit's doing
         dealer.send(b"x" * 2048)  # ZeroMQ drops the connection that sent it
         assert _receive(router, seconds=1.0) is None
     finally:

@@ -49,7 +49,13 @@ class BetweenGenerations:
         os.set_blocking(self.wake_read, False)
 
     def start(self) -> None:
-        """Hands the socket to the thread."""
+        """Hands the socket to the thread.
+
+        Raises:
+            RuntimeError: the thread runs already (two would share the socket).
+        """
+        if self.thread is not None:
+            raise RuntimeError("the between-generations thread runs already")
         self.thread = threading.Thread(target=self._serve, name="esfast-master-between", daemon=True)
         self.thread.start()
 
@@ -74,20 +80,24 @@ class BetweenGenerations:
         os.close(self.wake_read)
         os.close(self.wake_write)
 
+    def _full(self) -> bool:
+        return len(self.pending) >= MAX_PENDING_MESSAGES or self.pending_bytes >= PENDING_BYTES
+
     def _serve(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.router.socket, zmq.POLLIN)
-        poller.register(self.wake_read, zmq.POLLIN)
+        reading = zmq.Poller()  # the socket and the wake-up pipe
+        reading.register(self.router.socket, zmq.POLLIN)
+        reading.register(self.wake_read, zmq.POLLIN)
+        waking = zmq.Poller()  # the pipe alone, once the queue is full: the socket would stay readable
+        waking.register(self.wake_read, zmq.POLLIN)
         while True:
             now = time.monotonic()
             self.heartbeat(now)
-            events = dict(poller.poll(self.timeout_ms(now)))
+            events = dict((waking if self._full() else reading).poll(self.timeout_ms(now)))
             if self.wake_read in events:
                 return
-            if self.router.socket in events:
-                while len(self.pending) < MAX_PENDING_MESSAGES and self.pending_bytes < PENDING_BYTES:
-                    frames = self.router.receive()
-                    if frames is None:
-                        break
-                    self.pending.append(frames)
-                    self.pending_bytes += sum(len(f.buffer) for f in frames)
+            while self.router.socket in events and not self._full():
+                frames = self.router.receive()
+                if frames is None:
+                    break
+                self.pending.append(frames)
+                self.pending_bytes += sum(len(f.buffer) for f in frames)

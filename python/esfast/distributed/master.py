@@ -208,7 +208,11 @@ class Master:
         self.theta_frames: list[Any] = []
         self.task_seconds = (0.0, 0)  # this generation's accepted results: total time from assignment, count
         self.last_heartbeat = 0.0
-        self.between = BetweenGenerations(self.router, self._heartbeat, self._timeout_ms)
+        try:
+            self.between = BetweenGenerations(self.router, self._heartbeat, self._timeout_ms)
+        except BaseException:  # its pipe (out of file descriptors): nothing stays open
+            self.router.close()
+            raise
         self.local: subprocess.Popen[bytes] | None = None
         if local_procs is not None:
             try:

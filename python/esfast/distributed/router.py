@@ -56,37 +56,44 @@ class Router:
     generations).
 
     Raises:
-        OSError: the endpoint cannot be bound (address in use, bad address); nothing is left open.
+        OSError: the endpoint cannot be bound (address in use, bad address). Whatever fails, nothing
+            is left open.
     """
 
     def __init__(self, bind: str, *, keys: MasterKeys | None, max_message_bytes: int) -> None:
         self.context = zmq.Context()
         self.auth: ThreadAuthenticator | None = None
         self.key_check: KeyCheck | None = None
-        if keys is not None:
-            self.key_check = KeyCheck(keys)
-            self.auth = ThreadAuthenticator(self.context, log=logging.getLogger("esfast.distributed.auth"))
-            self.auth.start()
-            self.auth.configure_curve_callback("*", credentials_provider=self.key_check)
-        self.socket = self.context.socket(zmq.ROUTER)
-        if keys is not None:
-            self.socket.curve_secretkey = keys.secret
-            self.socket.curve_publickey = keys.public
-            self.socket.curve_server = True
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
-        self.socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
-        self.socket.setsockopt(zmq.HANDSHAKE_IVL, int(1000 * HANDSHAKE_SECONDS))
-        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        socket: zmq.Socket[bytes] | None = None
         try:
-            self.socket.bind(bind)
-        except zmq.ZMQError as error:
-            self.socket.close()
+            if keys is not None:
+                self.key_check = KeyCheck(keys)
+                self.auth = ThreadAuthenticator(self.context, log=logging.getLogger("esfast.distributed.auth"))
+                self.auth.start()
+                self.auth.configure_curve_callback("*", credentials_provider=self.key_check)
+            socket = self.context.socket(zmq.ROUTER)
+            if keys is not None:
+                socket.curve_secretkey = keys.secret
+                socket.curve_publickey = keys.public
+                socket.curve_server = True
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+            socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
+            socket.setsockopt(zmq.HANDSHAKE_IVL, int(1000 * HANDSHAKE_SECONDS))
+            socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            try:
+                socket.bind(bind)
+            except zmq.ZMQError as error:
+                hint = " (is another master running? choose another port with --bind)" if error.errno == zmq.EADDRINUSE else ""
+                raise OSError(f"cannot bind {bind}: {error.strerror}{hint}") from None
+            self.guard = ConnectionGuard(socket)
+        except BaseException:
+            if socket is not None:
+                socket.close()
             self._stop_context()
-            hint = " (is another master running? choose another port with --bind)" if error.errno == zmq.EADDRINUSE else ""
-            raise OSError(f"cannot bind {bind}: {error.strerror}{hint}") from None
-        self.endpoint: str = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.guard = ConnectionGuard(self.socket)
+            raise
+        self.socket: zmq.Socket[bytes] = socket
+        self.endpoint: str = socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def send(self, identity: bytes, frames: list[Any]) -> bool:
         """Sends ``frames`` to the peer ``identity`` without blocking; False if the socket refused
