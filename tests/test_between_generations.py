@@ -32,6 +32,13 @@ def dealer(router: Router) -> Iterator[zmq.Socket[bytes]]:
     context.term()
 
 
+def _start_and_send(between: BetweenGenerations, dealer: zmq.Socket[bytes], count: int) -> None:
+    """Starts the thread, then sends it ``count`` one-byte messages: b"0", b"1", ..."""
+    between.start()
+    for number in range(count):
+        dealer.send(b"%d" % number)
+
+
 def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
@@ -42,9 +49,7 @@ def test_heartbeats_go_on_and_messages_wait_in_order(router: Router, dealer: zmq
     beats: list[float] = []
     between = BetweenGenerations(router, beats.append, lambda now: 10)
     try:
-        between.start()
-        for number in range(5):
-            dealer.send(b"%d" % number)
+        _start_and_send(between, dealer, 5)
         _wait_for(lambda: len(between.pending) == 5)
         _wait_for(lambda: len(beats) >= 3)
         between.stop()
@@ -69,15 +74,13 @@ def test_heartbeats_go_on_and_messages_wait_in_order(router: Router, dealer: zmq
 def test_the_queue_stops_reading_at_its_bound(
     router: Router, dealer: zmq.Socket[bytes], bound: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """At 3 messages (or 3 bytes: each message here is 1 byte after its 5-byte identity frame) the
+    """At 3 messages (or 18 bytes: each message here is 1 byte after its 5-byte identity frame) the
     thread leaves the rest in ZeroMQ and only waits for its wake-up and heartbeats, without spinning."""
     monkeypatch.setattr(between_generations, bound, 3 if bound == "MAX_PENDING_MESSAGES" else 3 * 6)
     beats: list[float] = []
     between = BetweenGenerations(router, beats.append, lambda now: 50)
     try:
-        between.start()
-        for number in range(6):
-            dealer.send(b"%d" % number)
+        _start_and_send(between, dealer, 6)
         _wait_for(lambda: len(between.pending) == 3)
         count = len(beats)
         time.sleep(0.3)
