@@ -269,7 +269,10 @@ def core_minutes(elapsed: Sequence[tuple[int, float]], sittings: Sequence[dict[s
         Each sitting's training time times its evaluator processes, summed, in minutes.
     """
     seconds = {0: 0.0, **dict(elapsed)}
-    end = (elapsed[-1][0] if elapsed else 0) if until is None else until
+    if until is not None:
+        end = until
+    else:
+        end = elapsed[-1][0] if elapsed else 0
     starts = [s["from_generation"] for s in sittings] + [end]
     return (
         sum(
@@ -423,8 +426,9 @@ def run_one(
             shutil.rmtree(carried, ignore_errors=True)  # left by a sitting killed as it finished
             print(f"{task.env_id} seed {seed}: finished ({previous['stopped']}), skipped; {path}", flush=True)
             return dict(previous)
-    carried_in = not RunDirectory(out).latest.exists() and previous is not None and not previous["finished"] and carry_in(carried, out)
-    resume = carried_in or RunDirectory(out).latest.exists()
+    checkpointed = RunDirectory(out).latest.exists()
+    carried_in = not checkpointed and previous is not None and not previous["finished"] and carry_in(carried, out)
+    resume = checkpointed or carried_in
     if previous is not None and not resume:
         raise UserError(
             f"{path} is a run to continue, but neither {out} nor {carried} has its checkpoint:"
